@@ -1,0 +1,50 @@
+"""The `recofast` command line. Each subcommand lives in its own module, which provides
+`register(subparsers)`; this file only assembles them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that add subcommands, in the order of `recofast --help`.
+_COMMAND_MODULES = [
+    "recofast.evaluate",
+    "recofast.train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recofast",
+        description="Real-time product recommendations: evaluate, train and serve recofast models.",
+    )
+    parser.add_argument("--version", action="version", version=f"recofast {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version() -> str:
+    from recofast import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as e:
+        print(f"recofast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+//! The learner's options, with their defaults, and their text form inside snapshots.
+
+use crate::error::{Error, Result};
+
+/// The event types of the v1 wire contract, in the order of [`Config::event_weights`].
+pub const EVENT_TYPES: [&str; 7] = ["view", "add_to_cart", "remove_from_cart", "purchase", "search", "click", "impression"];
+
+/// The index of an event type name.
+pub fn event_index(name: &str) -> Result<u8> {
+    EVENT_TYPES.iter().position(|e| *e == name).map(|i| i as u8).ok_or_else(|| {
+        Error::InvalidArgument(format!("unknown event type {name:?}; expected one of {}", EVENT_TYPES.join(", ")))
+    })
+}
+
+/// Every option of the online learner. `Config::default()` is what `Recommender()` uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Width of the user and item factors.
+    pub dim: usize,
+    /// SGD learning rate of the factors.
+    pub lr: f32,
+    /// Learning-rate schedule: `lr_t = lr / sqrt(1 + lr_decay * t)` after `t` events (0 keeps it constant).
+    pub lr_decay: f32,
+    /// L2 penalty on the factors and biases touched by an update.
+    pub reg: f32,
+    /// Sampled negatives per positive event (BPR).
+    pub negatives: usize,
+    /// Scale of the random initial factors.
+    pub init_std: f32,
+    /// Weight of each event type, in the order of [`EVENT_TYPES`]; 0 learns nothing,
+    /// a negative weight pushes the item down for that user.
+    pub event_weights: [f32; 7],
+    /// Recent items remembered per user: the co-occurrence window and the scoring context.
+    pub window: usize,
+    /// Seconds of silence that start a new session.
+    pub session_gap: f64,
+    /// Weight of a co-occurring pair whose items are in different sessions.
+    pub cross_session_weight: f32,
+    /// A pair's weight is multiplied by this for each position between its two items.
+    pub pair_decay: f32,
+    /// Weight of the pair counted backwards (later item → earlier item); 1 makes it symmetric.
+    pub backward_weight: f32,
+    /// Neighbours kept per item (the strongest); lists are pruned when they double.
+    pub max_neighbors: usize,
+    /// Co-occurrence normalisation: `c(h,j) / (n_h^alpha * n_j^beta)`.
+    pub cooc_alpha: f32,
+    pub cooc_beta: f32,
+    /// When scoring, the p-th most recent item of the user counts `recency_decay^p`.
+    pub recency_decay: f32,
+    /// Weights of the three signals in the final score: factors, co-occurrence, popularity.
+    pub w_mf: f32,
+    pub w_cooc: f32,
+    pub w_pop: f32,
+    /// Half-life of the trending popularity, in events.
+    pub pop_half_life: f64,
+    /// Seed of the initial factors and of the negative sampling.
+    pub seed: u64,
+    /// Events between two snapshots of the item matrix used for scoring.
+    pub snapshot_every: u64,
+    /// Milliseconds between two snapshots (0: by event count only, which is deterministic).
+    pub snapshot_ms: u64,
+    /// Start a new user's factors from the first item's factors (fold-in).
+    pub fold_in: bool,
+    /// Kernel level: "auto", "scalar", "avx2", "avx512", "neon".
+    pub simd: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dim: 64,
+            lr: 0.05,
+            lr_decay: 0.0,
+            reg: 0.002,
+            negatives: 2,
+            init_std: 0.1,
+            event_weights: [1.0, 2.0, -0.5, 3.0, 0.0, 1.0, 0.0],
+            window: 20,
+            session_gap: 1800.0,
+            cross_session_weight: 0.5,
+            pair_decay: 0.9,
+            backward_weight: 1.0,
+            max_neighbors: 300,
+            cooc_alpha: 0.5,
+            cooc_beta: 0.5,
+            recency_decay: 0.9,
+            w_mf: 0.1,
+            w_cooc: 1.0,
+            w_pop: 0.05,
+            pop_half_life: 20_000.0,
+            seed: 42,
+            snapshot_every: 1000,
+            snapshot_ms: 100,
+            fold_in: true,
+            simd: "auto".to_string(),
+        }
+    }
+}
+
+macro_rules! fields {
+    ($m:ident) => {
+        $m!(dim, usize);
+        $m!(lr, f32);
+        $m!(lr_decay, f32);
+        $m!(reg, f32);
+        $m!(negatives, usize);
+        $m!(init_std, f32);
+        $m!(window, usize);
+        $m!(session_gap, f64);
+        $m!(cross_session_weight, f32);
+        $m!(pair_decay, f32);
+        $m!(backward_weight, f32);
+        $m!(max_neighbors, usize);
+        $m!(cooc_alpha, f32);
+        $m!(cooc_beta, f32);
+        $m!(recency_decay, f32);
+        $m!(w_mf, f32);
+        $m!(w_cooc, f32);
+        $m!(w_pop, f32);
+        $m!(pop_half_life, f64);
+        $m!(seed, u64);
+        $m!(snapshot_every, u64);
+        $m!(snapshot_ms, u64);
+        $m!(fold_in, bool);
+    };
+}
+
+impl Config {
+    /// Names of the numeric and boolean options (what `set` takes besides `simd` and the event weights).
+    pub fn names() -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! push {
+            ($f:ident, $t:ty) => {
+                v.push(stringify!($f));
+            };
+        }
+        fields!(push);
+        v
+    }
+
+    /// Sets one option from its text form; `weight_<event>` sets an event weight. On error
+    /// the configuration is left unchanged.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        let mut next = self.clone();
+        next.set_unchecked(name, value)?;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    fn set_unchecked(&mut self, name: &str, value: &str) -> Result<()> {
+        let bad = |what: &str| Error::InvalidArgument(format!("option {name}: {value:?} is not {what}"));
+        macro_rules! set_field {
+            ($f:ident, $t:ty) => {
+                if name == stringify!($f) {
+                    self.$f = value.trim().parse::<$t>().map_err(|_| bad(stringify!($t)))?;
+                    return Ok(());
+                }
+            };
+        }
+        fields!(set_field);
+        if name == "simd" {
+            if crate::kernels::SimdLevel::parse(value).is_none() {
+                return Err(bad("one of auto, scalar, avx2, avx512, neon"));
+            }
+            self.simd = value.to_string();
+            return Ok(());
+        }
+        if let Some(ev) = name.strip_prefix("weight_") {
+            let i = crate::config::event_index(ev)? as usize;
+            self.event_weights[i] = value.trim().parse::<f32>().map_err(|_| bad("a number"))?;
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!("unknown option {name:?}; known options: {}, simd, weight_<event>", Self::names().join(", "))))
+    }
+
+    /// Every option as (name, text) pairs, in a stable order.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        macro_rules! get {
+            ($f:ident, $t:ty) => {
+                v.push((stringify!($f).to_string(), self.$f.to_string()));
+            };
+        }
+        fields!(get);
+        v.push(("simd".into(), self.simd.clone()));
+        for (e, w) in EVENT_TYPES.iter().zip(self.event_weights) {
+            v.push((format!("weight_{e}"), w.to_string()));
+        }
+        v
+    }
+
+    /// Checks ranges; every violation is an `InvalidArgument` naming the option.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::InvalidArgument(m));
+        if self.dim == 0 || self.dim > 4096 {
+            return err(format!("dim must be between 1 and 4096, got {}", self.dim));
+        }
+        for (n, v) in [("lr", self.lr), ("reg", self.reg), ("init_std", self.init_std), ("lr_decay", self.lr_decay)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(format!("{n} must be a finite number ≥ 0, got {v}"));
+            }
+        }
+        for (n, v) in [("pair_decay", self.pair_decay), ("recency_decay", self.recency_decay), ("cross_session_weight", self.cross_session_weight), ("backward_weight", self.backward_weight)] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(format!("{n} must be between 0 and 1, got {v}"));
+            }
+        }
+        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(format!("{n} must be a finite number ≥ 0, got {v}"));
+            }
+        }
+        if self.window > 1000 {
+            return err(format!("window must be at most 1000, got {}", self.window));
+        }
+        if self.negatives > 100 {
+            return err(format!("negatives must be at most 100, got {}", self.negatives));
+        }
+        if self.max_neighbors == 0 {
+            return err("max_neighbors must be at least 1".into());
+        }
+        if !(self.session_gap >= 0.0) || !(self.pop_half_life > 0.0) {
+            return err("session_gap must be ≥ 0 and pop_half_life > 0".into());
+        }
+        if self.event_weights.iter().any(|w| !w.is_finite()) {
+            return err("event weights must be finite".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_through_set() {
+        let mut c = Config::default();
+        c.set("dim", "32").unwrap();
+        c.set("weight_purchase", "7.5").unwrap();
+        c.set("simd", "scalar").unwrap();
+        let mut d = Config::default();
+        for (k, v) in c.to_pairs() {
+            d.set(&k, &v).unwrap();
+        }
+        assert_eq!(c, d);
+    }
+
+    #[test]
+    fn bad_options_name_the_problem() {
+        let mut c = Config::default();
+        let e = c.set("dimm", "3").unwrap_err().to_string();
+        assert!(e.contains("unknown option"), "{e}");
+        let e = c.set("lr", "fast").unwrap_err().to_string();
+        assert!(e.contains("lr"), "{e}");
+        let e = c.set("dim", "0").unwrap_err().to_string();
+        assert!(e.contains("dim must be"), "{e}");
+        assert_eq!(c.dim, 64, "a rejected value leaves the option unchanged");
+        assert!(event_index("like").is_err());
+    }
+}

@@ -1,0 +1,859 @@
+//! The online recommender: implicit-feedback matrix factorisation (BPR with sampled
+//! negatives) and an item-to-item co-occurrence signal, both learned from each event the
+//! moment it arrives, combined with a trending-popularity prior when scoring.
+//!
+//! Concurrency: any number of threads may call [`Model::learn_many`] and the scoring
+//! methods at once.
+//! - Factors and biases are [`AtomicF32`] rows in tables that never move (see
+//!   [`crate::table`]); learners update them lock-free (Hogwild-style relaxed stores).
+//! - Per-user state (recent items, seen set) and per-item neighbour lists sit behind one
+//!   small `parking_lot::Mutex` each; a thread holds at most one user lock and one item
+//!   lock, always user before item, so there is no lock-order cycle and no deadlock.
+//! - Scoring reads an immutable snapshot of the item matrix published by an atomic pointer
+//!   swap (`arc_swap`), rebuilt every `snapshot_every` events or `snapshot_ms` ms.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use hashbrown::{HashMap, HashSet};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use crate::config::{event_index, Config};
+use crate::error::Result;
+use crate::invalid;
+use crate::kernels::{self, SimdLevel, TopK};
+use crate::segmented::Segmented;
+use crate::table::{load_row, AtomicF32, EmbeddingTable};
+
+/// What the learner remembers about one user.
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct UserState {
+    /// Most recent first: (item row, session number).
+    pub recent: VecDeque<(u32, u32)>,
+    /// Items with a positive event (excluded from recommendations by default).
+    pub seen: HashSet<u32>,
+    /// Positive events learned.
+    pub events: u32,
+    /// Time of the last event (seconds), NaN when no time was given.
+    pub last_ts: f64,
+    /// Current session number.
+    pub session: u32,
+}
+
+/// Neighbour weights of one item: row → accumulated co-occurrence weight.
+pub type Neighbors = HashMap<u32, f32>;
+
+/// The immutable item matrix that scoring reads. See the module docs.
+pub struct ItemSnapshot {
+    pub n: usize,
+    pub vecs: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// Trending popularity, scaled so that the maximum is 1.
+    pub pop: Vec<f32>,
+    /// Items by trending popularity, best first (at most 1,000).
+    pub popular: Vec<u32>,
+    events: u64,
+    built: Instant,
+}
+
+/// One event, with rows already resolved.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub user: u32,
+    pub item: u32,
+    pub kind: u8,
+    pub weight: f32,
+    pub ts: f64,
+}
+
+/// Options of one scoring call.
+#[derive(Default, Clone, Debug)]
+pub struct Query<'a> {
+    pub k: usize,
+    pub exclude: &'a [u32],
+    pub allow: Option<&'a [u32]>,
+    pub exclude_seen: bool,
+}
+
+/// A small, fast random generator (SplitMix64); one per learning call.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, n).
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+    }
+    /// Uniform in [-1, 1).
+    #[inline]
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+const RING: usize = 4096;
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The online recommender. See the module docs.
+pub struct Model {
+    cfg: Config,
+    level: SimdLevel,
+    users: EmbeddingTable,
+    items: EmbeddingTable,
+    user_state: Segmented<Mutex<UserState>>,
+    neighbors: Segmented<Mutex<Neighbors>>,
+    item_bias: Segmented<AtomicF32>,
+    /// Weighted count of positive events per item (co-occurrence normalisation).
+    item_weight: Segmented<AtomicF32>,
+    /// Trending popularity per item: (f32 value bits << 32) | tick, decayed lazily.
+    item_pop: Segmented<AtomicU64>,
+    n_items: AtomicUsize,
+    /// Recent positive items, for popularity-proportional negatives.
+    ring: Box<[AtomicU64]>,
+    ring_head: AtomicUsize,
+    events: AtomicU64,
+    snap: ArcSwap<ItemSnapshot>,
+    snap_lock: Mutex<()>,
+}
+
+impl Model {
+    /// A new, empty model. Fails with `InvalidArgument` on an invalid configuration.
+    pub fn new(cfg: Config) -> Result<Model> {
+        cfg.validate()?;
+        let level = match SimdLevel::parse(&cfg.simd) {
+            Some(l) if l.supported() => l,
+            Some(l) => return invalid!("SIMD level {} is not supported by this CPU", l.name()),
+            None => return invalid!("unknown SIMD level {:?}", cfg.simd),
+        };
+        let dim = cfg.dim;
+        Ok(Model {
+            level,
+            users: EmbeddingTable::new(dim),
+            items: EmbeddingTable::new(dim),
+            user_state: Segmented::new(1),
+            neighbors: Segmented::new(1),
+            item_bias: Segmented::new(1),
+            item_weight: Segmented::new(1),
+            item_pop: Segmented::new(1),
+            n_items: AtomicUsize::new(0),
+            ring: (0..RING).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            ring_head: AtomicUsize::new(0),
+            events: AtomicU64::new(0),
+            snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
+            snap_lock: Mutex::new(()),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn simd_level(&self) -> SimdLevel {
+        self.level
+    }
+
+    pub fn users(&self) -> &EmbeddingTable {
+        &self.users
+    }
+
+    pub fn items(&self) -> &EmbeddingTable {
+        &self.items
+    }
+
+    pub fn n_users(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.n_items.load(Relaxed)
+    }
+
+    /// Events learned so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Relaxed)
+    }
+
+    fn init_row(&self, table: u64, row: u32, values: &[AtomicF32]) {
+        let mut rng = Rng::new(self.cfg.seed ^ (table << 56) ^ (row as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let a = self.cfg.init_std * 3f32.sqrt();
+        for v in values {
+            v.store(rng.unit() * a);
+        }
+    }
+
+    /// Rows of user ids, creating new users.
+    pub fn resolve_users<S: AsRef<str>>(&self, ids: &[S]) -> Vec<u32> {
+        self.users.resolve_many(ids, |r, row| {
+            self.user_state.ensure(r as usize + 1);
+            self.init_row(1, r, row);
+        })
+    }
+
+    /// Rows of item ids, creating new items.
+    pub fn resolve_items<S: AsRef<str>>(&self, ids: &[S]) -> Vec<u32> {
+        self.items.resolve_many(ids, |r, row| {
+            let n = r as usize + 1;
+            self.neighbors.ensure(n);
+            self.item_bias.ensure(n);
+            self.item_weight.ensure(n);
+            self.item_pop.ensure(n);
+            self.init_row(2, r, row);
+            self.n_items.fetch_max(n, Relaxed);
+        })
+    }
+
+    /// Resolves ids and event names into events. `events`, `ts`, `weights` may be empty
+    /// (defaults: "view", no time, the event type's weight) or as long as `users`.
+    pub fn prepare<S: AsRef<str>, T: AsRef<str>>(
+        &self,
+        users: &[S],
+        items: &[T],
+        events: &[u8],
+        ts: &[f64],
+        weights: &[f32],
+    ) -> Result<Vec<Event>> {
+        let n = users.len();
+        if items.len() != n {
+            return invalid!("users and items differ in length ({} and {})", n, items.len());
+        }
+        for (name, len) in [("events", events.len()), ("ts", ts.len()), ("weights", weights.len())] {
+            if len != 0 && len != n {
+                return invalid!("{name} has length {len}, expected {n} (the length of users) or none");
+            }
+        }
+        if let Some(&k) = events.iter().find(|&&k| k as usize >= crate::config::EVENT_TYPES.len()) {
+            return invalid!("unknown event type code {k}");
+        }
+        if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+            return invalid!("weights must be finite, got {w}");
+        }
+        let urows = self.resolve_users(users);
+        let irows = self.resolve_items(items);
+        Ok((0..n)
+            .map(|j| {
+                let kind = events.get(j).copied().unwrap_or(0);
+                Event {
+                    user: urows[j],
+                    item: irows[j],
+                    kind,
+                    weight: weights.get(j).copied().unwrap_or(self.cfg.event_weights[kind as usize]),
+                    ts: ts.get(j).copied().unwrap_or(f64::NAN),
+                }
+            })
+            .collect())
+    }
+
+    /// Learns from string ids (the convenience form of [`Model::learn_events`]).
+    pub fn learn_many<S: AsRef<str>, T: AsRef<str>>(
+        &self,
+        users: &[S],
+        items: &[T],
+        events: &[u8],
+        ts: &[f64],
+        weights: &[f32],
+    ) -> Result<()> {
+        let evs = self.prepare(users, items, events, ts, weights)?;
+        self.learn_events(&evs);
+        Ok(())
+    }
+
+    /// Learns from one event with string ids and an event-type name.
+    pub fn learn_one(&self, user: &str, item: &str, event: &str, ts: Option<f64>, weight: Option<f32>) -> Result<()> {
+        let kind = event_index(event)?;
+        let w: Vec<f32> = weight.into_iter().collect();
+        let t: Vec<f64> = ts.into_iter().collect();
+        self.learn_many(&[user], &[item], &[kind], &t, &w)
+    }
+
+    /// Learns from resolved events, in order.
+    pub fn learn_events(&self, evs: &[Event]) {
+        let start = self.events.fetch_add(evs.len() as u64, Relaxed);
+        let mut rng = Rng::new(self.cfg.seed ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+        let mut scratch = Scratch::new(self.cfg.dim);
+        for (j, e) in evs.iter().enumerate() {
+            self.learn_event(e, start + j as u64, &mut rng, &mut scratch);
+        }
+    }
+
+    fn learn_event(&self, e: &Event, t: u64, rng: &mut Rng, s: &mut Scratch) {
+        let w = e.weight;
+        if w == 0.0 {
+            return;
+        }
+        let cfg = &self.cfg;
+        s.recent.clear();
+        let new_user;
+        {
+            let mut us = self.user_state.get(e.user as usize).lock();
+            new_user = us.events == 0;
+            if w > 0.0 {
+                if e.ts.is_finite() && us.last_ts.is_finite() && e.ts - us.last_ts > cfg.session_gap {
+                    us.session += 1;
+                }
+                if e.ts.is_finite() {
+                    us.last_ts = e.ts;
+                }
+                let session = us.session;
+                s.recent.extend(us.recent.iter().map(|&(h, sess)| (h, sess == session)));
+                if us.recent.front().map(|r| r.0) != Some(e.item) {
+                    us.recent.retain(|r| r.0 != e.item);
+                    us.recent.push_front((e.item, session));
+                    us.recent.truncate(cfg.window);
+                }
+                us.seen.insert(e.item);
+                us.events += 1;
+            }
+        }
+        let lr = if cfg.lr_decay > 0.0 { cfg.lr / (1.0 + cfg.lr_decay * t as f32).sqrt() } else { cfg.lr };
+        if w < 0.0 {
+            self.push_down(e.user, e.item, -w * lr, s);
+            return;
+        }
+        if new_user && cfg.fold_in {
+            // Fold-in: a new user starts where the first item is, so the very next
+            // recommendation already points at that item's neighbourhood.
+            for (u, v) in self.users.row(e.user).iter().zip(self.items.row(e.item)) {
+                u.store(v.load());
+            }
+        }
+        self.bpr_step(e.user, e.item, w, lr, rng, s);
+        // Co-occurrence: pairs with the user's recent items, weighted by distance and session.
+        let mut decay = w;
+        let back = cfg.backward_weight;
+        {
+            let mut mine = self.neighbors.get(e.item as usize).lock();
+            for &(h, same) in &s.recent {
+                if h == e.item {
+                    continue;
+                }
+                let pw = decay * if same { 1.0 } else { cfg.cross_session_weight };
+                decay *= cfg.pair_decay;
+                if pw <= 0.0 {
+                    continue;
+                }
+                if back > 0.0 {
+                    *mine.entry(h).or_insert(0.0) += pw * back;
+                }
+                s.pairs.push((h, pw));
+            }
+            prune(&mut mine, cfg.max_neighbors);
+        }
+        for &(h, pw) in &s.pairs {
+            let mut theirs = self.neighbors.get(h as usize).lock();
+            *theirs.entry(e.item).or_insert(0.0) += pw;
+            prune(&mut theirs, cfg.max_neighbors);
+        }
+        s.pairs.clear();
+        self.item_weight.get(e.item as usize).fetch_add(w);
+        self.bump_pop(e.item, w, t);
+        let h = self.ring_head.fetch_add(1, Relaxed);
+        self.ring[h % RING].store(e.item as u64, Relaxed);
+    }
+
+    /// One BPR step for (user, item) against sampled negatives.
+    fn bpr_step(&self, u: u32, i: u32, w: f32, lr: f32, rng: &mut Rng, s: &mut Scratch) {
+        let cfg = &self.cfg;
+        let n_items = self.n_items();
+        let (urow, irow) = (self.users.row(u), self.items.row(i));
+        load_row(urow, &mut s.u);
+        load_row(irow, &mut s.i);
+        s.du.iter_mut().for_each(|x| *x = 0.0);
+        let bi = self.item_bias.get(i as usize);
+        let mut gi = 0.0f32;
+        for n in 0..cfg.negatives {
+            let j = self.sample_negative(i, n_items, n, rng);
+            let Some(j) = j else { continue };
+            let jrow = self.items.row(j);
+            load_row(jrow, &mut s.j);
+            let bj = self.item_bias.get(j as usize);
+            let mut x = bi.load() - bj.load();
+            for d in 0..s.u.len() {
+                x += s.u[d] * (s.i[d] - s.j[d]);
+            }
+            let g = w * sigmoid(-x);
+            gi += g;
+            for d in 0..s.u.len() {
+                s.du[d] += g * (s.i[d] - s.j[d]);
+            }
+            for (d, a) in jrow.iter().enumerate() {
+                a.store(s.j[d] + lr * (-g * s.u[d] - cfg.reg * s.j[d]));
+            }
+            bj.store(bj.load() + lr * (-g - cfg.reg * bj.load()));
+        }
+        if gi == 0.0 {
+            return;
+        }
+        for (d, a) in irow.iter().enumerate() {
+            a.store(s.i[d] + lr * (gi * s.u[d] - cfg.reg * s.i[d]));
+        }
+        bi.store(bi.load() + lr * (gi - cfg.reg * bi.load()));
+        for (d, a) in urow.iter().enumerate() {
+            a.store(s.u[d] + lr * (s.du[d] - cfg.reg * s.u[d]));
+        }
+    }
+
+    /// Lowers the score of (user, item): the step for a negative-weight event.
+    fn push_down(&self, u: u32, i: u32, step: f32, s: &mut Scratch) {
+        let (urow, irow) = (self.users.row(u), self.items.row(i));
+        load_row(urow, &mut s.u);
+        load_row(irow, &mut s.i);
+        let x: f32 = s.u.iter().zip(&s.i).map(|(a, b)| a * b).sum();
+        let g = step * sigmoid(x);
+        for (d, a) in urow.iter().enumerate() {
+            a.store(s.u[d] - g * s.i[d]);
+        }
+        for (d, a) in irow.iter().enumerate() {
+            a.store(s.i[d] - g * s.u[d]);
+        }
+    }
+
+    /// A negative item: alternately uniform and popularity-proportional (from the ring of
+    /// recent positives), never the positive itself.
+    fn sample_negative(&self, pos: u32, n_items: usize, n: usize, rng: &mut Rng) -> Option<u32> {
+        if n_items < 2 {
+            return None;
+        }
+        for _ in 0..4 {
+            let j = if n % 2 == 1 {
+                let r = self.ring[rng.below(RING)].load(Relaxed);
+                if r == u64::MAX { rng.below(n_items) as u32 } else { r as u32 }
+            } else {
+                rng.below(n_items) as u32
+            };
+            if j != pos {
+                return Some(j);
+            }
+        }
+        None
+    }
+
+    fn pop_tick(t: u64) -> u32 {
+        (t >> 6) as u32
+    }
+
+    fn decay_factor(&self, ticks: u32) -> f32 {
+        (-(ticks as f64) * 64.0 * std::f64::consts::LN_2 / self.cfg.pop_half_life).exp() as f32
+    }
+
+    fn bump_pop(&self, item: u32, w: f32, t: u64) {
+        let cell = self.item_pop.get(item as usize);
+        let now = Self::pop_tick(t);
+        let mut cur = cell.load(Relaxed);
+        loop {
+            let (v, tick) = (f32::from_bits((cur >> 32) as u32), cur as u32);
+            let v = v * self.decay_factor(now.saturating_sub(tick)) + w;
+            let new = ((v.to_bits() as u64) << 32) | now.max(tick) as u64;
+            match cell.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    fn pop_now(&self, item: u32, now: u32) -> f32 {
+        let cur = self.item_pop.get(item as usize).load(Relaxed);
+        let (v, tick) = (f32::from_bits((cur >> 32) as u32), cur as u32);
+        v * self.decay_factor(now.saturating_sub(tick))
+    }
+
+    /// Rebuilds the scoring snapshot now.
+    pub fn refresh(&self) {
+        let _g = self.snap_lock.lock();
+        self.snap.store(Arc::new(self.build_snapshot()));
+    }
+
+    fn build_snapshot(&self) -> ItemSnapshot {
+        let n = self.n_items();
+        let events = self.events();
+        let now = Self::pop_tick(events);
+        let vecs = self.items.copy_out(n);
+        let bias: Vec<f32> = (0..n).map(|r| self.item_bias.get(r).load()).collect();
+        let mut pop: Vec<f32> = (0..n as u32).map(|r| self.pop_now(r, now)).collect();
+        let max = pop.iter().cloned().fold(0.0f32, f32::max);
+        if max > 0.0 {
+            pop.iter_mut().for_each(|p| *p /= max);
+        }
+        let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| x.0).collect();
+        ItemSnapshot { n, vecs, bias, pop, popular, events, built: Instant::now() }
+    }
+
+    /// The current scoring snapshot, rebuilt first when it is due.
+    pub fn snapshot(&self) -> Arc<ItemSnapshot> {
+        let cur = self.snap.load_full();
+        let since = self.events().saturating_sub(cur.events);
+        let due = (since > 0 || cur.n != self.n_items())
+            && (since >= self.cfg.snapshot_every
+                || cur.n == 0
+                || (self.cfg.snapshot_ms > 0 && cur.built.elapsed().as_millis() as u64 >= self.cfg.snapshot_ms));
+        if !due {
+            return cur;
+        }
+        // One thread rebuilds; the others keep reading the current snapshot.
+        if let Some(_g) = self.snap_lock.try_lock() {
+            let fresh = Arc::new(self.build_snapshot());
+            self.snap.store(fresh.clone());
+            return fresh;
+        }
+        cur
+    }
+
+    /// The user's state (a copy), if the user is known.
+    pub fn user_state(&self, user: &str) -> Option<UserState> {
+        let u = self.users.ids().get(user)?;
+        Some(self.user_state.get(u as usize).lock().clone())
+    }
+
+    /// Top-k items for a user row (`None`: an unknown user, served trending popularity).
+    pub fn recommend_row(&self, user: Option<u32>, q: &Query) -> Vec<(u32, f32)> {
+        let snap = self.snapshot();
+        let n = self.n_items().max(snap.n);
+        if n == 0 || q.k == 0 {
+            return Vec::new();
+        }
+        let cfg = &self.cfg;
+        let mut recent: Vec<(u32, bool)> = Vec::new();
+        let mut seen: Vec<u32> = Vec::new();
+        let mut has_history = false;
+        if let Some(u) = user {
+            let us = self.user_state.get(u as usize).lock();
+            has_history = us.events > 0;
+            recent.extend(us.recent.iter().map(|r| (r.0, true)));
+            if q.exclude_seen {
+                seen.extend(us.seen.iter().copied());
+            }
+        }
+        SCORES.with(|cell| {
+            let mut bufs = cell.borrow_mut();
+            let (scores, tmp) = &mut *bufs;
+            scores.clear();
+            scores.resize(n, 0.0);
+            // Popularity prior (and the whole answer for a user without history).
+            let wp = if has_history { cfg.w_pop } else { 1.0 };
+            for (s, p) in scores.iter_mut().zip(&snap.pop) {
+                *s = wp * p;
+            }
+            if has_history {
+                if let Some(u) = user {
+                    if cfg.w_mf > 0.0 && snap.n > 0 {
+                        self.add_mf(u, &snap, scores, tmp);
+                    }
+                }
+                if cfg.w_cooc > 0.0 {
+                    self.add_cooc(&recent, scores, tmp);
+                }
+            }
+            for &s in &seen {
+                if let Some(x) = scores.get_mut(s as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            for &s in q.exclude {
+                if let Some(x) = scores.get_mut(s as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            if let Some(allow) = q.allow {
+                let mut t = TopK::new(q.k);
+                for &a in allow {
+                    if let Some(&s) = scores.get(a as usize) {
+                        if s > f32::NEG_INFINITY {
+                            t.push(a, s);
+                        }
+                    }
+                }
+                return t.into_sorted();
+            }
+            kernels::topk_of_scores(scores, q.k)
+        })
+    }
+
+    /// Adds `w_mf * z(u·v_i + b_i)` (a z-score over the snapshot's items).
+    fn add_mf(&self, u: u32, snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
+        let dim = self.cfg.dim;
+        let mut uv = vec![0f32; dim];
+        load_row(self.users.row(u), &mut uv);
+        tmp.clear();
+        tmp.resize(snap.n, 0.0);
+        kernels::dot_scores(self.level, &snap.vecs, dim, &uv, tmp);
+        let mut sum = 0f64;
+        let mut sq = 0f64;
+        for (t, b) in tmp.iter_mut().zip(&snap.bias) {
+            *t += b;
+            sum += *t as f64;
+            sq += (*t as f64) * (*t as f64);
+        }
+        let nn = snap.n as f64;
+        let mean = sum / nn;
+        let sd = ((sq / nn - mean * mean).max(1e-12)).sqrt();
+        let a = (self.cfg.w_mf as f64 / sd) as f32;
+        let m = mean as f32;
+        for (s, t) in scores.iter_mut().zip(tmp.iter()) {
+            *s += a * (t - m);
+        }
+    }
+
+    /// Adds `w_cooc * cooc / max(cooc)` from the user's recent items.
+    fn add_cooc(&self, recent: &[(u32, bool)], scores: &mut [f32], tmp: &mut Vec<f32>) {
+        let cfg = &self.cfg;
+        tmp.clear();
+        tmp.resize(scores.len(), 0.0);
+        let mut rw = 1.0f32;
+        let mut max = 0f32;
+        for &(h, _) in recent {
+            let nh = self.item_weight.get(h as usize).load().max(1e-6);
+            let base = rw / nh.powf(cfg.cooc_alpha);
+            rw *= cfg.recency_decay;
+            let nb = self.neighbors.get(h as usize).lock();
+            for (&j, &c) in nb.iter() {
+                let nj = self.item_weight.get(j as usize).load().max(1e-6);
+                let s = base * c / nj.powf(cfg.cooc_beta);
+                if let Some(x) = tmp.get_mut(j as usize) {
+                    *x += s;
+                    max = max.max(*x);
+                }
+            }
+        }
+        if max > 0.0 {
+            let a = cfg.w_cooc / max;
+            for (s, t) in scores.iter_mut().zip(tmp.iter()) {
+                *s += a * t;
+            }
+        }
+    }
+
+    /// Top-k for many user rows at once, in parallel.
+    pub fn recommend_rows(&self, users: &[Option<u32>], q: &Query) -> Vec<Vec<(u32, f32)>> {
+        users.par_iter().map(|u| self.recommend_row(*u, q)).collect()
+    }
+
+    /// Items most like `item`: co-occurrence neighbours blended with factor cosine.
+    pub fn similar_row(&self, item: u32, k: usize) -> Vec<(u32, f32)> {
+        let snap = self.snapshot();
+        let n = self.n_items().max(snap.n);
+        let mut scores = vec![0f32; n];
+        let cfg = &self.cfg;
+        if (item as usize) < snap.n && cfg.w_mf > 0.0 {
+            let dim = cfg.dim;
+            let v = &snap.vecs[item as usize * dim..(item as usize + 1) * dim];
+            let mut tmp = vec![0f32; snap.n];
+            kernels::dot_scores(self.level, &snap.vecs, dim, v, &mut tmp);
+            let nv = kernels::dot(self.level, v, v).sqrt().max(1e-12);
+            for (r, t) in tmp.iter().enumerate() {
+                let row = &snap.vecs[r * dim..(r + 1) * dim];
+                let nr = kernels::dot(self.level, row, row).sqrt().max(1e-12);
+                scores[r] = cfg.w_mf * t / (nv * nr);
+            }
+        }
+        let mut tmp = Vec::new();
+        self.add_cooc(&[(item, true)], &mut scores, &mut tmp);
+        if let Some(s) = scores.get_mut(item as usize) {
+            *s = f32::NEG_INFINITY;
+        }
+        kernels::topk_of_scores(&scores, k)
+    }
+
+    /// The neighbour list of an item (a copy).
+    pub fn neighbors_of(&self, item: u32) -> Neighbors {
+        self.neighbors.get(item as usize).lock().clone()
+    }
+
+    // --- access for snapshots -----------------------------------------------------------
+
+    pub(crate) fn item_bias_of(&self, r: u32) -> f32 {
+        self.item_bias.get(r as usize).load()
+    }
+    pub(crate) fn item_weight_of(&self, r: u32) -> f32 {
+        self.item_weight.get(r as usize).load()
+    }
+    pub(crate) fn item_pop_raw(&self, r: u32) -> u64 {
+        self.item_pop.get(r as usize).load(Relaxed)
+    }
+    pub(crate) fn user_state_of(&self, r: u32) -> UserState {
+        self.user_state.get(r as usize).lock().clone()
+    }
+
+    /// Restores one item's state (snapshot loading, before the model is shared).
+    pub(crate) fn restore_item(&self, r: u32, bias: f32, weight: f32, pop: u64, nb: Neighbors) {
+        self.item_bias.get(r as usize).store(bias);
+        self.item_weight.get(r as usize).store(weight);
+        self.item_pop.get(r as usize).store(pop, Relaxed);
+        *self.neighbors.get(r as usize).lock() = nb;
+    }
+    pub(crate) fn restore_user(&self, r: u32, st: UserState) {
+        *self.user_state.get(r as usize).lock() = st;
+    }
+    pub(crate) fn set_events(&self, n: u64) {
+        self.events.store(n, Relaxed);
+    }
+}
+
+impl ItemSnapshot {
+    fn empty() -> Self {
+        ItemSnapshot { n: 0, vecs: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
+    }
+}
+
+thread_local! {
+    static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Keeps the `max` strongest neighbours once a list has grown to twice that.
+fn prune(m: &mut Neighbors, max: usize) {
+    if m.len() <= 2 * max {
+        return;
+    }
+    let mut v: Vec<(u32, f32)> = m.drain().collect();
+    v.select_nth_unstable_by(max, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(max);
+    m.extend(v);
+}
+
+struct Scratch {
+    u: Vec<f32>,
+    i: Vec<f32>,
+    j: Vec<f32>,
+    du: Vec<f32>,
+    recent: Vec<(u32, bool)>,
+    pairs: Vec<(u32, f32)>,
+}
+
+impl Scratch {
+    fn new(dim: usize) -> Self {
+        Scratch { u: vec![0.0; dim], i: vec![0.0; dim], j: vec![0.0; dim], du: vec![0.0; dim], recent: Vec::new(), pairs: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Model {
+        let cfg = Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() };
+        Model::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn learns_co_occurrence_and_personalises_after_one_event() {
+        let m = model();
+        for s in 0..50 {
+            let u = format!("u{s}");
+            m.learn_many(&[u.as_str(), u.as_str()], &["a", "b"], &[], &[], &[]).unwrap();
+            m.learn_many(&[u.as_str(), u.as_str()], &["c", "d"], &[], &[], &[]).unwrap();
+        }
+        // Make "d" the most popular item overall.
+        for s in 0..200 {
+            m.learn_one(&format!("p{s}"), "d", "view", None, None).unwrap();
+        }
+        m.learn_one("new", "a", "view", None, None).unwrap();
+        let u = m.users().ids().get("new");
+        let recs = m.recommend_row(u, &Query { k: 1, exclude_seen: true, ..Default::default() });
+        assert_eq!(m.items().ids().id(recs[0].0).as_deref(), Some("b"));
+        // An unknown user gets the popular list.
+        let pop = m.recommend_row(None, &Query { k: 1, ..Default::default() });
+        assert_eq!(m.items().ids().id(pop[0].0).as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn exclusions_and_allow_lists_apply() {
+        let m = model();
+        m.learn_many(&["u", "u", "v", "v", "v"], &["a", "b", "a", "b", "c"], &[], &[], &[]).unwrap();
+        let a = m.items().ids().get("a").unwrap();
+        let c = m.items().ids().get("c").unwrap();
+        let u = m.users().ids().get("u");
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: true, exclude: &[c], allow: None });
+        assert!(recs.is_empty(), "{recs:?}");
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, exclude: &[], allow: Some(&[a]) });
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![a]);
+    }
+
+    #[test]
+    fn prune_keeps_the_strongest() {
+        let mut m: Neighbors = (0..10u32).map(|i| (i, i as f32)).collect();
+        prune(&mut m, 5);
+        assert_eq!(m.len(), 10);
+        prune(&mut m, 3);
+        let mut keys: Vec<u32> = m.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn bpr_moves_the_positive_above_negatives() {
+        let cfg = Config { dim: 16, snapshot_every: 1, snapshot_ms: 0, w_cooc: 0.0, w_pop: 0.0, w_mf: 1.0, ..Config::default() };
+        let m = Model::new(cfg).unwrap();
+        let items: Vec<String> = (0..50).map(|i| format!("i{i}")).collect();
+        // Two user groups with disjoint tastes.
+        for round in 0..40 {
+            for g in 0..2 {
+                for u in 0..10 {
+                    let user = format!("g{g}u{u}");
+                    let item = &items[g * 25 + (round + u) % 25];
+                    m.learn_one(&user, item, "purchase", None, None).unwrap();
+                }
+            }
+        }
+        m.refresh();
+        let u = m.users().ids().get("g0u0");
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, ..Default::default() });
+        let in_group = recs.iter().filter(|r| m.items().ids().id(r.0).unwrap()[1..].parse::<usize>().unwrap() < 25).count();
+        assert!(in_group >= 8, "{recs:?}");
+    }
+
+    #[test]
+    fn concurrent_learners_and_readers_make_progress() {
+        let m = Arc::new(Model::new(Config { dim: 16, snapshot_ms: 1, ..Config::default() }).unwrap());
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let mut hs = Vec::new();
+        for t in 0..3 {
+            let m = m.clone();
+            hs.push(std::thread::spawn(move || {
+                let mut rng = Rng::new(t);
+                for _ in 0..200 {
+                    let users: Vec<String> = (0..100).map(|_| format!("u{}", rng.below(500))).collect();
+                    let items: Vec<String> = (0..100).map(|_| format!("i{}", rng.below(2000))).collect();
+                    m.learn_many(&users, &items, &[], &[], &[]).unwrap();
+                }
+            }));
+        }
+        let reader = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while Instant::now() < deadline && served < 2000 {
+                    let u = m.users().ids().get("u1");
+                    let r = m.recommend_row(u, &Query { k: 10, exclude_seen: true, ..Default::default() });
+                    assert!(r.len() <= 10);
+                    assert!(r.windows(2).all(|w| w[0].1 >= w[1].1));
+                    served += 1;
+                }
+                served
+            })
+        };
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(reader.join().unwrap() > 0);
+        assert!(Instant::now() < deadline, "ran past the deadline: a lock is stuck");
+        assert_eq!(m.events(), 3 * 200 * 100);
+    }
+}

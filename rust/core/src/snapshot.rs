@@ -1,0 +1,320 @@
+//! The model snapshot file: one versioned binary image of a [`Model`] with a checksum.
+//!
+//! Layout (all integers little-endian):
+//! ```text
+//! magic   8 bytes  "RCFSNAP\0"
+//! version u32      FORMAT_VERSION
+//! length  u64      bytes of the body that follows
+//! body             sections, in order:
+//!   config      u32 count, then (str name, str value) pairs
+//!   counters    u64 events learned
+//!   items       u32 n, n × str id, n × dim f32 factors, n × f32 bias, n × f32 weight,
+//!               n × u64 popularity cell, n × (u32 m, m × (u32 row, f32 weight)) neighbours
+//!   users       u32 n, n × str id, n × dim f32 factors,
+//!               n × (u32 events, u32 session, f64 last_ts, u32 r, r × (u32 item, u32 session),
+//!                    u32 s, s × u32 seen item)
+//! crc32   u32      CRC-32 (IEEE) of magic, version, length and body
+//! ```
+//! `str` is a u32 byte length and UTF-8 bytes. Files are written to a temporary file in the
+//! same folder, fsynced, then renamed over the target, and the folder is fsynced: a reader
+//! sees the old file or the new one, never half of one. Reading checks the magic, version,
+//! length and checksum first, and every read is bounds-checked: a truncated or corrupt file
+//! is an [`Error::Snapshot`], never a panic.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::{Model, UserState};
+
+pub const MAGIC: &[u8; 8] = b"RCFSNAP\0";
+pub const FORMAT_VERSION: u32 = 1;
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f32(&mut self, v: f32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+struct R<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
+            Error::Snapshot(format!("snapshot is truncated or corrupt: needed {n} bytes at offset {}", self.pos))
+        })?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+    }
+    fn f32(&mut self) -> Result<f32> {
+        Ok(f32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+    }
+    fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+    }
+    fn str(&mut self) -> Result<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::Snapshot("snapshot holds an id that is not UTF-8".into()))
+    }
+    /// A count that must fit in what is left, at `min_each` bytes per element.
+    fn count(&mut self, min_each: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_each) > self.b.len() - self.pos {
+            return Err(Error::Snapshot(format!("snapshot is corrupt: a count of {n} does not fit in the file")));
+        }
+        Ok(n)
+    }
+}
+
+/// The snapshot of a model as bytes.
+pub fn to_bytes(m: &Model) -> Vec<u8> {
+    let mut w = W(Vec::new());
+    let pairs = m.config().to_pairs();
+    w.u32(pairs.len() as u32);
+    for (k, v) in &pairs {
+        w.str(k);
+        w.str(v);
+    }
+    w.u64(m.events());
+    let dim = m.config().dim;
+    let item_ids = m.items().ids().all();
+    let n = item_ids.len();
+    w.u32(n as u32);
+    item_ids.iter().for_each(|s| w.str(s));
+    m.items().copy_out(n).into_iter().for_each(|x| w.f32(x));
+    (0..n as u32).for_each(|r| w.f32(m.item_bias_of(r)));
+    (0..n as u32).for_each(|r| w.f32(m.item_weight_of(r)));
+    (0..n as u32).for_each(|r| w.u64(m.item_pop_raw(r)));
+    for r in 0..n as u32 {
+        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r).into_iter().collect();
+        nb.sort_by_key(|x| x.0);
+        w.u32(nb.len() as u32);
+        for (j, c) in nb {
+            w.u32(j);
+            w.f32(c);
+        }
+    }
+    let user_ids = m.users().ids().all();
+    let nu = user_ids.len();
+    w.u32(nu as u32);
+    user_ids.iter().for_each(|s| w.str(s));
+    m.users().copy_out(nu).into_iter().for_each(|x| w.f32(x));
+    for r in 0..nu as u32 {
+        let st = m.user_state_of(r);
+        w.u32(st.events);
+        w.u32(st.session);
+        w.f64(st.last_ts);
+        w.u32(st.recent.len() as u32);
+        for (i, s) in &st.recent {
+            w.u32(*i);
+            w.u32(*s);
+        }
+        let mut seen: Vec<u32> = st.seen.into_iter().collect();
+        seen.sort_unstable();
+        w.u32(seen.len() as u32);
+        seen.into_iter().for_each(|i| w.u32(i));
+    }
+    let _ = dim;
+    let body = w.0;
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A model from snapshot bytes.
+pub fn from_bytes(b: &[u8]) -> Result<Model> {
+    if b.len() < 24 || &b[..8] != MAGIC {
+        return Err(Error::Snapshot("not a recofast snapshot (bad magic or too short)".into()));
+    }
+    let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::Snapshot(format!("snapshot format version {version} is not supported (this build reads {FORMAT_VERSION})")));
+    }
+    let len = u64::from_le_bytes(b[12..20].try_into().unwrap_or_default());
+    if len != (b.len() - 24) as u64 {
+        return Err(Error::Snapshot(format!("snapshot is truncated: the header announces {len} body bytes, the file has {}", b.len() as i64 - 24)));
+    }
+    let (data, crc) = b.split_at(b.len() - 4);
+    let want = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    if crc32fast::hash(data) != want {
+        return Err(Error::Snapshot("snapshot checksum mismatch: the file is corrupt".into()));
+    }
+    let mut r = R { b: &data[20..], pos: 0 };
+    let mut cfg = Config::default();
+    for _ in 0..r.count(8)? {
+        let (k, v) = (r.str()?, r.str()?);
+        cfg.set(&k, &v).map_err(|e| Error::Snapshot(format!("snapshot option {k}: {e}")))?;
+    }
+    let events = r.u64()?;
+    let dim = cfg.dim;
+    let m = Model::new(cfg).map_err(|e| Error::Snapshot(format!("snapshot configuration: {e}")))?;
+    m.set_events(events);
+    let n = r.count(4)?;
+    let ids: Vec<String> = (0..n).map(|_| r.str()).collect::<Result<_>>()?;
+    let rows = m.resolve_items(&ids);
+    if rows.iter().enumerate().any(|(i, &x)| x as usize != i) {
+        return Err(Error::Snapshot("snapshot is corrupt: duplicate item ids".into()));
+    }
+    for i in 0..n as u32 {
+        for a in m.items().row(i) {
+            a.store(r.f32()?);
+        }
+    }
+    let _ = dim;
+    let bias: Vec<f32> = (0..n).map(|_| r.f32()).collect::<Result<_>>()?;
+    let weight: Vec<f32> = (0..n).map(|_| r.f32()).collect::<Result<_>>()?;
+    let pop: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
+    for i in 0..n {
+        let k = r.count(8)?;
+        let mut nb = crate::model::Neighbors::with_capacity(k);
+        for _ in 0..k {
+            let j = r.u32()?;
+            if j as usize >= n {
+                return Err(Error::Snapshot(format!("snapshot is corrupt: neighbour {j} of item {i} is out of range")));
+            }
+            nb.insert(j, r.f32()?);
+        }
+        m.restore_item(i as u32, bias[i], weight[i], pop[i], nb);
+    }
+    let nu = r.count(4)?;
+    let uids: Vec<String> = (0..nu).map(|_| r.str()).collect::<Result<_>>()?;
+    let urows = m.resolve_users(&uids);
+    if urows.iter().enumerate().any(|(i, &x)| x as usize != i) {
+        return Err(Error::Snapshot("snapshot is corrupt: duplicate user ids".into()));
+    }
+    for u in 0..nu as u32 {
+        for a in m.users().row(u) {
+            a.store(r.f32()?);
+        }
+    }
+    for u in 0..nu as u32 {
+        let mut st = UserState { events: r.u32()?, session: r.u32()?, last_ts: r.f64()?, ..Default::default() };
+        for _ in 0..r.count(8)? {
+            let (i, s) = (r.u32()?, r.u32()?);
+            if i as usize >= n {
+                return Err(Error::Snapshot(format!("snapshot is corrupt: item {i} out of range")));
+            }
+            st.recent.push_back((i, s));
+        }
+        for _ in 0..r.count(4)? {
+            let i = r.u32()?;
+            if i as usize >= n {
+                return Err(Error::Snapshot(format!("snapshot is corrupt: item {i} out of range")));
+            }
+            st.seen.insert(i);
+        }
+        m.restore_user(u, st);
+    }
+    if r.pos != r.b.len() {
+        return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));
+    }
+    m.refresh();
+    Ok(m)
+}
+
+/// Writes bytes to `path` atomically: a temporary file beside it, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let res = (|| -> Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Saves a model to `path` atomically.
+pub fn save(m: &Model, path: &Path) -> Result<()> {
+    write_atomic(path, &to_bytes(m))
+}
+
+/// Loads a model from `path`.
+pub fn load(path: &Path) -> Result<Model> {
+    let b = fs::read(path)?;
+    from_bytes(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Query;
+
+    fn trained() -> Model {
+        let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
+        let users: Vec<String> = (0..300).map(|i| format!("u{}", i % 37)).collect();
+        let items: Vec<String> = (0..300).map(|i| format!("i{}", (i * 7) % 53)).collect();
+        m.learn_many(&users, &items, &[], &(0..300).map(|i| i as f64 * 100.0).collect::<Vec<_>>(), &[]).unwrap();
+        m
+    }
+
+    #[test]
+    fn round_trip_gives_the_same_recommendations() {
+        let m = trained();
+        let b = to_bytes(&m);
+        let m2 = from_bytes(&b).unwrap();
+        assert_eq!(to_bytes(&m2), b);
+        m.refresh();
+        for u in ["u1", "u5", "nobody"] {
+            let q = Query { k: 10, exclude_seen: true, ..Default::default() };
+            let a = m.recommend_row(m.users().ids().get(u), &q);
+            let c = m2.recommend_row(m2.users().ids().get(u), &q);
+            assert_eq!(a, c, "user {u}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_an_error() {
+        let b = to_bytes(&trained());
+        for cut in (0..b.len()).step_by(97) {
+            assert!(matches!(from_bytes(&b[..cut]), Err(Error::Snapshot(_))), "cut at {cut}");
+        }
+        for pos in (0..b.len()).step_by(89) {
+            let mut c = b.clone();
+            c[pos] ^= 0x40;
+            assert!(matches!(from_bytes(&c), Err(Error::Snapshot(_))), "flip at {pos}");
+        }
+    }
+}
