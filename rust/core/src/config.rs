@@ -32,6 +32,8 @@ pub struct Config {
     pub event_weights: [f32; 7],
     /// Recent items remembered per user: the co-occurrence window and the scoring context.
     pub window: usize,
+    /// Co-occurring pairs are formed with this many of the user's most recent items.
+    pub pair_window: usize,
     /// Seconds of silence that start a new session.
     pub session_gap: f64,
     /// Weight of a co-occurring pair whose items are in different sessions.
@@ -40,7 +42,7 @@ pub struct Config {
     pub pair_decay: f32,
     /// Weight of the pair counted backwards (later item → earlier item); 1 makes it symmetric.
     pub backward_weight: f32,
-    /// Neighbours kept per item (the strongest); lists are pruned when they double.
+    /// Neighbours kept per item (at most 64); a full list replaces its weakest.
     pub max_neighbors: usize,
     /// Co-occurrence normalisation: `c(h,j) / (n_h^alpha * n_j^beta)`.
     pub cooc_alpha: f32,
@@ -76,11 +78,12 @@ impl Default for Config {
             init_std: 0.1,
             event_weights: [1.0, 2.0, -0.5, 3.0, 0.0, 1.0, 0.0],
             window: 20,
+            pair_window: 5,
             session_gap: 1800.0,
             cross_session_weight: 0.5,
             pair_decay: 0.9,
             backward_weight: 1.0,
-            max_neighbors: 300,
+            max_neighbors: 64,
             cooc_alpha: 0.5,
             cooc_beta: 0.5,
             recency_decay: 0.9,
@@ -106,6 +109,7 @@ macro_rules! fields {
         $m!(negatives, usize);
         $m!(init_std, f32);
         $m!(window, usize);
+        $m!(pair_window, usize);
         $m!(session_gap, f64);
         $m!(cross_session_weight, f32);
         $m!(pair_decay, f32);
@@ -211,8 +215,11 @@ impl Config {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }
         }
-        if self.window > 1000 {
-            return err(format!("window must be at most 1000, got {}", self.window));
+        if self.window > crate::model::RECENT_CAP {
+            return err(format!("window must be at most {}, got {}", crate::model::RECENT_CAP, self.window));
+        }
+        if self.max_neighbors > crate::cooc::NBR_CAP {
+            return err(format!("max_neighbors must be at most {}, got {}", crate::cooc::NBR_CAP, self.max_neighbors));
         }
         if self.negatives > 100 {
             return err(format!("negatives must be at most 100, got {}", self.negatives));

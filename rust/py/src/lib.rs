@@ -306,7 +306,7 @@ impl PyModel {
     fn user_history(&self, user: &Bound<'_, PyAny>) -> PyResult<Option<(Vec<String>, u32)>> {
         let u = one_id(user, "user")?;
         Ok(self.m.user_state(&u).map(|st| {
-            let rows: Vec<u32> = st.recent.iter().map(|r| r.0).collect();
+            let rows: Vec<u32> = st.recent().iter().map(|r| r.0).collect();
             (self.m.items().ids().ids_of(&rows), st.events)
         }))
     }
@@ -315,7 +315,7 @@ impl PyModel {
     fn has_seen(&self, user: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (u, i) = (one_id(user, "user")?, one_id(item, "item")?);
         let Some(row) = self.m.items().ids().get(&i) else { return Ok(false) };
-        Ok(self.m.user_state(&u).is_some_and(|st| st.seen.contains(&row)))
+        Ok(self.m.user_state(&u).is_some_and(|st| st.has_seen(row)))
     }
 
     /// The item ids for which `allow`-style lists can be built.
