@@ -2,6 +2,7 @@
 //! scoring kernels and the snapshot format. The Python bindings live in `rust/py`.
 
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod kernels;
 pub mod model;
