@@ -10,8 +10,8 @@ use pyo3::types::PyBytes;
 use recofast_core::drift::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, Mode, PageHinkley};
 
 /// A non-negative integer parameter.
-fn count(name: &str, v: i64) -> PyResult<u64> {
-    u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative integer, got {v}")))
+fn count(class: &str, name: &str, v: i64) -> PyResult<u64> {
+    u64::try_from(v).map_err(|_| PyValueError::new_err(format!("{class}: {name} must be a non-negative integer, got {v}")))
 }
 
 /// The values of a stream as f64: a 1-d numpy float64 array is read directly; anything else
@@ -91,10 +91,10 @@ detector!(PyAdwin, Adwin, "ADWIN", {
     fn new(py: Python<'_>, delta: f64, clock: i64, max_buckets: i64, min_window_length: i64, grace_period: i64) -> PyResult<Self> {
         let d = Adwin::new(
             delta,
-            count("clock", clock)?,
-            count("max_buckets", max_buckets)?,
-            count("min_window_length", min_window_length)?,
-            count("grace_period", grace_period)?,
+            count("ADWIN", "clock", clock)?,
+            count("ADWIN", "max_buckets", max_buckets)?,
+            count("ADWIN", "min_window_length", min_window_length)?,
+            count("ADWIN", "grace_period", grace_period)?,
         )
         .map_err(|e| crate::to_py(py, e))?;
         Ok(Self { d })
@@ -151,7 +151,7 @@ detector!(PyPageHinkley, PageHinkley, "PageHinkley", {
     #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 1.0 - 0.0001, mode = "both"))]
     fn new(py: Python<'_>, min_instances: i64, delta: f64, threshold: f64, alpha: f64, mode: &str) -> PyResult<Self> {
         let mode = Mode::parse(mode).map_err(|e| crate::to_py(py, e))?;
-        let d = PageHinkley::new(count("min_instances", min_instances)?, delta, threshold, alpha, mode).map_err(|e| crate::to_py(py, e))?;
+        let d = PageHinkley::new(count("PageHinkley", "min_instances", min_instances)?, delta, threshold, alpha, mode).map_err(|e| crate::to_py(py, e))?;
         Ok(Self { d })
     }
     #[getter]
@@ -180,7 +180,7 @@ detector!(PyDdm, Ddm, "DDM", {
     #[new]
     #[pyo3(signature = (warm_start = 30, warning_threshold = 2.0, drift_threshold = 3.0))]
     fn new(py: Python<'_>, warm_start: i64, warning_threshold: f64, drift_threshold: f64) -> PyResult<Self> {
-        let d = Ddm::new(count("warm_start", warm_start)?, warning_threshold, drift_threshold).map_err(|e| crate::to_py(py, e))?;
+        let d = Ddm::new(count("DDM", "warm_start", warm_start)?, warning_threshold, drift_threshold).map_err(|e| crate::to_py(py, e))?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
@@ -206,7 +206,7 @@ detector!(PyEddm, Eddm, "EDDM", {
     #[new]
     #[pyo3(signature = (warm_start = 30, alpha = 0.95, beta = 0.9))]
     fn new(py: Python<'_>, warm_start: i64, alpha: f64, beta: f64) -> PyResult<Self> {
-        let d = Eddm::new(count("warm_start", warm_start)?, alpha, beta).map_err(|e| crate::to_py(py, e))?;
+        let d = Eddm::new(count("EDDM", "warm_start", warm_start)?, alpha, beta).map_err(|e| crate::to_py(py, e))?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
