@@ -151,7 +151,8 @@ detector!(PyPageHinkley, PageHinkley, "PageHinkley", {
     #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 1.0 - 0.0001, mode = "both"))]
     fn new(py: Python<'_>, min_instances: i64, delta: f64, threshold: f64, alpha: f64, mode: &str) -> PyResult<Self> {
         let mode = Mode::parse(mode).map_err(|e| crate::to_py(py, e))?;
-        let d = PageHinkley::new(count("PageHinkley", "min_instances", min_instances)?, delta, threshold, alpha, mode).map_err(|e| crate::to_py(py, e))?;
+        let d = PageHinkley::new(count("PageHinkley", "min_instances", min_instances)?, delta, threshold, alpha, mode)
+            .map_err(|e| crate::to_py(py, e))?;
         Ok(Self { d })
     }
     #[getter]

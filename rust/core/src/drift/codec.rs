@@ -49,9 +49,7 @@ impl<'a> R<'a> {
         let mut r = R { b, pos: 0, what };
         let v = r.u8()?;
         if v != FORMAT_VERSION {
-            return Err(Error::Snapshot(format!(
-                "{what} state bytes have format version {v}; this build reads version {FORMAT_VERSION}"
-            )));
+            return Err(Error::Snapshot(format!("{what} state bytes have format version {v}; this build reads version {FORMAT_VERSION}")));
         }
         let k = r.u8()?;
         if k != kind {
@@ -60,9 +58,11 @@ impl<'a> R<'a> {
         Ok(r)
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            corrupt(self.what, format!("truncated: needed {n} bytes at offset {}", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| corrupt(self.what, format!("truncated: needed {n} bytes at offset {}", self.pos)))?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)

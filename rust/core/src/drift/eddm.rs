@@ -86,10 +86,8 @@ impl DriftDetector for Eddm {
                     let level = p2s_prime / self.p2s_prime_max;
                     if level < self.beta {
                         self.drift = true;
-                    } else if level < self.alpha {
-                        self.warning = true;
                     } else {
-                        self.warning = false;
+                        self.warning = level < self.alpha;
                     }
                 }
             }

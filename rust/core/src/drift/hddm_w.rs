@@ -20,13 +20,7 @@ struct SampleInfo {
 
 impl SampleInfo {
     fn new(lambd: f64) -> Self {
-        SampleInfo {
-            ewma: EwMean::new(lambd),
-            is_init: false,
-            ibc: 1.0,
-            lambd_sq: lambd * lambd,
-            c_lambd_sq: py_pow(1.0 - lambd, 2.0),
-        }
+        SampleInfo { ewma: EwMean::new(lambd), is_init: false, ibc: 1.0, lambd_sq: lambd * lambd, c_lambd_sq: py_pow(1.0 - lambd, 2.0) }
     }
     #[inline]
     fn update(&mut self, x: f64) {

@@ -26,7 +26,10 @@ fn bits(n: usize, at: usize, p0: f64, p1: f64, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-fn all_detectors() -> Vec<(Box<dyn FnMut() -> Box<dyn Dyn>>, Vec<f64>)> {
+/// A detector factory and a stream it should find a drift in.
+type Case = (Box<dyn FnMut() -> Box<dyn Dyn>>, Vec<f64>);
+
+fn all_detectors() -> Vec<Case> {
     vec![
         (Box::new(|| Box::new(Adwin::default()) as Box<dyn Dyn>), stream(5000, 2500, 0.8, 1)),
         (Box::new(|| Box::new(PageHinkley::default()) as Box<dyn Dyn>), stream(5000, 2500, 5.0, 2)),
