@@ -4,6 +4,7 @@ indices, on River's own test streams and on random abrupt and gradual streams.""
 from __future__ import annotations
 
 import collections
+import functools
 import doctest
 import pickle
 import random
@@ -25,7 +26,10 @@ DETECTORS = {
     "EDDM": (rf.EDDM, rdrift.binary.EDDM, True),
     "HDDM_A": (rf.HDDM_A, rdrift.binary.HDDMA, True),
     "HDDM_W": (rf.HDDM_W, rdrift.binary.HDDMW, True),
+    "KSWIN": (rf.KSWIN, rdrift.KSWIN, False),
 }
+#: Constructor arguments for the behaviour tests (KSWIN needs a seed to be reproducible).
+DEFAULTS = {"KSWIN": {"seed": 7}}
 BINARY = {"DDM", "EDDM", "HDDM_A", "HDDM_W"}
 
 #: Streams compared with River, per detector (reported by test_parity_counts).
@@ -134,6 +138,8 @@ RIVER_CASES = [
     ("EDDM", {"alpha": 0.8, "beta": 0.75}, DOC_BITS, [1278]),
     ("HDDM_A", {}, DOC_BITS, [1206]),
     ("HDDM_W", {}, DOC_BITS, [1077]),
+    ("KSWIN", {"alpha": 0.0001, "seed": 42}, DOC_REAL, [1016]),
+    ("KSWIN", {"alpha": 0.0001, "window_size": 200, "stat_size": 100, "seed": 42}, DATA_STREAM_1, None),
 ]
 
 
@@ -162,6 +168,12 @@ GRID = {
     "DDM": [{"warm_start": 0}, {"warning_threshold": 1.0, "drift_threshold": 1.5}, {"warm_start": 300}],
     "EDDM": [{"warm_start": 0}, {"alpha": 0.99, "beta": 0.99}, {"alpha": 0.7, "beta": 0.5, "warm_start": 5}],
     "HDDM_A": [{"drift_confidence": 0.05, "warning_confidence": 0.1}, {"two_sided_test": True, "drift_confidence": 1e-5}],
+    "KSWIN": [
+        {"seed": 1},
+        {"seed": 0, "alpha": 0.05, "window_size": 60, "stat_size": 30},
+        {"seed": 123456789, "alpha": 1.0, "window_size": 10, "stat_size": 5},
+        {"seed": -5, "window_size": 300, "stat_size": 10},
+    ],
     "HDDM_W": [{"lambda_val": 0.2}, {"lambda_val": 1.0, "two_sided_test": True}, {"lambda_val": 0.01, "warning_confidence": 0.5}],
 }
 
@@ -169,6 +181,8 @@ GRID = {
 @pytest.mark.parametrize(("name", "params"), [(n, p) for n, ps in GRID.items() for p in ps])
 def test_parameter_grid_on_river_streams(name, params):
     streams = [DATA_STREAM_2, DATA_STREAM_3, DOC_BITS] if name in BINARY else [DATA_STREAM_1, DOC_REAL, DOC_MULTI]
+    if name == "KSWIN":  # River's KSWIN is slow (SciPy per value)
+        streams = [DATA_STREAM_1]
     for s in streams:
         assert_same(name, params, [int(x) for x in s])
 
@@ -277,7 +291,18 @@ PARAMS = {
         }
     ),
 }
-EXAMPLES = {"ADWIN": 250, "PageHinkley": 250, "DDM": 200, "EDDM": 200, "HDDM_A": 200, "HDDM_W": 200}
+PARAMS["KSWIN"] = st.integers(2, 40).flatmap(
+    lambda stat: st.fixed_dictionaries(
+        {
+            "alpha": st.sampled_from([0.005, 0.0001, 0.05, 0.3, 1.0]),
+            "window_size": st.integers(2 * stat, 4 * stat + 20),
+            "stat_size": st.just(stat),
+            "seed": st.integers(-(2**40), 2**40),
+        }
+    )
+)
+# River's KSWIN runs SciPy once per value (slow): fewer, shorter streams.
+EXAMPLES = {"ADWIN": 250, "PageHinkley": 250, "DDM": 200, "EDDM": 200, "HDDM_A": 200, "HDDM_W": 200, "KSWIN": 100}
 
 
 def _make_property(name: str):
@@ -290,6 +315,8 @@ def _make_property(name: str):
         # for the other detectors.
         if name == "EDDM":
             spec = {**spec, "rates": False}  # EDDM only counts values equal to 1
+        if name == "KSWIN":
+            spec = {**spec, "n": min(spec["n"], 600)}
         stream = build_stream(spec, allow_non_finite=name != "DDM")
         assert_same(name, params, stream, check_loop=spec["seed"] % 4 == 0)
 
@@ -343,9 +370,10 @@ def _stream_for(name):
 @pytest.mark.parametrize("name", DETECTORS)
 def test_pickle_mid_stream_continues_identically(name):
     cls = DETECTORS[name][0]
+    kw = DEFAULTS.get(name, {})
     stream = _stream_for(name)
     for cut in (0, 7, 1000, 1030, 1500):
-        a = cls()
+        a = cls(**kw)
         a.update_many(stream[:cut])
         b = pickle.loads(pickle.dumps(a))
         assert type(b) is cls and repr(b) == repr(a)
@@ -353,8 +381,8 @@ def test_pickle_mid_stream_continues_identically(name):
         assert b.drift_detected == a.drift_detected
         assert b.update_many(stream[cut:]).tolist() == a.update_many(stream[cut:]).tolist()
         assert b.to_bytes() == a.to_bytes()
-    whole = cls().update_many(stream).tolist()
-    a = cls()
+    whole = cls(**kw).update_many(stream).tolist()
+    a = cls(**kw)
     first = a.update_many(stream[:1000]).tolist()
     c = cls.from_bytes(a.to_bytes())
     assert first + [i + 1000 for i in c.update_many(stream[1000:]).tolist()] == whole
@@ -363,20 +391,21 @@ def test_pickle_mid_stream_continues_identically(name):
 @pytest.mark.parametrize("name", DETECTORS)
 def test_reset_equals_a_fresh_detector(name):
     cls = DETECTORS[name][0]
+    kw = DEFAULTS.get(name, {})
     stream = _stream_for(name)
-    d = cls()
+    d = cls(**kw)
     d.update_many(stream)
     d.update(float("nan"))
     d.reset()
     assert not d.drift_detected
-    assert d.to_bytes() == cls().to_bytes()
-    assert d.update_many(stream).tolist() == cls().update_many(stream).tolist()
+    assert d.to_bytes() == cls(**kw).to_bytes()
+    assert d.update_many(stream).tolist() == cls(**kw).update_many(stream).tolist()
 
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_corrupt_bytes_raise_snapshot_error(name):
     cls = DETECTORS[name][0]
-    d = cls()
+    d = cls(**DEFAULTS.get(name, {}))
     d.update_many(_stream_for(name)[:500])
     good = d.to_bytes()
     for cut in range(len(good)):
@@ -402,7 +431,7 @@ def test_corrupt_bytes_raise_snapshot_error(name):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_update_many_inputs(name):
-    cls = DETECTORS[name][0]
+    cls = functools.partial(DETECTORS[name][0], **DEFAULTS.get(name, {}))
     s = _stream_for(name)
     want = cls().update_many(np.asarray(s, dtype=np.float64)).tolist()
     assert cls().update_many(s).tolist() == want
@@ -443,6 +472,12 @@ BAD = [
     (rf.HDDM_A, {"warning_confidence": 1.0}),
     (rf.HDDM_W, {"lambda_val": 0.0}),
     (rf.HDDM_W, {"lambda_val": 2.0}),
+    (rf.KSWIN, {"alpha": -0.1}),
+    (rf.KSWIN, {"alpha": 1.1}),
+    (rf.KSWIN, {"window_size": 10}),
+    (rf.KSWIN, {"window_size": 50}),
+    (rf.KSWIN, {"stat_size": 0}),
+    (rf.KSWIN, {"stat_size": 20_000, "window_size": 40_000}),
 ]
 
 
@@ -459,6 +494,9 @@ def test_river_parameter_names_and_defaults():
         river_defaults = {k: v.default for k, v in inspect.signature(theirs.__init__).parameters.items() if k != "self"}
         d = ours()
         for k, v in river_defaults.items():
+            if k == "window":  # River's attribute is the deque itself
+                assert d.window == []
+                continue
             assert getattr(d, k) == v, f"{name}.{k}"
         assert hasattr(d, "warning_detected") == warns
         assert repr(d).startswith(f"{name}(")
@@ -466,4 +504,20 @@ def test_river_parameter_names_and_defaults():
 
 def test_docstring_examples():
     result = doctest.testmod(rf)
-    assert result.failed == 0 and result.attempted >= 6
+    assert result.failed == 0 and result.attempted >= 7
+
+
+def test_kswin_unseeded_and_prefilled():
+    a, b = rf.KSWIN(), rf.KSWIN()
+    assert a.seed is None and a.to_bytes() != b.to_bytes()  # seeds drawn from OS entropy
+    c = pickle.loads(pickle.dumps(a))
+    assert c.seed is None and c.to_bytes() == a.to_bytes()
+    s = [float(x) for x in DATA_STREAM_1]
+    # Identical up to the first drift; then each resets with a fresh entropy seed, as River does.
+    first = c.update_many(s).tolist()[:1]
+    assert first and first == a.update_many(s).tolist()[:1]
+    prefill = [float(x) for x in range(150)]
+    ours = rf.KSWIN(seed=3, window=prefill)
+    theirs = rdrift.KSWIN(seed=3, window=prefill)
+    assert ours.window == list(theirs.window)
+    assert ours.update_many(s[:1500]).tolist() == river_run(theirs, s[:1500])[0]

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use recofast_core::drift::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, Mode, PageHinkley};
+use recofast_core::drift::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, Kswin, Mode, PageHinkley};
 
 /// A non-negative integer parameter.
 fn count(class: &str, name: &str, v: i64) -> PyResult<u64> {
@@ -285,6 +285,58 @@ detector!(PyHddmW, HddmW, "HDDM_W", {
     }
 });
 
+detector!(PyKswin, Kswin, "KSWIN", {
+    #[new]
+    #[pyo3(signature = (alpha = 0.005, window_size = 100, stat_size = 30, seed = None, window = None))]
+    fn new(
+        py: Python<'_>,
+        alpha: f64,
+        window_size: i64,
+        stat_size: i64,
+        seed: Option<i64>,
+        window: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let init = match window.filter(|w| !w.is_none()) {
+            Some(w) => values(py, w)?,
+            None => Vec::new(),
+        };
+        let d = Kswin::new(alpha, count("KSWIN", "window_size", window_size)?, count("KSWIN", "stat_size", stat_size)?, seed, &init)
+            .map_err(|e| crate::to_py(py, e))?;
+        Ok(Self { d })
+    }
+    #[getter]
+    fn alpha(&self) -> f64 {
+        self.d.alpha()
+    }
+    #[getter]
+    fn window_size(&self) -> u64 {
+        self.d.window_size()
+    }
+    #[getter]
+    fn stat_size(&self) -> u64 {
+        self.d.stat_size()
+    }
+    #[getter]
+    fn seed(&self) -> Option<i64> {
+        self.d.seed()
+    }
+    /// The p-value of the last Kolmogorov-Smirnov test.
+    #[getter]
+    fn p_value(&self) -> f64 {
+        self.d.p_value()
+    }
+    /// Values seen since the last reset.
+    #[getter]
+    fn n(&self) -> u64 {
+        self.d.n()
+    }
+    /// The sliding window, oldest first.
+    #[getter]
+    fn window(&self) -> Vec<f64> {
+        self.d.window()
+    }
+});
+
 /// Adds the detector classes to `recofast._core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdwin>()?;
@@ -293,6 +345,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEddm>()?;
     m.add_class::<PyHddmA>()?;
     m.add_class::<PyHddmW>()?;
+    m.add_class::<PyKswin>()?;
     m.add("DRIFT_FORMAT_VERSION", recofast_core::drift::FORMAT_VERSION)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub(crate) const KIND_DDM: u8 = 3;
 pub(crate) const KIND_EDDM: u8 = 4;
 pub(crate) const KIND_HDDM_A: u8 = 5;
 pub(crate) const KIND_HDDM_W: u8 = 6;
+pub(crate) const KIND_KSWIN: u8 = 7;
 
 pub(crate) struct W(pub Vec<u8>);
 
@@ -24,6 +25,9 @@ impl W {
     }
     pub fn bool(&mut self, v: bool) {
         self.0.push(v as u8);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
     pub fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -76,6 +80,11 @@ impl<'a> R<'a> {
             1 => Ok(true),
             v => Err(corrupt(self.what, format!("{v} is not a boolean"))),
         }
+    }
+    pub fn u32(&mut self) -> Result<u32> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
     }
     pub fn u64(&mut self) -> Result<u64> {
         let mut a = [0u8; 8];

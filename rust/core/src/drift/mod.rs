@@ -7,8 +7,9 @@
 //! | [`PageHinkley`] | `drift.PageHinkley` | real values |
 //! | [`Ddm`] | `drift.binary.DDM` | 0/1 (errors) |
 //! | [`Eddm`] | `drift.binary.EDDM` | 0/1 (errors) |
-//! | [`HddmA`] | `drift.binary.HDDM_A` | 0/1 (errors) |
-//! | [`HddmW`] | `drift.binary.HDDM_W` | 0/1 (errors) |
+//! | [`HddmA`] | `drift.binary.HDDMA` | 0/1 (errors) |
+//! | [`HddmW`] | `drift.binary.HDDMW` | 0/1 (errors) |
+//! | [`Kswin`] | `drift.KSWIN` (CPython's `random` and SciPy's exact `ks_2samp`, ported) | real values |
 //!
 //! Floating point: every expression keeps River's order of operations (Rust never fuses a
 //! multiply and an add on its own), `ln`/`sqrt`/`pow` are the C library's, as in CPython,
@@ -38,7 +39,9 @@ mod ddm;
 mod eddm;
 mod hddm_a;
 mod hddm_w;
+mod kswin;
 mod page_hinkley;
+mod pyrandom;
 mod stats;
 
 pub use adwin::Adwin;
@@ -47,6 +50,7 @@ pub use ddm::Ddm;
 pub use eddm::Eddm;
 pub use hddm_a::HddmA;
 pub use hddm_w::HddmW;
+pub use kswin::Kswin;
 pub use page_hinkley::{Mode, PageHinkley};
 
 use crate::error::Result;
