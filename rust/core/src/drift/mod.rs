@@ -19,14 +19,19 @@
 //! Like River, a detector that flagged a drift resets itself at the start of the next update.
 //!
 //! Non-finite input: no input panics. NaN and ±inf go through the same arithmetic as in
-//! River, so the state becomes NaN (comparisons with NaN are false) and the detector stays
-//! silent until [`DriftDetector::reset`] — River does the same. Two places where River
-//! raises instead of computing, and what recofast does there: DDM when the running error
-//! rate leaves [0, 1] (inputs other than 0/1; `math.sqrt` of a negative number) or is NaN
-//! before its first minimum is recorded (`None + float`): recofast takes the standard
-//! deviation as NaN, so that update flags nothing and clears the warning. EDDM when the
-//! variance of the error distances is negative (never for real input): Python gives a complex
-//! number, recofast NaN.
+//! River and give River's result: ADWIN, PageHinkley, DDM, HDDM_A and HDDM_W get NaN
+//! statistics (comparisons with NaN are false) and stay silent until
+//! [`DriftDetector::reset`]; EDDM counts only values equal to 1; KSWIN's p-value is NaN
+//! (SciPy's `nan_policy="propagate"`) while a NaN is in a tested sample, so no drift.
+//! Where River raises or panics instead, recofast defines the result:
+//! - DDM, when the running error rate leaves [0, 1] (inputs other than 0/1: `math.sqrt` of a
+//!   negative number raises) or is NaN before a first minimum exists (`None + float`): the
+//!   standard deviation or the minimum is NaN, so that update flags nothing and clears the
+//!   warning.
+//! - EDDM, if the variance of the error distances were negative (not for real input):
+//!   Python gives a complex number, recofast NaN.
+//! - ADWIN with `max_buckets = 1`, where River can delete from an empty bucket and panic:
+//!   recofast skips empty trailing buckets (identical to River up to River's panic).
 //!
 //! Every detector has a byte encoding (`to_bytes`/`from_bytes`): a format version byte, a
 //! kind byte, the parameters and the state, all little-endian. Reading is bounds-checked
