@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod cooc;
+pub mod drift;
 pub mod error;
 pub mod kernels;
 pub mod model;

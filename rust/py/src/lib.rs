@@ -1,6 +1,8 @@
 //! `recofast._core`: the Python bindings of the Rust core. Conversions, GIL release and
 //! error mapping only; every algorithm lives in `recofast-core`.
 
+mod drift;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -402,6 +404,7 @@ fn default_options() -> Vec<(String, String)> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
+    drift::register(m)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(default_options, m)?)?;
     m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
