@@ -222,10 +222,11 @@ class ALSDaily(Baseline):
             (np.full(len(self.rows), self.alpha, dtype=np.float32), (self.rows, self.cols)), shape=(n_u, n_i)
         )
         m.sum_duplicates()
-        model = AlternatingLeastSquares(
-            factors=self.factors, regularization=self.reg, iterations=self.iterations, random_state=self.seed
-        )
+        # implicit wants BLAS single-threaded (it parallelises itself); it checks at creation.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.factors, regularization=self.reg, iterations=self.iterations, random_state=self.seed
+            )
             model.fit(m, show_progress=False)
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)

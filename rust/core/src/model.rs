@@ -102,7 +102,10 @@ pub use crate::cooc::NeighborList;
 /// The immutable item matrix that scoring reads. See the module docs.
 pub struct ItemSnapshot {
     pub n: usize,
-    pub vecs: Vec<f32>,
+    /// Item factors in bfloat16 (half the bytes to scan), row-major.
+    pub vecs: Vec<u16>,
+    /// Euclidean norm of each item's factors.
+    pub norms: Vec<f32>,
     pub bias: Vec<f32>,
     /// Trending popularity, scaled so that the maximum is 1.
     pub pop: Vec<f32>,
@@ -631,7 +634,10 @@ impl Model {
         let n = self.n_items();
         let events = self.events();
         let now = Self::pop_tick(events);
-        let vecs = self.items.copy_out(n);
+        let full = self.items.copy_out(n);
+        let dim = self.cfg.dim.max(1);
+        let norms: Vec<f32> = full.chunks_exact(dim).map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        let vecs: Vec<u16> = full.iter().map(|&x| kernels::bf16::to_bf16(x)).collect();
         let bias: Vec<f32> = (0..n).map(|r| self.item_bias.get(r).load()).collect();
         let mut pop: Vec<f32> = (0..n as u32).map(|r| self.pop_now(r, now)).collect();
         let max = pop.iter().cloned().fold(0.0f32, f32::max);
@@ -639,7 +645,7 @@ impl Model {
             pop.iter_mut().for_each(|p| *p /= max);
         }
         let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| x.0).collect();
-        ItemSnapshot { n, vecs, bias, pop, popular, events, built: Instant::now() }
+        ItemSnapshot { n, vecs, norms, bias, pop, popular, events, built: Instant::now() }
     }
 
     /// The current scoring snapshot, rebuilt first when it is due.
@@ -739,7 +745,7 @@ impl Model {
         load_row(self.users.row(u), &mut uv);
         tmp.clear();
         tmp.resize(snap.n, 0.0);
-        kernels::dot_scores(self.level, &snap.vecs, dim, &uv, tmp);
+        kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &uv, tmp);
         let mut sum = 0f64;
         let mut sq = 0f64;
         for (t, b) in tmp.iter_mut().zip(&snap.bias) {
@@ -799,14 +805,12 @@ impl Model {
         let cfg = &self.cfg;
         if (item as usize) < snap.n && cfg.w_mf > 0.0 {
             let dim = cfg.dim;
-            let v = &snap.vecs[item as usize * dim..(item as usize + 1) * dim];
+            let v: Vec<f32> = snap.vecs[item as usize * dim..(item as usize + 1) * dim].iter().map(|&h| kernels::bf16::from_bf16(h)).collect();
             let mut tmp = vec![0f32; snap.n];
-            kernels::dot_scores(self.level, &snap.vecs, dim, v, &mut tmp);
-            let nv = kernels::dot(self.level, v, v).sqrt().max(1e-12);
+            kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &v, &mut tmp);
+            let nv = snap.norms[item as usize].max(1e-12);
             for (r, t) in tmp.iter().enumerate() {
-                let row = &snap.vecs[r * dim..(r + 1) * dim];
-                let nr = kernels::dot(self.level, row, row).sqrt().max(1e-12);
-                scores[r] = cfg.w_mf * t / (nv * nr);
+                scores[r] = cfg.w_mf * t / (nv * snap.norms[r].max(1e-12));
             }
         }
         let mut tmp = Vec::new();
@@ -854,7 +858,7 @@ impl Model {
 
 impl ItemSnapshot {
     fn empty() -> Self {
-        ItemSnapshot { n: 0, vecs: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
+        ItemSnapshot { n: 0, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
     }
 }
 

@@ -4,6 +4,7 @@
 //! have. The CPU is detected once ([`SimdLevel::detect`]) and the choice kept; every kernel
 //! takes the level as a parameter, so tests and benchmarks can run each path.
 
+pub mod bf16;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
