@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift"]
+MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation"]
 
 
 @pytest.mark.parametrize("name", MODULES)

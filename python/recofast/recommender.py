@@ -156,6 +156,22 @@ class Recommender:
         """Whether the user had a positive event on the item."""
         return self._m.has_seen(user, item)
 
+    def adapt(self, lr_boost: float = 2.0, recency_decay: float = 0.2, events: int = 2_000) -> None:
+        """Adapts to a detected drift for the next ``events`` events: a learning rate
+        ``lr_boost`` times higher, and scoring that forgets older context faster
+        (the p-th most recent item weighs ``recency_decay**p``).
+
+        :class:`recofast.adaptation.DriftMonitor` calls this when a detector fires.
+        """
+        if isinstance(events, bool) or not isinstance(events, (int, np.integer)) or events < 0:
+            raise ValueError(f"events must be a non-negative integer, got {events!r}")
+        self._m.adapt(float(lr_boost), float(recency_decay), int(events))
+
+    @property
+    def adapting(self) -> bool:
+        """Whether an adaptation started by :meth:`adapt` is in force."""
+        return self._m.adaptation()[0]
+
     def refresh(self) -> None:
         """Rebuilds the scoring snapshot of the item factors now (it is rebuilt on a
         cadence of ``snapshot_every`` events or ``snapshot_ms`` milliseconds anyway)."""

@@ -224,6 +224,12 @@ pub struct Model {
     ring: Box<[AtomicU64]>,
     ring_head: AtomicUsize,
     events: AtomicU64,
+    /// Adaptation after a detected drift: until `events` reaches `adapt_until`, the
+    /// learning rate is multiplied by `adapt_lr` and scoring uses `adapt_recency`.
+    adapt_until: AtomicU64,
+    adapt_lr: AtomicF32,
+    adapt_recency: AtomicF32,
+    adaptations: AtomicU64,
     snap: ArcSwap<ItemSnapshot>,
     snap_lock: Mutex<()>,
 }
@@ -251,6 +257,10 @@ impl Model {
             ring: (0..RING).map(|_| AtomicU64::new(u64::MAX)).collect(),
             ring_head: AtomicUsize::new(0),
             events: AtomicU64::new(0),
+            adapt_until: AtomicU64::new(0),
+            adapt_lr: AtomicF32::default(),
+            adapt_recency: AtomicF32::default(),
+            adaptations: AtomicU64::new(0),
             snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
             snap_lock: Mutex::new(()),
             cfg,
@@ -475,7 +485,10 @@ impl Model {
                 us.events += 1;
             }
         }
-        let lr = if cfg.lr_decay > 0.0 { cfg.lr / (1.0 + cfg.lr_decay * t as f32).sqrt() } else { cfg.lr };
+        let mut lr = if cfg.lr_decay > 0.0 { cfg.lr / (1.0 + cfg.lr_decay * t as f32).sqrt() } else { cfg.lr };
+        if t < self.adapt_until.load(Relaxed) {
+            lr *= self.adapt_lr.load();
+        }
         if w < 0.0 {
             self.push_down(e.user, e.item, -w * lr, s);
             return;
@@ -624,6 +637,28 @@ impl Model {
         v * self.decay_factor(now.saturating_sub(tick))
     }
 
+    /// Adapts to a detected drift for the next `events` events: the learning rate is
+    /// multiplied by `lr_boost` and scoring weighs the user's recent items by
+    /// `recency_decay^p` (a smaller value forgets older context faster).
+    pub fn adapt(&self, lr_boost: f32, recency_decay: f32, events: u64) -> Result<()> {
+        if !(lr_boost.is_finite() && lr_boost > 0.0) {
+            return invalid!("lr_boost must be a finite number > 0, got {lr_boost}");
+        }
+        if !(0.0..=1.0).contains(&recency_decay) {
+            return invalid!("recency_decay must be between 0 and 1, got {recency_decay}");
+        }
+        self.adapt_lr.store(lr_boost);
+        self.adapt_recency.store(recency_decay);
+        self.adapt_until.store(self.events() + events, Relaxed);
+        self.adaptations.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Whether an adaptation is in force, and how many were started.
+    pub fn adaptation(&self) -> (bool, u64) {
+        (self.events() < self.adapt_until.load(Relaxed), self.adaptations.load(Relaxed))
+    }
+
     /// Rebuilds the scoring snapshot now.
     pub fn refresh(&self) {
         let _g = self.snap_lock.lock();
@@ -769,11 +804,12 @@ impl Model {
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
         let mut rw = 1.0f32;
+        let recency = if self.events() < self.adapt_until.load(Relaxed) { self.adapt_recency.load() } else { cfg.recency_decay };
         let mut max = 0f32;
         for &(h, _) in recent {
             let nh = self.item_weight.get(h as usize).load().max(1e-6);
             let base = rw / nh.powf(cfg.cooc_alpha);
-            rw *= cfg.recency_decay;
+            rw *= recency;
             let nb = self.neighbors.get(h as usize).lock();
             for (j, c) in nb.iter() {
                 let nj = self.item_weight.get(j as usize).load().max(1e-6);

@@ -325,6 +325,16 @@ impl PyModel {
         self.m.items().ids().all()
     }
 
+    /// Adapts to a detected drift for the next `events` events (see the core's docs).
+    fn adapt(&self, py: Python<'_>, lr_boost: f32, recency_decay: f32, events: u64) -> PyResult<()> {
+        self.m.adapt(lr_boost, recency_decay, events).map_err(|e| to_py(py, e))
+    }
+
+    /// (adaptation in force, adaptations started).
+    fn adaptation(&self) -> (bool, u64) {
+        self.m.adaptation()
+    }
+
     /// Rebuilds the scoring snapshot of the item matrix now.
     fn refresh(&self, py: Python<'_>) {
         let m = self.m.clone();
