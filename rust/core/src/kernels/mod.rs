@@ -4,9 +4,16 @@
 //! have. The CPU is detected once ([`SimdLevel::detect`]) and the choice kept; every kernel
 //! takes the level as a parameter, so tests and benchmarks can run each path.
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod quant;
 mod scalar;
+mod scan;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use quant::QuantizedItems;
+pub use scan::{read_sum, topk_batch, topk_scan, Filter};
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -118,6 +125,11 @@ pub fn dot_scores(level: SimdLevel, items: &[f32], dim: usize, q: &[f32], out: &
             // SAFETY: the CPU supports AVX2 and FMA (checked by `supported`), and the shapes
             // were checked above.
             unsafe { x86::dot_scores_avx2(items, dim, q, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => {
+            // SAFETY: NEON is part of the aarch64 baseline, and the shapes were checked above.
+            unsafe { neon::dot_scores_neon(items, dim, q, out) }
         }
         _ => scalar::dot_scores(items, dim, q, out),
     }

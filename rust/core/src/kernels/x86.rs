@@ -1,7 +1,13 @@
 //! AVX2+FMA and AVX-512 kernels for x86-64. Callers check CPU support first
 //! ([`super::SimdLevel::supported`]); these functions are `unsafe` for that reason only.
 
+// The AVX-512 intrinsics were stabilised in Rust 1.89, above the workspace's declared
+// rust-version (1.85); this module needs 1.89+ (the declared MSRV should be raised).
+#![allow(clippy::incompatible_msrv)]
+
 use std::arch::x86_64::*;
+
+use super::scan::{NB, QT};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `q.len() == dim`, `items.len() >= out.len() * dim`.
@@ -80,5 +86,172 @@ pub unsafe fn dot_scores_avx512(items: &[f32], dim: usize, q: &[f32], out: &mut 
             }
         }
         *o = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+}
+
+/// One tile of the batched product: `out[qi * NB + i] = Σ_d qtt[d * QT + qi] · it[d * NB + i]`
+/// for `qi < QT`, `i < NB`, and `masks[qi * NB / 16 + g]` bit `l` set when
+/// `out[qi * NB + 16 g + l] > thr[qi]`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `it.len() >= dim * NB`, `qtt.len() >= dim * QT`,
+/// `out.len() >= QT * NB`, `masks.len() >= QT * NB / 16`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn tile_scores_avx512(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; QT], out: &mut [f32], masks: &mut [u16]) {
+    debug_assert!(it.len() >= dim * NB && qtt.len() >= dim * QT && out.len() >= QT * NB && masks.len() >= QT * NB / 16);
+    let ip = it.as_ptr();
+    let qp = qtt.as_ptr();
+    let mut j = 0;
+    while j < NB {
+        let mut acc = [[_mm512_setzero_ps(); 2]; QT];
+        for d in 0..dim {
+            // SAFETY: d < dim and j + 32 <= NB, so d * NB + j + 32 <= dim * NB <= it.len(), and
+            // d * QT + qi < dim * QT <= qtt.len(); loadu/set1 have no alignment requirement.
+            unsafe {
+                let a0 = _mm512_loadu_ps(ip.add(d * NB + j));
+                let a1 = _mm512_loadu_ps(ip.add(d * NB + j + 16));
+                for (qi, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*qp.add(d * QT + qi));
+                    a[0] = _mm512_fmadd_ps(w, a0, a[0]);
+                    a[1] = _mm512_fmadd_ps(w, a1, a[1]);
+                }
+            }
+        }
+        for (qi, a) in acc.iter().enumerate() {
+            let t = _mm512_set1_ps(thr[qi]);
+            // SAFETY: qi * NB + j + 32 <= QT * NB <= out.len().
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr().add(qi * NB + j), a[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(qi * NB + j + 16), a[1]);
+            }
+            masks[qi * NB / 16 + j / 16] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a[0], t);
+            masks[qi * NB / 16 + j / 16 + 1] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a[1], t);
+        }
+        j += 32;
+    }
+}
+
+/// The AVX2+FMA twin of [`tile_scores_avx512`] (tiles of 4 queries × 16 items).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; same shapes as [`tile_scores_avx512`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn tile_scores_avx2(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; QT], out: &mut [f32], masks: &mut [u16]) {
+    debug_assert!(it.len() >= dim * NB && qtt.len() >= dim * QT && out.len() >= QT * NB && masks.len() >= QT * NB / 16);
+    let ip = it.as_ptr();
+    let qp = qtt.as_ptr();
+    for q0 in (0..QT).step_by(4) {
+        let mut j = 0;
+        while j < NB {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for d in 0..dim {
+                // SAFETY: d < dim and j + 16 <= NB, so d * NB + j + 16 <= it.len(), and
+                // d * QT + q0 + qi < dim * QT <= qtt.len().
+                unsafe {
+                    let a0 = _mm256_loadu_ps(ip.add(d * NB + j));
+                    let a1 = _mm256_loadu_ps(ip.add(d * NB + j + 8));
+                    for (qi, a) in acc.iter_mut().enumerate() {
+                        let w = _mm256_set1_ps(*qp.add(d * QT + q0 + qi));
+                        a[0] = _mm256_fmadd_ps(w, a0, a[0]);
+                        a[1] = _mm256_fmadd_ps(w, a1, a[1]);
+                    }
+                }
+            }
+            for (qi, a) in acc.iter().enumerate() {
+                let q = q0 + qi;
+                let t = _mm256_set1_ps(thr[q]);
+                // SAFETY: q * NB + j + 16 <= QT * NB <= out.len().
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(q * NB + j), a[0]);
+                    _mm256_storeu_ps(out.as_mut_ptr().add(q * NB + j + 8), a[1]);
+                }
+                let m0 = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a[0], t)) as u16;
+                let m1 = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a[1], t)) as u16;
+                masks[q * NB / 16 + j / 16] = m0 | (m1 << 8);
+            }
+            j += 16;
+        }
+    }
+}
+
+/// `out[r] = scales[r] · Σ_d codes[r * dim + d] · q[d]` (int8 rows, f32 query).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `q.len() == dim`, `codes.len() >= out.len() * dim`,
+/// `scales.len() >= out.len()`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn dot_scores_i8_avx512(codes: &[i8], scales: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
+    let full = dim / 16 * 16;
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &codes[r * dim..(r + 1) * dim];
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= full {
+            // SAFETY: i + 32 <= full <= dim = row.len() = q.len(): the 16-byte and 16-lane
+            // loads at i and i + 16 are in bounds; unaligned loads are allowed.
+            unsafe {
+                let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i)));
+                let c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i + 16) as *const __m128i)));
+                acc0 = _mm512_fmadd_ps(c0, _mm512_loadu_ps(q.as_ptr().add(i)), acc0);
+                acc1 = _mm512_fmadd_ps(c1, _mm512_loadu_ps(q.as_ptr().add(i + 16)), acc1);
+            }
+            i += 32;
+        }
+        while i < full {
+            // SAFETY: i + 16 <= full <= dim.
+            unsafe {
+                let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i)));
+                acc0 = _mm512_fmadd_ps(c0, _mm512_loadu_ps(q.as_ptr().add(i)), acc0);
+            }
+            i += 16;
+        }
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        for j in full..dim {
+            s += row[j] as f32 * q[j];
+        }
+        *o = s * scales[r];
+    }
+}
+
+/// The AVX2+FMA twin of [`dot_scores_i8_avx512`].
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; same shapes as [`dot_scores_i8_avx512`].
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_scores_i8_avx2(codes: &[i8], scales: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
+    let full = dim / 8 * 8;
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &codes[r * dim..(r + 1) * dim];
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= full {
+            // SAFETY: i + 16 <= full <= dim: the 8-byte and 8-lane loads at i and i + 8 are in
+            // bounds; unaligned loads are allowed.
+            unsafe {
+                let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i) as *const __m128i)));
+                let c1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i + 8) as *const __m128i)));
+                acc0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(q.as_ptr().add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(c1, _mm256_loadu_ps(q.as_ptr().add(i + 8)), acc1);
+            }
+            i += 16;
+        }
+        while i < full {
+            // SAFETY: i + 8 <= full <= dim.
+            unsafe {
+                let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i) as *const __m128i)));
+                acc0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(q.as_ptr().add(i)), acc0);
+            }
+            i += 8;
+        }
+        let acc = _mm256_add_ps(acc0, acc1);
+        let s4 = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        let mut s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+        for j in full..dim {
+            s += row[j] as f32 * q[j];
+        }
+        *o = s * scales[r];
     }
 }
