@@ -1,6 +1,8 @@
 //! `recofast._core`: the Python bindings of the Rust core. Conversions, GIL release and
 //! error mapping only; every algorithm lives in `recofast-core`.
 
+mod kernels;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -406,5 +408,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_options, m)?)?;
     m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
     m.add("__version__", recofast_core::VERSION)?;
+    kernels::register(m)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ mod scan;
 mod x86;
 
 pub use quant::QuantizedItems;
-pub use scan::{read_sum, topk_batch, topk_scan, Filter};
+pub use scan::{read_sum, topk_batch, topk_scan, with_threads, Filter};
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -147,6 +147,33 @@ impl QuantizedItems {
     }
 }
 
+impl QuantizedItems {
+    /// [`QuantizedItems::topk`] for each of the `queries.len() / dim` queries; `filters` holds
+    /// one filter for all or one per query. Several queries run in parallel (one thread
+    /// each); a single query splits its scan over `threads`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn topk_many(&self, level: SimdLevel, items: &[f32], queries: &[f32], k: usize, candidates: usize, filters: &[Filter], threads: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let dim = self.dim;
+        if queries.len() % dim != 0 {
+            return invalid!("queries have {} values, not a multiple of the dimension {dim}", queries.len());
+        }
+        let m = queries.len() / dim;
+        if filters.len() != 1 && filters.len() != m {
+            return invalid!("give one filter for all queries or one per query ({m}), not {}", filters.len());
+        }
+        let one = |i: usize, t: usize| {
+            let f = if filters.len() == 1 { &filters[0] } else { &filters[i] };
+            self.topk(level, items, &queries[i * dim..(i + 1) * dim], k, candidates, f, t)
+        };
+        if m == 1 || threads <= 1 {
+            (0..m).map(|i| one(i, threads)).collect()
+        } else {
+            use rayon::prelude::*;
+            (0..m).into_par_iter().map(|i| one(i, 1)).collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

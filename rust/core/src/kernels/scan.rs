@@ -355,6 +355,39 @@ pub fn topk_batch(level: SimdLevel, items: &[f32], dim: usize, queries: &[f32], 
     Ok(res)
 }
 
+/// Runs `f(threads)` on `threads` rayon workers: `None` uses the global pool (one thread per
+/// core), `Some(1)` runs on the calling thread, `Some(t)` on a pool of `t` threads built once
+/// and kept for later calls.
+pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce(usize) -> T + Send) -> Result<T> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    match threads {
+        None => Ok(f(rayon::current_num_threads())),
+        Some(0) => invalid!("threads must be at least 1"),
+        Some(1) => Ok(f(1)),
+        Some(t) if t > 1024 => invalid!("threads must be at most 1024, got {t}"),
+        Some(t) => {
+            let pool = {
+                let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+                match pools.get(&t) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = rayon::ThreadPoolBuilder::new()
+                            .num_threads(t)
+                            .build()
+                            .map_err(|e| crate::error::Error::InvalidArgument(format!("cannot start {t} threads: {e}")))?;
+                        let p = Arc::new(p);
+                        pools.insert(t, p.clone());
+                        p
+                    }
+                }
+            };
+            Ok(pool.install(|| f(t)))
+        }
+    }
+}
+
 /// A plain sum of every value: the reference for how fast this machine reads a matrix.
 pub fn read_sum(items: &[f32]) -> f64 {
     let mut acc = [0f32; 16];
