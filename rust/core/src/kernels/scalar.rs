@@ -44,22 +44,3 @@ pub fn tile_scores(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; QT], out: &m
     }
 }
 
-/// `out[r] = scales[r] · Σ_d codes[r * dim + d] · q[d]` (int8 rows, f32 query).
-pub fn dot_scores_i8(codes: &[i8], scales: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
-    for ((o, row), &sc) in out.iter_mut().zip(codes.chunks_exact(dim)).zip(scales) {
-        let mut acc = [0f32; 4];
-        let mut i = 0;
-        while i + 4 <= dim {
-            for l in 0..4 {
-                acc[l] += row[i + l] as f32 * q[i + l];
-            }
-            i += 4;
-        }
-        let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        while i < dim {
-            s += row[i] as f32 * q[i];
-            i += 1;
-        }
-        *o = s * sc;
-    }
-}

@@ -105,12 +105,26 @@ impl Collector {
     }
 
     #[cold]
-    fn compact(&mut self) {
+    pub(crate) fn compact(&mut self) {
         if self.buf.len() > self.k {
             self.buf.select_nth_unstable_by(self.k - 1, better);
             self.buf.truncate(self.k);
             self.thr = self.buf[self.k - 1].0;
         }
+    }
+
+    /// Takes in another collector's candidates (the best `k` of both are kept).
+    pub(crate) fn absorb(&mut self, other: Collector) {
+        self.buf.extend(other.buf);
+        self.compact();
+    }
+
+    /// The ids of the best `k` kept, in increasing id order.
+    pub(crate) fn into_ids(mut self) -> Vec<u32> {
+        self.compact();
+        let mut ids: Vec<u32> = self.buf.into_iter().map(|c| c.1).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The kept (id, score), best first.

@@ -174,84 +174,81 @@ pub unsafe fn tile_scores_avx2(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; 
     }
 }
 
-/// `out[r] = scales[r] · Σ_d codes[r * dim + d] · q[d]` (int8 rows, f32 query).
+/// Approximate scores of the `out.len() / 16` quantised blocks at the start of `codes` (see
+/// `super::quant` for the layout): `out[16 b + r] = (Σ bytes · query codes − offset) ·
+/// scales[16 b + r] · qscale`, the bytes × query products summed by `vpdpbusd` in 16 lanes.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `q.len() == dim`, `codes.len() >= out.len() * dim`,
-/// `scales.len() >= out.len()`.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn dot_scores_i8_avx512(codes: &[i8], scales: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
-    let full = dim / 16 * 16;
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = &codes[r * dim..(r + 1) * dim];
-        let mut acc0 = _mm512_setzero_ps();
-        let mut acc1 = _mm512_setzero_ps();
-        let mut i = 0;
-        while i + 32 <= full {
-            // SAFETY: i + 32 <= full <= dim = row.len() = q.len(): the 16-byte and 16-lane
-            // loads at i and i + 16 are in bounds; unaligned loads are allowed.
-            unsafe {
-                let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i)));
-                let c1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i + 16) as *const __m128i)));
-                acc0 = _mm512_fmadd_ps(c0, _mm512_loadu_ps(q.as_ptr().add(i)), acc0);
-                acc1 = _mm512_fmadd_ps(c1, _mm512_loadu_ps(q.as_ptr().add(i + 16)), acc1);
+/// The CPU must support AVX-512F and AVX-512 VNNI; `out.len()` is a multiple of 16,
+/// `codes.len() >= out.len() / 16 * groups * 64`, `scales.len() >= out.len()`,
+/// `packed.len() == groups`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, out: &mut [f32]) {
+    let off = _mm512_set1_epi32(offset);
+    let qs = _mm512_set1_ps(qscale);
+    for b in 0..out.len() / 16 {
+        let base = b * groups * 64;
+        let mut acc = [_mm512_setzero_si512(); 4];
+        let mut g = 0;
+        while g + 4 <= groups {
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: g + j < groups, so bytes base + (g+j)*64 .. +64 lie inside block b,
+                // which `codes` holds; loadu has no alignment requirement.
+                unsafe {
+                    let x = _mm512_loadu_si512(codes.as_ptr().add(base + (g + j) * 64) as *const __m512i);
+                    *a = _mm512_dpbusd_epi32(*a, x, _mm512_set1_epi32(packed[g + j]));
+                }
             }
-            i += 32;
+            g += 4;
         }
-        while i < full {
-            // SAFETY: i + 16 <= full <= dim.
+        while g < groups {
+            // SAFETY: g < groups: 64 bytes inside block b.
             unsafe {
-                let c0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row.as_ptr().add(i) as *const __m128i)));
-                acc0 = _mm512_fmadd_ps(c0, _mm512_loadu_ps(q.as_ptr().add(i)), acc0);
+                let x = _mm512_loadu_si512(codes.as_ptr().add(base + g * 64) as *const __m512i);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], x, _mm512_set1_epi32(packed[g]));
             }
-            i += 16;
+            g += 1;
         }
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        for j in full..dim {
-            s += row[j] as f32 * q[j];
+        let (acc0, acc1) = (_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+        let acc = _mm512_sub_epi32(_mm512_add_epi32(acc0, acc1), off);
+        // SAFETY: 16 b + 16 <= out.len() <= scales.len().
+        unsafe {
+            let sc = _mm512_loadu_ps(scales.as_ptr().add(b * 16));
+            let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), sc), qs);
+            _mm512_storeu_ps(out.as_mut_ptr().add(b * 16), f);
         }
-        *o = s * scales[r];
     }
 }
 
-/// The AVX2+FMA twin of [`dot_scores_i8_avx512`].
+/// The AVX2 twin of [`block_scores_vnni`]: bytes widened to i16, `vpmaddwd` with the query
+/// codes, pair sums added at the end. Same integers, same results.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; same shapes as [`dot_scores_i8_avx512`].
+/// The CPU must support AVX2; same shapes as [`block_scores_vnni`].
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_scores_i8_avx2(codes: &[i8], scales: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
-    let full = dim / 8 * 8;
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = &codes[r * dim..(r + 1) * dim];
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 16 <= full {
-            // SAFETY: i + 16 <= full <= dim: the 8-byte and 8-lane loads at i and i + 8 are in
-            // bounds; unaligned loads are allowed.
-            unsafe {
-                let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i) as *const __m128i)));
-                let c1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i + 8) as *const __m128i)));
-                acc0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(q.as_ptr().add(i)), acc0);
-                acc1 = _mm256_fmadd_ps(c1, _mm256_loadu_ps(q.as_ptr().add(i + 8)), acc1);
+pub unsafe fn block_scores_avx2(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, out: &mut [f32]) {
+    for b in 0..out.len() / 16 {
+        let base = b * groups * 64;
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for (g, &p) in packed.iter().enumerate().take(groups) {
+            let qb = p.to_le_bytes();
+            let (q0, q1, q2, q3) = (qb[0] as i8 as i16, qb[1] as i8 as i16, qb[2] as i8 as i16, qb[3] as i8 as i16);
+            let qv = _mm256_setr_epi16(q0, q1, q2, q3, q0, q1, q2, q3, q0, q1, q2, q3, q0, q1, q2, q3);
+            for (c, a) in acc.iter_mut().enumerate() {
+                // SAFETY: base + g*64 + c*16 + 16 <= base + groups*64, inside block b of `codes`.
+                unsafe {
+                    let x = _mm256_cvtepu8_epi16(_mm_loadu_si128(codes.as_ptr().add(base + g * 64 + c * 16) as *const __m128i));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, qv));
+                }
             }
-            i += 16;
         }
-        while i < full {
-            // SAFETY: i + 8 <= full <= dim.
-            unsafe {
-                let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(row.as_ptr().add(i) as *const __m128i)));
-                acc0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(q.as_ptr().add(i)), acc0);
-            }
-            i += 8;
+        let mut v = [0i32; 32];
+        for (c, a) in acc.iter().enumerate() {
+            // SAFETY: c * 8 + 8 <= 32 = v.len().
+            unsafe { _mm256_storeu_si256(v.as_mut_ptr().add(c * 8) as *mut __m256i, *a) };
         }
-        let acc = _mm256_add_ps(acc0, acc1);
-        let s4 = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let mut s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-        for j in full..dim {
-            s += row[j] as f32 * q[j];
+        for r in 0..16 {
+            out[b * 16 + r] = (v[2 * r] + v[2 * r + 1] - offset) as f32 * scales[b * 16 + r] * qscale;
         }
-        *o = s * scales[r];
     }
 }
