@@ -136,14 +136,14 @@ class QuantizedItems:
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> items = rng.standard_normal((1000, 16), dtype=np.float32)
+    >>> items = rng.standard_normal((1024, 16), dtype=np.float32)
     >>> table = QuantizedItems(items)
     >>> q = rng.standard_normal(16, dtype=np.float32)
     >>> ids, scores = table.topk(q, k=5)
     >>> ids.tolist() == topk(items, q, k=5)[0].tolist()
     True
-    >>> table.nbytes  # 1000 × 16 codes + 1000 scales
-    20000
+    >>> table.nbytes  # 1024 × 16 one-byte codes + 1024 float32 scales
+    20480
     """
 
     def __init__(self, items: np.ndarray) -> None:
