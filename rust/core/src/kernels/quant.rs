@@ -21,16 +21,91 @@ const ROWS: usize = 256;
 /// The largest dimension the int32 accumulators cannot overflow on (255 · 127 · 4 · 16384 < 2³¹).
 const MAX_DIM: usize = 16384;
 
+/// A fixed-size buffer aligned to 2 MiB and, on Linux, marked for transparent huge pages
+/// (`madvise(MADV_HUGEPAGE)`), as numpy does for its large arrays: with 4 KiB pages the
+/// hardware prefetcher stops at every page boundary and the streaming scan loses bandwidth.
+struct HugeBuf<T: Copy> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: HugeBuf owns its allocation exclusively (like a Box<[T]>); T: Copy + Send/Sync
+// makes sharing or moving it across threads as safe as for a Vec<T>.
+unsafe impl<T: Copy + Send> Send for HugeBuf<T> {}
+// SAFETY: see Send; `&HugeBuf` only gives out `&[T]`.
+unsafe impl<T: Copy + Sync> Sync for HugeBuf<T> {}
+
+const HUGE: usize = 2 << 20;
+
+impl<T: Copy> HugeBuf<T> {
+    fn layout(len: usize) -> std::alloc::Layout {
+        let bytes = (len.max(1)).checked_mul(std::mem::size_of::<T>()).expect("buffer size overflows usize");
+        std::alloc::Layout::from_size_align(bytes, HUGE.max(std::mem::align_of::<T>())).expect("valid layout")
+    }
+
+    fn new(len: usize, fill: T) -> Self {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (len.max(1) elements of a non-zero-sized T:
+        // only u8 and f32 are used).
+        let raw = unsafe { std::alloc::alloc(layout) } as *mut T;
+        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        #[cfg(target_os = "linux")]
+        {
+            extern "C" {
+                fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: std::ffi::c_int) -> std::ffi::c_int;
+            }
+            const MADV_HUGEPAGE: std::ffi::c_int = 14;
+            // SAFETY: the range is exactly our fresh allocation (2 MiB aligned, so page
+            // aligned); MADV_HUGEPAGE is only a hint and never changes its contents. A failure
+            // (e.g. THP disabled) is harmless and ignored.
+            unsafe { madvise(raw as *mut std::ffi::c_void, layout.size(), MADV_HUGEPAGE) };
+        }
+        for i in 0..len.max(1) {
+            // SAFETY: i < len.max(1), inside the allocation; writing initialises every element.
+            unsafe { raw.add(i).write(fill) };
+        }
+        HugeBuf { ptr, len }
+    }
+}
+
+impl<T: Copy> std::ops::Deref for HugeBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: ptr points to len initialised elements that we own and that live as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> std::ops::DerefMut for HugeBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in Deref, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Copy> Drop for HugeBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout; T: Copy needs no drop.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.len)) }
+    }
+}
+
+impl<T: Copy + std::fmt::Debug> std::fmt::Debug for HugeBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HugeBuf(len {})", self.len)
+    }
+}
+
 /// Int8 codes with a per-row scale: `row[d] ≈ scale · code[d]`, `scale = max|row| / 127`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct QuantizedItems {
     n: usize,
     dim: usize,
     /// Groups of 4 dimensions (`dim` rounded up).
     groups: usize,
-    codes: Vec<u8>,
+    codes: HugeBuf<u8>,
     /// One per row, padded to a multiple of 16 with zeros.
-    scales: Vec<f32>,
+    scales: HugeBuf<f32>,
 }
 
 /// A query quantised to int8: `q ≈ scale · codes`, packed 4 codes per `i32` (one per group).
@@ -57,8 +132,8 @@ impl QQuery {
 }
 
 /// Plain-loop twin of the SIMD block kernels: `out[16 b + r]` for the `out.len() / 16` blocks
-/// at the start of `codes` / `scales`.
-fn block_scores_scalar(codes: &[u8], scales: &[f32], groups: usize, q: &QQuery, out: &mut [f32]) {
+/// at the start of `codes` / `scales`, and `masks[b]` bit `r` set when it is above `thr`.
+fn block_scores_scalar(codes: &[u8], scales: &[f32], groups: usize, q: &QQuery, thr: f32, out: &mut [f32], masks: &mut [u16]) {
     for (b, o) in out.chunks_exact_mut(16).enumerate() {
         let mut acc = [0i32; 16];
         let blk = &codes[b * groups * 64..(b + 1) * groups * 64];
@@ -70,28 +145,32 @@ fn block_scores_scalar(codes: &[u8], scales: &[f32], groups: usize, q: &QQuery, 
                 }
             }
         }
+        let mut m = 0u16;
         for r in 0..16 {
             o[r] = (acc[r] - q.offset) as f32 * scales[b * 16 + r] * q.scale;
+            m |= ((o[r] > thr) as u16) << r;
         }
+        masks[b] = m;
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Approximate scores of whole blocks on the best kernel of `level` the CPU supports.
-fn block_scores(level: SimdLevel, codes: &[u8], scales: &[f32], groups: usize, q: &QQuery, out: &mut [f32]) {
+fn block_scores(level: SimdLevel, codes: &[u8], scales: &[f32], groups: usize, q: &QQuery, thr: f32, out: &mut [f32], masks: &mut [u16]) {
     let blocks = out.len() / 16;
-    assert!(out.len() % 16 == 0 && codes.len() >= blocks * groups * 64 && scales.len() >= blocks * 16 && q.packed.len() == groups);
+    assert!(out.len() % 16 == 0 && codes.len() >= blocks * groups * 64 && scales.len() >= blocks * 16 && q.packed.len() == groups && masks.len() >= blocks);
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 if level.supported() && std::arch::is_x86_feature_detected!("avx512vnni") => {
             // SAFETY: the CPU supports AVX-512F and VNNI (checked just above); shapes asserted above.
-            unsafe { super::x86::block_scores_vnni(codes, scales, groups, &q.packed, q.scale, q.offset, out) }
+            unsafe { super::x86::block_scores_vnni(codes, scales, groups, &q.packed, q.scale, q.offset, thr, out, masks) }
         }
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 | SimdLevel::Avx512 if SimdLevel::Avx2.supported() => {
             // SAFETY: the CPU supports AVX2 (checked by `supported`); shapes asserted above.
-            unsafe { super::x86::block_scores_avx2(codes, scales, groups, &q.packed, q.scale, q.offset, out) }
+            unsafe { super::x86::block_scores_avx2(codes, scales, groups, &q.packed, q.scale, q.offset, thr, out, masks) }
         }
-        _ => block_scores_scalar(codes, scales, groups, q, out),
+        _ => block_scores_scalar(codes, scales, groups, q, thr, out, masks),
     }
 }
 
@@ -118,8 +197,8 @@ impl QuantizedItems {
         }
         let groups = dim.div_ceil(4);
         let blocks = n.div_ceil(16);
-        let mut codes = vec![128u8; blocks * groups * 64];
-        let mut scales = vec![0f32; blocks * 16];
+        let mut codes = HugeBuf::new(blocks * groups * 64, 128u8);
+        let mut scales = HugeBuf::new(blocks * 16, 0f32);
         for (r, row) in items.chunks_exact(dim).enumerate() {
             let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
             let s = if amax > 0.0 && amax.is_finite() { amax / 127.0 } else { 1.0 };
@@ -151,11 +230,12 @@ impl QuantizedItems {
         self.codes.len() + 4 * self.scales.len()
     }
 
-    /// Approximate scores of rows `a..b` (`a` a multiple of 16) into `buf[..b - a]`.
-    fn scores_range(&self, level: SimdLevel, q: &QQuery, a: usize, b: usize, buf: &mut [f32]) {
+    /// Approximate scores of rows `a..b` (`a` a multiple of 16) into `buf[..b - a]`, and
+    /// per 16 rows a bit mask of the scores above `thr`.
+    fn scores_range(&self, level: SimdLevel, q: &QQuery, a: usize, b: usize, thr: f32, buf: &mut [f32], masks: &mut [u16]) {
         let (b0, b1) = (a / 16, b.div_ceil(16));
         let g = self.groups;
-        block_scores(level, &self.codes[b0 * g * 64..b1 * g * 64], &self.scales[b0 * 16..b1 * 16], g, q, &mut buf[..(b1 - b0) * 16]);
+        block_scores(level, &self.codes[b0 * g * 64..b1 * g * 64], &self.scales[b0 * 16..b1 * 16], g, q, thr, &mut buf[..(b1 - b0) * 16], masks);
     }
 
     /// The approximate (dequantised) score of every row `< out.len()` (for tests and recall checks).
@@ -165,9 +245,10 @@ impl QuantizedItems {
         }
         let qq = QQuery::new(q, self.groups);
         let mut buf = [0f32; ROWS];
+        let mut masks = [0u16; ROWS / 16];
         for a in (0..out.len()).step_by(ROWS) {
             let b = (a + ROWS).min(out.len());
-            self.scores_range(level, &qq, a, b, &mut buf);
+            self.scores_range(level, &qq, a, b, f32::INFINITY, &mut buf, &mut masks);
             out[a..b].copy_from_slice(&buf[..b - a]);
         }
         Ok(())
@@ -198,22 +279,23 @@ impl QuantizedItems {
         let scan = |a: usize, b: usize| {
             let mut col = Collector::new(c);
             let mut buf = [0f32; ROWS];
+            let mut masks = [0u16; ROWS / 16];
             let mut i0 = a;
             while i0 < b {
                 let nb = ROWS.min(b - i0);
-                self.scores_range(level, &qq, i0, i0 + nb, &mut buf);
-                for (c, chunk) in buf[..nb].chunks(16).enumerate() {
-                    let thr = col.threshold();
-                    // Branch-free test first (vectorises); most chunks have no candidate.
-                    if !chunk.iter().fold(false, |a, &s| a | (s > thr)) {
-                        continue;
-                    }
-                    for (j, &s) in chunk.iter().enumerate() {
-                        if s > col.threshold() {
-                            let id = (i0 + c * 16 + j) as u32;
-                            if !filter.excluded(id) {
-                                col.push(id, s);
-                            }
+                self.scores_range(level, &qq, i0, i0 + nb, col.threshold(), &mut buf, &mut masks);
+                // The kernel compared every score with the threshold: visit only the hits.
+                for (g, &m) in masks[..nb.div_ceil(16)].iter().enumerate() {
+                    let mut m = m;
+                    while m != 0 {
+                        let j = g * 16 + m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        if j >= nb {
+                            break;
+                        }
+                        let (s, id) = (buf[j], (i0 + j) as u32);
+                        if s > col.threshold() && !filter.excluded(id) {
+                            col.push(id, s);
                         }
                     }
                 }

@@ -176,15 +176,18 @@ pub unsafe fn tile_scores_avx2(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; 
 
 /// Approximate scores of the `out.len() / 16` quantised blocks at the start of `codes` (see
 /// `super::quant` for the layout): `out[16 b + r] = (Σ bytes · query codes − offset) ·
-/// scales[16 b + r] · qscale`, the bytes × query products summed by `vpdpbusd` in 16 lanes.
+/// scales[16 b + r] · qscale`, the bytes × query products summed by `vpdpbusd` in 16 lanes;
+/// `masks[b]` bit `r` is set when that score is above `thr`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512 VNNI; `out.len()` is a multiple of 16,
 /// `codes.len() >= out.len() / 16 * groups * 64`, `scales.len() >= out.len()`,
-/// `packed.len() == groups`.
+/// `packed.len() == groups`, `masks.len() >= out.len() / 16`.
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, thr: f32, out: &mut [f32], masks: &mut [u16]) {
     let off = _mm512_set1_epi32(offset);
+    let tv = _mm512_set1_ps(thr);
     let qs = _mm512_set1_ps(qscale);
     for b in 0..out.len() / 16 {
         let base = b * groups * 64;
@@ -216,6 +219,7 @@ pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, pac
             let sc = _mm512_loadu_ps(scales.as_ptr().add(b * 16));
             let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), sc), qs);
             _mm512_storeu_ps(out.as_mut_ptr().add(b * 16), f);
+            masks[b] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(f, tv);
         }
     }
 }
@@ -226,7 +230,8 @@ pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, pac
 /// # Safety
 /// The CPU must support AVX2; same shapes as [`block_scores_vnni`].
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn block_scores_avx2(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn block_scores_avx2(codes: &[u8], scales: &[f32], groups: usize, packed: &[i32], qscale: f32, offset: i32, thr: f32, out: &mut [f32], masks: &mut [u16]) {
     for b in 0..out.len() / 16 {
         let base = b * groups * 64;
         let mut acc = [_mm256_setzero_si256(); 4];
@@ -247,8 +252,12 @@ pub unsafe fn block_scores_avx2(codes: &[u8], scales: &[f32], groups: usize, pac
             // SAFETY: c * 8 + 8 <= 32 = v.len().
             unsafe { _mm256_storeu_si256(v.as_mut_ptr().add(c * 8) as *mut __m256i, *a) };
         }
+        let mut m = 0u16;
         for r in 0..16 {
-            out[b * 16 + r] = (v[2 * r] + v[2 * r + 1] - offset) as f32 * scales[b * 16 + r] * qscale;
+            let f = (v[2 * r] + v[2 * r + 1] - offset) as f32 * scales[b * 16 + r] * qscale;
+            out[b * 16 + r] = f;
+            m |= ((f > thr) as u16) << r;
         }
+        masks[b] = m;
     }
 }
