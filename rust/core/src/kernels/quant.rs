@@ -232,6 +232,7 @@ impl QuantizedItems {
 
     /// Approximate scores of rows `a..b` (`a` a multiple of 16) into `buf[..b - a]`, and
     /// per 16 rows a bit mask of the scores above `thr`.
+    #[allow(clippy::too_many_arguments)]
     fn scores_range(&self, level: SimdLevel, q: &QQuery, a: usize, b: usize, thr: f32, buf: &mut [f32], masks: &mut [u16]) {
         let (b0, b1) = (a / 16, b.div_ceil(16));
         let g = self.groups;

@@ -189,7 +189,7 @@ pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, pac
     let off = _mm512_set1_epi32(offset);
     let tv = _mm512_set1_ps(thr);
     let qs = _mm512_set1_ps(qscale);
-    for b in 0..out.len() / 16 {
+    for (b, mask) in masks.iter_mut().enumerate().take(out.len() / 16) {
         let base = b * groups * 64;
         let mut acc = [_mm512_setzero_si512(); 4];
         let mut g = 0;
@@ -219,7 +219,7 @@ pub unsafe fn block_scores_vnni(codes: &[u8], scales: &[f32], groups: usize, pac
             let sc = _mm512_loadu_ps(scales.as_ptr().add(b * 16));
             let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), sc), qs);
             _mm512_storeu_ps(out.as_mut_ptr().add(b * 16), f);
-            masks[b] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(f, tv);
+            *mask = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(f, tv);
         }
     }
 }
