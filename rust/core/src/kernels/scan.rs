@@ -84,7 +84,7 @@ pub(crate) struct Collector {
 impl Collector {
     pub(crate) fn new(k: usize) -> Self {
         let cap = 2 * k + 32;
-        Collector { k, cap, thr: if k == 0 { f32::INFINITY } else { f32::NEG_INFINITY }, buf: Vec::with_capacity(cap.min(1 << 16)) }
+        Collector { k, cap, thr: if k == 0 { f32::INFINITY } else { f32::NEG_INFINITY }, buf: Vec::with_capacity(cap.min(1024)) }
     }
 
     /// The score a new (higher-id) candidate must strictly beat. NaN and −∞ never do.
@@ -106,7 +106,7 @@ impl Collector {
 
     #[cold]
     pub(crate) fn compact(&mut self) {
-        if self.buf.len() > self.k {
+        if self.k > 0 && self.buf.len() > self.k {
             self.buf.select_nth_unstable_by(self.k - 1, better);
             self.buf.truncate(self.k);
             self.thr = self.buf[self.k - 1].0;
