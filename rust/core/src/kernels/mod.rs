@@ -3,6 +3,13 @@
 //! A scalar reference kernel, and SIMD kernels for the instruction sets this machine may
 //! have. The CPU is detected once ([`SimdLevel::detect`]) and the choice kept; every kernel
 //! takes the level as a parameter, so tests and benchmarks can run each path.
+//!
+//! * [`topk_scan`] / [`topk_batch`]: fused scan + top-K for one query or a batch (blocked so
+//!   the item matrix is read once per batch, spread over rayon threads), with exclusions and
+//!   allow-lists applied inside the scan.
+//! * [`QuantizedItems`]: an int8 copy scanned first (AVX-512 VNNI), candidates rescored in f32.
+//! * Levels: scalar (the reference), AVX2+FMA, AVX-512 on x86-64; NEON on aarch64 (the dot
+//!   kernel; the batched and int8 kernels use the scalar code, which LLVM vectorises for NEON).
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
