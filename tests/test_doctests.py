@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation"]
+MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation", "recofast.kernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -2,6 +2,7 @@
 //! error mapping only; every algorithm lives in `recofast-core`.
 
 mod drift;
+mod kernels;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -419,5 +420,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_options, m)?)?;
     m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
     m.add("__version__", recofast_core::VERSION)?;
+    kernels::register(m)?;
     Ok(())
 }
