@@ -196,6 +196,7 @@ def test_one_thread_learns_while_another_recommends_and_both_progress():
         for s in range(0, len(users), 10_000):
             rec.learn_many(users[s : s + 10_000], items[s : s + 10_000])
             learned.append(s)
+            time.sleep(0.001)  # let the reader be scheduled even on a loaded machine
         stop.set()
 
     def reader():
@@ -211,5 +212,23 @@ def test_one_thread_learns_while_another_recommends_and_both_progress():
     assert rec.events_learned == len(users)
     assert len(learned) == 40
     # The reader made progress *while* the learner ran (the GIL is released during learning).
-    assert len(served) > 10, len(served)
-    assert all(n == 10 for n in served[5:])
+    assert len(served) >= 3, len(served)
+    assert all(n == 10 for n in served), sorted(set(served))
+
+
+def test_item_text_lets_a_new_item_be_recommended_and_survives_a_snapshot(tmp_path):
+    rec = small()
+    baskets(rec)
+    rec.set_item_text(["a", "fresh-red-mug", "sofa"], ["red mug classic", "red mug new edition", "corner sofa"])
+    assert rec.n_items == 8  # the new items exist before anyone took them
+    rec.learn_one("t", "a")
+    assert "fresh-red-mug" in [i for i, _ in rec.recommend("t", k=3)]
+    path = tmp_path / "m.rcf"
+    rec.save(path)
+    back = recofast.Recommender.load(path)
+    rec.refresh()
+    assert back.recommend("t", k=5) == rec.recommend("t", k=5)
+    with pytest.raises(ValueError, match="differ in length"):
+        rec.set_item_text(["a", "b"], ["only one"])
+    with pytest.raises(ValueError, match="sequence of strings"):
+        rec.set_item_text(["a"], "text")

@@ -102,3 +102,22 @@ def read_events(path: str | os.PathLike[str], limit: int | None = None, keep: tu
             except (IndexError, ValueError) as e:
                 raise ValueError(f"{os.fspath(path)}, line {lineno}: {e}") from None
     return EventLog(users, items, np.asarray(ts, dtype=np.float64), events, extra)
+
+
+def read_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Item ids and texts from a CSV with `item_id` and a `description`, `title` or `text`
+    column (several of them are joined)."""
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "item_id" not in fields:
+            raise ValueError(f"{os.fspath(path)}: missing column item_id; found {', '.join(fields)}")
+        cols = [c for c in ("title", "description", "text") if c in fields]
+        if not cols:
+            raise ValueError(f"{os.fspath(path)}: no text column (title, description or text)")
+        ids: list[str] = []
+        texts: list[str] = []
+        for row in reader:
+            ids.append(row["item_id"])
+            texts.append(" ".join(row[c] or "" for c in cols))
+    return ids, texts

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from recofast.data import EventLog, read_events
+from recofast.data import EventLog, read_events, read_items
 from recofast.recommender import Recommender
 from recofast.train import make_recommender, parse_options
 
@@ -129,25 +129,63 @@ class RecofastModel(Baseline):
         self.rec.learn_one(user, item, event, ts)
 
 
-# Plain co-occurrence item-kNN: items co-occur when one user interacted with both (the
-# user's last `window` items), cosine-normalised, summed over the user's recent items with
-# equal weight. No factors, no popularity, no recency or session weighting.
-ITEMKNN_OPTIONS = {
-    "dim": "1",
-    "w_mf": "0",
-    "w_pop": "0",
-    "w_cooc": "1",
-    "window": "32",
-    "pair_decay": "1",
-    "recency_decay": "1",
-    "cross_session_weight": "1",
-    "backward_weight": "1",
-    "cooc_alpha": "0.5",
-    "cooc_beta": "0.5",
-    "max_neighbors": "64",
-    "negatives": "0",
-    "snapshot_ms": "0",
-}
+class ItemKNN(Baseline):
+    """Plain co-occurrence item-kNN, exact and independent of recofast's code.
+
+    Two items co-occur when one user interacted with both within `window` consecutive
+    distinct items (user-level co-occurrence); similarity is the cosine
+    c(h, j) / sqrt(n_h * n_j); a user's score for j sums the similarities from their last
+    `window` items, with equal weights. Counts live in a dense matrix (catalogues of up to
+    `max_items` items)."""
+
+    name = "itemknn"
+
+    def __init__(self, items: ItemIndex, window: int = 2, max_items: int = 20_000) -> None:
+        self.items = items
+        self.window = window
+        self.max_items = max_items
+        self.c = np.zeros((256, 256), dtype=np.float32)
+        self.n = np.zeros(256, dtype=np.float32)
+        self.recent: dict[str, list[int]] = defaultdict(list)
+
+    def _grow(self, size: int) -> None:
+        if size > self.max_items:
+            raise ValueError(f"itemknn keeps a dense co-occurrence matrix and supports up to {self.max_items:,} items; "
+                             "leave it out of --model for larger catalogues")
+        cap = len(self.n)
+        while cap < size:
+            cap *= 2
+        if cap != len(self.n):
+            c = np.zeros((cap, cap), dtype=np.float32)
+            c[: len(self.n), : len(self.n)] = self.c
+            self.c = c
+            self.n = np.concatenate([self.n, np.zeros(cap - len(self.n), dtype=np.float32)])
+
+    def recommend(self, user, k, seen):
+        hist = self.recent.get(user)
+        n = len(self.items.ids)
+        if not hist:
+            return []
+        h = np.asarray(hist)
+        inv = 1.0 / np.sqrt(np.maximum(self.n[:n], 1.0))
+        scores = (self.c[h, :n] * inv[h, None]).sum(axis=0) * inv
+        ex = [self.items.index[s] for s in seen if s in self.items.index]
+        return [self.items.ids[i] for i in _top_excluding(scores, k, ex)]
+
+    def learn(self, user, item, event, ts):
+        i = self.items.get(item)
+        self._grow(len(self.items.ids))
+        hist = self.recent[user]
+        if i in hist:
+            hist.remove(i)  # a repeat inside the window forms no new pairs
+        else:
+            if hist:
+                h = np.asarray(hist)
+                self.c[i, h] += 1.0
+                self.c[h, i] += 1.0
+            self.n[i] += 1.0
+        hist.insert(0, i)
+        del hist[self.window:]
 
 
 class RiverFunkMF(Baseline):
@@ -199,7 +237,7 @@ class ALSDaily(Baseline):
 
     name = "als-daily"
 
-    def __init__(self, items: ItemIndex, factors: int = 64, iterations: int = 15, regularization: float = 0.05, alpha: float = 10.0, seed: int = 42) -> None:
+    def __init__(self, items: ItemIndex, factors: int = 64, iterations: int = 15, regularization: float = 0.01, alpha: float = 1.0, seed: int = 42) -> None:
         self.items = items
         self.factors, self.iterations, self.reg, self.alpha, self.seed = factors, iterations, regularization, alpha, seed
         self.rows: list[int] = []
@@ -262,14 +300,18 @@ class Score:
     seconds: float
 
 
-def build_models(names: Sequence[str], options: dict[str, str]) -> list[Baseline]:
+def build_models(names: Sequence[str], options: dict[str, str], item_text: tuple[list[str], list[str]] | None = None,
+                 knn_window: int = 2) -> list[Baseline]:
     items = ItemIndex()
     out: list[Baseline] = []
     for name in names:
         if name == "recofast":
-            out.append(RecofastModel("recofast", make_recommender({"snapshot_ms": "0", **options})))
+            rec = make_recommender({"snapshot_ms": "0", **options})
+            if item_text is not None:
+                rec.set_item_text(*item_text)
+            out.append(RecofastModel("recofast", rec))
         elif name == "itemknn":
-            out.append(RecofastModel("itemknn", make_recommender(ITEMKNN_OPTIONS)))
+            out.append(ItemKNN(items, window=knn_window))
         elif name == "pop":
             out.append(Pop(items))
         elif name == "recentpop":
@@ -343,6 +385,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=",".join(ALL_MODELS),
                    help=f"comma-separated models to run (default: all of {','.join(ALL_MODELS)})")
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a recofast model option (repeatable)")
+    p.add_argument("--items", default=None, metavar="FILE",
+                   help="item catalogue CSV (item_id and description/title/text): recofast uses the item text")
+    p.add_argument("--knn-window", type=int, default=2,
+                   help="itemknn's co-occurrence window in items (default 2, the best plain setting on the shop log)")
     p.add_argument("--default-event", default="purchase", help="event type when the log has no event column (default: purchase)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N events")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON to FILE")
@@ -354,7 +400,10 @@ def run(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
     names = [n.strip() for n in args.model.split(",") if n.strip()]
-    models = build_models(names, parse_options(args.option))
+    if args.knn_window <= 0:
+        raise ValueError(f"--knn-window must be a positive integer, got {args.knn_window}")
+    item_text = read_items(args.items) if args.items else None
+    models = build_models(names, parse_options(args.option), item_text, args.knn_window)
     log = read_events(args.events, limit=args.limit)
     t0 = time.perf_counter()
     scores = prequential(log, models, k=args.k, default_event=args.default_event, progress=not args.no_progress)
@@ -368,6 +417,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump({
                 "events_file": os.fspath(args.events), "events": len(log), "k": args.k,
                 "seconds": time.perf_counter() - t0, "options": parse_options(args.option),
+                "items_file": args.items, "knn_window": args.knn_window,
                 "scores": [asdict(s) for s in scores],
             }, f, indent=2)
         print(f"wrote {args.json}")

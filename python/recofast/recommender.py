@@ -111,6 +111,25 @@ class Recommender:
         w_arr = None if weights is None else _float_array(weights, "weights", np.float32, n)
         return self._m.learn_many(users, items, events, ts_arr, w_arr)
 
+    def set_item_text(self, items: Sequence[Id], texts: Sequence[str]) -> None:
+        """Sets the text (title, description) of items, creating the ones not seen yet.
+
+        Item text adds a content signal (TF-IDF similarity to the user's recent items,
+        weighted by ``w_text``), so a new item can be recommended before anyone took it.
+
+        >>> rec = Recommender(dim=4, seed=1)
+        >>> rec.set_item_text(["mug-red", "mug-blue", "sofa"], ["Red mug", "Blue mug", "Sofa"])
+        >>> rec.learn_one("u", "mug-red")
+        >>> rec.recommend("u", k=1)[0][0]
+        'mug-blue'
+        """
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of strings, one per item")
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must hold strings")
+        self._m.set_item_text(items, texts)
+
     # -- recommending -------------------------------------------------------------------
 
     def recommend(

@@ -53,6 +53,10 @@ pub struct Config {
     pub w_mf: f32,
     pub w_cooc: f32,
     pub w_pop: f32,
+    /// Weight of the item-text similarity to the user's recent items (0 turns it off).
+    pub w_text: f32,
+    /// Recent items whose text similarity counts when scoring.
+    pub text_window: usize,
     /// Half-life of the trending popularity, in events.
     pub pop_half_life: f64,
     /// Seed of the initial factors and of the negative sampling.
@@ -83,13 +87,15 @@ impl Default for Config {
             cross_session_weight: 0.5,
             pair_decay: 0.9,
             backward_weight: 1.0,
-            max_neighbors: 64,
+            max_neighbors: 128,
             cooc_alpha: 0.5,
             cooc_beta: 0.3,
             recency_decay: 0.6,
             w_mf: 0.02,
             w_cooc: 1.0,
             w_pop: 0.05,
+            w_text: 0.3,
+            text_window: 3,
             pop_half_life: 20_000.0,
             seed: 42,
             snapshot_every: 1000,
@@ -121,6 +127,8 @@ macro_rules! fields {
         $m!(w_mf, f32);
         $m!(w_cooc, f32);
         $m!(w_pop, f32);
+        $m!(w_text, f32);
+        $m!(text_window, usize);
         $m!(pop_half_life, f64);
         $m!(seed, u64);
         $m!(snapshot_every, u64);
@@ -210,7 +218,7 @@ impl Config {
                 return err(format!("{n} must be between 0 and 1, got {v}"));
             }
         }
-        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }

@@ -7,7 +7,7 @@
 //! ranking, stay; the tail turns over as the stream moves on).
 
 /// The most neighbours an item keeps.
-pub const NBR_CAP: usize = 64;
+pub const NBR_CAP: usize = 128;
 
 /// One item's neighbours. See the module docs.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,6 +10,7 @@ pub mod model;
 pub mod segmented;
 pub mod snapshot;
 pub mod table;
+pub mod text;
 
 pub use config::{Config, EVENT_TYPES};
 pub use error::{Error, Result};

@@ -232,6 +232,7 @@ pub struct Model {
     adaptations: AtomicU64,
     snap: ArcSwap<ItemSnapshot>,
     snap_lock: Mutex<()>,
+    text: crate::text::TextIndex,
 }
 
 impl Model {
@@ -263,6 +264,7 @@ impl Model {
             adaptations: AtomicU64::new(0),
             snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
             snap_lock: Mutex::new(()),
+            text: crate::text::TextIndex::default(),
             cfg,
         })
     }
@@ -747,6 +749,9 @@ impl Model {
                 if cfg.w_cooc > 0.0 {
                     self.add_cooc(&recent, scores, tmp);
                 }
+                if cfg.w_text > 0.0 && cfg.text_window > 0 {
+                    self.add_text(&recent, scores, tmp);
+                }
             }
             for &s in &seen {
                 if let Some(x) = scores.get_mut(s as usize) {
@@ -826,6 +831,51 @@ impl Model {
                 *s += a * t;
             }
         }
+    }
+
+    /// Adds `w_text * text / max(text)`: the item-text similarity to the user's most
+    /// recent items, weighted by recency.
+    fn add_text(&self, recent: &[(u32, bool)], scores: &mut [f32], tmp: &mut Vec<f32>) {
+        if self.text.is_empty() {
+            return;
+        }
+        tmp.clear();
+        tmp.resize(scores.len(), 0.0);
+        let mut w = 1.0f32;
+        let from: Vec<(u32, f32)> = recent
+            .iter()
+            .take(self.cfg.text_window)
+            .map(|&(h, _)| {
+                let x = (h, w);
+                w *= self.cfg.recency_decay;
+                x
+            })
+            .collect();
+        let max = self.text.add_similar(&from, tmp);
+        if max > 0.0 {
+            let a = self.cfg.w_text / max;
+            for (s, t) in scores.iter_mut().zip(tmp.iter()) {
+                *s += a * t;
+            }
+        }
+    }
+
+    /// Sets the text (title, description) of items, creating the ones not seen yet; a new
+    /// item can then be recommended from its text before anyone interacted with it.
+    pub fn set_item_text<S: AsRef<str>, T: AsRef<str>>(&self, items: &[S], texts: &[T]) -> Result<()> {
+        if items.len() != texts.len() {
+            return invalid!("items and texts differ in length ({} and {})", items.len(), texts.len());
+        }
+        let rows = self.resolve_items(items);
+        for (r, t) in rows.iter().zip(texts) {
+            self.text.set(*r, t.as_ref());
+        }
+        Ok(())
+    }
+
+    /// The words of an item's text, as indexed.
+    pub fn item_words(&self, item: u32) -> Vec<String> {
+        self.text.words_of(item)
     }
 
     /// Top-k for many user rows at once, in parallel.

@@ -141,6 +141,12 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         seen.iter().for_each(|&i| w.u32(i));
     }
     let _ = dim;
+    // Item text, as the indexed words of each item.
+    for r in 0..n as u32 {
+        let words = m.item_words(r);
+        w.u32(words.len() as u32);
+        words.iter().for_each(|x| w.str(x));
+    }
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -245,6 +251,12 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
             st.see(i);
         }
         m.restore_user(u, st);
+    }
+    for i in 0..n as u32 {
+        let words: Vec<String> = (0..r.count(4)?).map(|_| r.str()).collect::<Result<_>>()?;
+        if !words.is_empty() {
+            m.set_item_text(&[ids[i as usize].as_str()], &[words.join(" ")]).map_err(|e| Error::Snapshot(e.to_string()))?;
+        }
     }
     if r.pos != r.b.len() {
         return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));

@@ -336,6 +336,13 @@ impl PyModel {
         self.m.adaptation()
     }
 
+    /// Sets the text of items (created when new).
+    fn set_item_text(&self, py: Python<'_>, items: &Bound<'_, PyAny>, texts: Vec<String>) -> PyResult<()> {
+        let ids = extract_ids(items, "items")?;
+        let m = self.m.clone();
+        run(py, move || m.set_item_text(&ids.as_strs(), &texts))
+    }
+
     /// Rebuilds the scoring snapshot of the item matrix now.
     fn refresh(&self, py: Python<'_>) {
         let m = self.m.clone();
