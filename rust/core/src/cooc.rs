@@ -8,18 +8,27 @@
 
 /// The most neighbours an item keeps.
 pub const NBR_CAP: usize = 128;
+/// Entries looked at to choose an eviction.
+const EVICT_WINDOW: usize = 16;
 
-/// One item's neighbours. See the module docs.
+/// Bytes from the start of a [`NeighborList`] that a lookup scans: the header and the ids.
+pub const SCAN_BYTES: usize = 4 + 4 * NBR_CAP;
+
+/// One item's neighbours. See the module docs. `repr(C)` keeps the header and the ids
+/// first, in the lines the learner prefetches.
 #[derive(Clone, Debug, PartialEq)]
+#[repr(C)]
 pub struct NeighborList {
-    len: u32,
+    len: u16,
+    /// Where the next eviction looks (rotates through the list).
+    cursor: u16,
     ids: [u32; NBR_CAP],
     w: [f32; NBR_CAP],
 }
 
 impl Default for NeighborList {
     fn default() -> Self {
-        NeighborList { len: 0, ids: [0; NBR_CAP], w: [0.0; NBR_CAP] }
+        NeighborList { len: 0, cursor: 0, ids: [0; NBR_CAP], w: [0.0; NBR_CAP] }
     }
 }
 
@@ -64,9 +73,15 @@ impl NeighborList {
             self.len += 1;
             return;
         }
-        // Two branch-free passes (the compiler vectorises both): the minimum, then its place.
-        let min = self.w[..n].iter().fold(f32::INFINITY, |a, &b| a.min(b));
-        let m = self.w[..n].iter().position(|&x| x == min).unwrap_or(0);
+        // The weakest of a 16-entry window (one cache line of weights) gives way; the window
+        // rotates, so every entry is looked at once per n/16 evictions. Strong pairs are
+        // never the weakest of their window and stay.
+        let start = (self.cursor as usize) % n;
+        let end = (start + EVICT_WINDOW).min(n);
+        let win = &self.w[start..end];
+        let min = win.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+        let m = start + win.iter().position(|&x| x == min).unwrap_or(0);
+        self.cursor = if end == n { 0 } else { end as u16 };
         self.ids[m] = id;
         self.w[m] = w;
     }
@@ -105,6 +120,11 @@ mod tests {
         assert_eq!(l.iter().collect::<Vec<_>>(), vec![(0, 1.0), (1, 2.0), (2, 13.0), (3, 4.0)]);
         l.add(9, 0.5, 4);
         assert_eq!(l.iter().collect::<Vec<_>>(), vec![(9, 0.5), (1, 2.0), (2, 13.0), (3, 4.0)]);
+        // The strongest entry survives any number of newcomers.
+        for id in 100..500 {
+            l.add(id, 1.0, 4);
+        }
+        assert!(l.iter().any(|e| e == (2, 13.0)));
         assert_eq!(l.len(), 4);
     }
 

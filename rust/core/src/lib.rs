@@ -7,6 +7,7 @@ pub mod drift;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod prefetch;
 pub mod segmented;
 pub mod snapshot;
 pub mod table;

@@ -24,6 +24,7 @@ use crate::config::{event_index, Config};
 use crate::error::Result;
 use crate::invalid;
 use crate::kernels::{self, SimdLevel, TopK};
+use crate::prefetch::{prefetch, prefetch_lines, prefetch_ptr};
 use crate::segmented::Segmented;
 use crate::table::{load_row, AtomicF32, EmbeddingTable};
 
@@ -163,43 +164,21 @@ impl Rng {
 
 const RING: usize = 4096;
 /// How many events ahead [`Model::learn_events`] prefetches.
-const PREFETCH_DISTANCE: usize = 5;
+const PREFETCH_DISTANCE: usize = 8;
 /// How many events ahead the neighbour lists of the coming pairs are prefetched.
-const PREFETCH_NEAR: usize = 2;
-/// Prefetch hints for every cache line of `*p`.
+const PREFETCH_NEAR: usize = 3;
+/// Prefetches what adding a pair to a locked neighbour list reads: the lock, the header and
+/// the ids (the weights are read for one entry, or one eviction window).
 #[inline(always)]
-fn prefetch_lines<T>(p: &T) {
-    let base = p as *const T as *const u8;
-    for off in (0..std::mem::size_of::<T>()).step_by(64) {
-        // wrapping_add: computing an address is harmless; the prefetch never dereferences
-        // it in the language's sense, and it stays inside `*p`.
+fn prefetch_neighbors(l: &Mutex<NeighborList>) {
+    let base = l as *const Mutex<NeighborList> as *const u8;
+    for off in (0..crate::cooc::SCAN_BYTES + 8).step_by(64) {
         prefetch_ptr(base.wrapping_add(off));
     }
 }
 
 /// Events per chunk of [`Model::learn_events`] (negatives are drawn per chunk).
 const CHUNK: usize = 1024;
-
-/// A hint to bring the cache line of `p` closer; it never reads or writes memory in the
-/// language's sense, so it cannot race.
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    prefetch_ptr(p as *const T as *const u8)
-}
-
-/// A prefetch hint for any address (it need not be valid: a prefetch never faults).
-#[inline(always)]
-fn prefetch_ptr(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` is a hint that never faults and accesses no memory in the
-    // abstract machine, whatever the address; SSE is part of the x86-64 baseline.
-    #[allow(unused_unsafe)]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 #[inline]
 fn sigmoid(x: f32) -> f32 {
@@ -429,12 +408,14 @@ impl Model {
     fn prefetch_pairs(&self, e: &Event) {
         if let Some(us) = self.user_state.get(e.user as usize).try_lock() {
             for &(h, _) in us.recent().iter().take(self.cfg.pair_window) {
-                prefetch_lines(self.neighbors.get(h as usize));
+                prefetch_neighbors(self.neighbors.get(h as usize));
             }
-            // Where the item will land in the sorted seen list.
+            // The start of the sorted seen list (the whole list for most users); no search
+            // here, which would wait on each miss in turn.
             let seen = us.seen();
-            let p = seen.partition_point(|&x| x < e.item);
-            prefetch_ptr(seen.as_ptr().wrapping_add(p) as *const u8);
+            for k in (0..seen.len().min(48)).step_by(16) {
+                prefetch_ptr(seen.as_ptr().wrapping_add(k) as *const u8);
+            }
         }
     }
 
@@ -456,7 +437,7 @@ impl Model {
             prefetch(self.item_bias.get(j as usize));
         }
         prefetch_lines(self.user_state.get(u));
-        prefetch_lines(self.neighbors.get(i));
+        prefetch_neighbors(self.neighbors.get(i));
         prefetch(self.item_pop.get(i));
         prefetch(self.item_weight.get(i));
         prefetch(self.item_bias.get(i));
