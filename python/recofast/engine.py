@@ -164,6 +164,35 @@ class BatchResult:
     skipped_msgs: int = 0
 
 
+async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
+    """Creates the event stream (and the DLQ stream) if missing; checks an existing one."""
+    cfg = EngineConfig() if cfg is None else cfg
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    want = api.StreamConfig(
+        name=STREAM,
+        subjects=[EVENTS_SUBJECTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=cfg.duplicate_window,
+        max_age=cfg.stream_max_age,
+        max_bytes=cfg.stream_max_bytes,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+        if EVENTS_SUBJECTS not in (info.config.subjects or []):
+            raise RuntimeError(f"stream {STREAM} exists without subject {EVENTS_SUBJECTS}: {info.config.subjects}")
+        if info.config.duplicate_window != cfg.duplicate_window:
+            await js.update_stream(info.config.evolve(duplicate_window=cfg.duplicate_window))
+    except NotFoundError:
+        await js.add_stream(want)
+    try:
+        await js.stream_info(DLQ_STREAM)
+    except NotFoundError:
+        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
+
+
 class Engine:
     """The engine's state and its loop. Use as ``async with Engine(cfg) as e: await e.run()``."""
 
@@ -383,31 +412,7 @@ class Engine:
     # -- NATS -------------------------------------------------------------------------------
 
     async def _ensure_streams(self) -> None:
-        from nats.js import api
-        from nats.js.errors import NotFoundError
-
-        js = self.js
-        want = api.StreamConfig(
-            name=STREAM,
-            subjects=[EVENTS_SUBJECTS],
-            retention=api.RetentionPolicy.LIMITS,
-            storage=api.StorageType.FILE,
-            duplicate_window=self.cfg.duplicate_window,
-            max_age=self.cfg.stream_max_age,
-            max_bytes=self.cfg.stream_max_bytes,
-        )
-        try:
-            info = await js.stream_info(STREAM)
-            if EVENTS_SUBJECTS not in (info.config.subjects or []):
-                raise RuntimeError(f"stream {STREAM} exists without subject {EVENTS_SUBJECTS}: {info.config.subjects}")
-            if info.config.duplicate_window != self.cfg.duplicate_window:
-                await js.update_stream(info.config.evolve(duplicate_window=self.cfg.duplicate_window))
-        except NotFoundError:
-            await js.add_stream(want)
-        try:
-            await js.stream_info(DLQ_STREAM)
-        except NotFoundError:
-            await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=self.cfg.duplicate_window)
+        await ensure_streams(self.js, self.cfg)
 
     async def _bind_consumer(self) -> None:
         """(Re)creates the durable consumer to start right after the applied sequence."""
@@ -575,12 +580,13 @@ async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, in
         log.info("embedded nats-server at %s (data in %s)", url, cfg.nats_data_dir)
         cfg = cfg.replace(nats=url)
     runner = None
+    engine = Engine(cfg)
+    if install_signals:  # before the (possibly long) start, so an early SIGTERM is graceful too
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.request_stop)
     try:
-        async with Engine(cfg) as engine:
-            if install_signals:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, engine.request_stop)
+        async with engine:
             if cfg.http_port:
                 from aiohttp import web
 

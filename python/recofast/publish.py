@@ -160,6 +160,9 @@ async def publish(
     n_msgs = n_events = 0
     async with await nats.connect(url, name="recofast-publish", max_reconnect_attempts=-1) as nc:
         js = nc.jetstream(publish_async_max_pending=max_pending)
+        from recofast.engine import ensure_streams
+
+        await ensure_streams(js)  # so events published before the engine's first start are kept
         start = time.perf_counter()
         pending: list[tuple[Any, str, str, bytes]] = []
 
