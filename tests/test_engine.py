@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 
 import aiohttp
 import nats
@@ -15,8 +14,7 @@ from recofast_sidecar import codec
 from recofast_sidecar.constants import CATALOG_SUBJECT, DLQ_REASON_HEADER, DLQ_SUBJECT, MSG_ID_HEADER, STREAM
 
 from recofast import events as ev
-from recofast.config import EngineConfig
-from recofast.engine import DLQ_STREAM, Engine, create_app
+from recofast.engine import DLQ_STREAM, create_app
 from recofast.publish import subject_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,45 +22,12 @@ pytestmark = pytest.mark.timeout(120)
 SUBJECT = subject_for(0)
 
 
-def config(tmp_path, url, **kw) -> EngineConfig:
-    base = dict(
-        nats=url,
-        lmdb=str(tmp_path / "lmdb"),
-        model_dir=str(tmp_path / "models"),
-        refresh_seconds=3600.0,
-        lmdb_map_size=1 << 26,
-        model={"dim": 16, "seed": 1, "snapshot_ms": 0},
-        top_n=5,
-    )
-    base.update(kw)
-    return EngineConfig(**base)
-
-
-@asynccontextmanager
-async def running(cfg: EngineConfig):
-    async with Engine(cfg) as engine:
-        task = asyncio.create_task(engine.run())
-        try:
-            yield engine
-        finally:
-            engine.request_stop()
-            await asyncio.wait_for(task, 30)
-
-
-async def wait_applied(engine: Engine, js, timeout: float = 30.0) -> None:
-    last = (await js.stream_info(STREAM)).state.last_seq
-    deadline = time.monotonic() + timeout
-    while engine.applied_seq < last:
-        assert time.monotonic() < deadline, f"engine at seq {engine.applied_seq}, stream at {last}"
-        await asyncio.sleep(0.02)
-
-
 def event(i, user, item, type="view", ts_ms=None, **kw) -> ev.Event:
     return ev.make_event(f"e{i}", type, user, item, ts_ms=1_700_000_000_000 + i if ts_ms is None else ts_ms, **kw)
 
 
-async def test_events_change_the_users_list_and_bad_events_go_to_the_dlq(tmp_path, nats_url):
-    async with await nats.connect(nats_url) as nc, running(config(tmp_path, nats_url)) as engine:
+async def test_events_change_the_users_list_and_bad_events_go_to_the_dlq(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
         # Everyone who bought the lamp also bought the bulb; u0 has only the lamp so far.
         evs = [event(i, f"u{i}", "lamp", "purchase") for i in range(1, 6)]
@@ -94,8 +59,8 @@ async def test_events_change_the_users_list_and_bad_events_go_to_the_dlq(tmp_pat
         assert "unknown schema version 9" in reasons and "view event needs an item" in reasons
 
 
-async def test_a_duplicate_event_id_is_applied_once(tmp_path, nats_url):
-    async with await nats.connect(nats_url) as nc, running(config(tmp_path, nats_url)) as engine:
+async def test_a_duplicate_event_id_is_applied_once(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
         e = ev.encode(event(1, "ann", "mug", "purchase"))
         for _ in range(3):  # the stream drops the copies (same Nats-Msg-Id) ...
@@ -110,8 +75,8 @@ async def test_a_duplicate_event_id_is_applied_once(tmp_path, nats_url):
         assert engine.model.events_learned == 2
 
 
-async def test_catalog_upserts_merge_into_item_metadata(tmp_path, nats_url):
-    async with await nats.connect(nats_url) as nc, running(config(tmp_path, nats_url)) as engine:
+async def test_catalog_upserts_merge_into_item_metadata(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
         await js.publish(CATALOG_SUBJECT, b'{"v":1,"item":"mug","category":"kitchen","price":4.5,"in_stock":true}')
         await js.publish(CATALOG_SUBJECT, b'[{"v":1,"item":"mug","in_stock":false},{"v":1,"price":"x"}]')
@@ -121,11 +86,11 @@ async def test_catalog_upserts_merge_into_item_metadata(tmp_path, nats_url):
         assert engine.counters["items_upserted_total"] == 2 and engine.counters["events_dlq_total"] == 1
 
 
-async def test_restart_resumes_from_the_checkpoint_without_double_learning(tmp_path, nats_url):
-    cfg = config(tmp_path, nats_url)
+async def test_restart_resumes_from_the_checkpoint_without_double_learning(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    cfg = engine_config(tmp_path, nats_url)
     async with await nats.connect(nats_url) as nc:
         js = nc.jetstream()
-        async with running(cfg) as engine:
+        async with running_engine(cfg) as engine:
             await js.publish(SUBJECT, ev.encode([event(i, f"u{i % 3}", f"i{i % 7}") for i in range(50)]), headers={MSG_ID_HEADER: "p1"})
             await wait_applied(engine, js)
             await asyncio.to_thread(engine.refresh_all)  # full refresh, segment lists, checkpoint v1
@@ -135,15 +100,15 @@ async def test_restart_resumes_from_the_checkpoint_without_double_learning(tmp_p
             assert reader.meta().model_version == 1
         # Graceful stop wrote v2. Events published while the engine is down are learned on start.
         await js.publish(SUBJECT, ev.encode([event(i, f"u{i % 3}", f"i{i % 7}") for i in range(50, 80)]), headers={MSG_ID_HEADER: "p2"})
-        async with running(cfg) as engine:
+        async with running_engine(cfg) as engine:
             assert engine.model_version == 2 and engine.counters["events_applied_total"] == 50
             await wait_applied(engine, js)
             assert engine.counters["events_applied_total"] == 80
             assert engine.model.events_learned == 80
 
 
-async def test_metrics_and_healthz(tmp_path, nats_url):
-    async with await nats.connect(nats_url) as nc, running(config(tmp_path, nats_url)) as engine:
+async def test_metrics_and_healthz(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
         await js.publish(SUBJECT, ev.encode([event(i, "u", f"i{i}", ts_ms=int(time.time() * 1000)) for i in range(20)]))
         await wait_applied(engine, js)

@@ -295,6 +295,7 @@ class Engine:
         cp = self.store.save(self.model, m, self._state_bytes())
         self.model_version = cp.version
         assert self.writer is not None
+        self.writer.commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time())))
         self.writer.sync()
         self.m_checkpoints.inc()
         log.info("checkpoint v%06d at stream seq %d", cp.version, self.applied_seq)
