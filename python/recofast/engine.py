@@ -351,13 +351,6 @@ class Engine:
         self.writer.commit(commit)
         done = time.time()
         t3 = time.perf_counter()
-        # Only now is the batch applied: advance the position and the counters together.
-        self.applied_seq = last_seq
-        self.counters["events_applied_total"] += len(unique)
-        self.counters["events_duplicate_total"] += len(events) - len(unique)
-        self.counters["events_dlq_total"] += len(res.dlq)
-        self.counters["items_upserted_total"] += len(upserts)
-        self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
         res.applied = len(unique)
         self.m_learn.observe(t1 - t0)
         self.m_lists.observe(t2 - t1)
@@ -368,6 +361,13 @@ class Engine:
             fresh = done - b.ts[has_ts]
             self.m_fresh.observe_many(fresh)
             self.freshness.extend(fresh.tolist())
+        # Only now is the batch applied: advance the position and the counters together.
+        self.applied_seq = last_seq
+        self.counters["events_applied_total"] += len(unique)
+        self.counters["events_duplicate_total"] += len(events) - len(unique)
+        self.counters["events_dlq_total"] += len(res.dlq)
+        self.counters["items_upserted_total"] += len(upserts)
+        self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
         return res
 
     def _merge_upserts(self, upserts: Sequence[ev.ItemUpsert]) -> dict[str, codec.ItemRecord]:

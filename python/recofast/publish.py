@@ -207,8 +207,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     url = args.nats or _default_url()
     evs: Iterable[ev.Event | bytes] = read_events(args.events)
-    if args.limit:
-        evs = itertools.islice(evs, args.limit)
+    if args.skip or args.limit:
+        evs = itertools.islice(evs, args.skip, None if args.limit is None else args.skip + args.limit)
     with tqdm(total=args.limit or None, unit="ev", unit_scale=True, disable=args.quiet, desc="publish") as bar:
         t0 = time.perf_counter()
         n_msgs, n_events = asyncio.run(publish(url, messages(evs, args.pack, args.stamp_now), rate=args.rate, partitions=args.partitions, progress=bar))
@@ -224,6 +224,7 @@ def register(sub: Any) -> None:
     p.add_argument("--nats", default=None, help="NATS URL (default: the embedded server's, data/nats/url, else nats://127.0.0.1:4222)")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as acks come)")
     p.add_argument("--limit", type=int, default=None, help="publish at most this many events")
+    p.add_argument("--skip", type=int, default=0, help="skip the first N events of the file (default 0)")
     p.add_argument("--pack", type=int, default=100, help="events per message (default 100; 1 = one event a message)")
     p.add_argument("--partitions", type=int, default=1, help="spread messages over recofast.events.p0..pN-1 (default 1)")
     p.add_argument("--stamp-now", action="store_true", help="set each event's ts to the publish time (freshness tests)")
