@@ -123,3 +123,23 @@ async def test_metrics_and_healthz(tmp_path, nats_url, engine_config, running_en
         assert 'recofast_freshness_seconds_bucket{le="+Inf"} 20' in text
         assert "recofast_list_writes_total 1" in text
         assert isinstance(aiohttp.__version__, str)
+
+
+async def test_periodic_refresh_runs_in_steps_between_batches(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    cfg = engine_config(tmp_path, nats_url, refresh_seconds=0.2, refresh_chunk=2, popular_n=3)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        evs = [event(i, f"u{i % 5}", f"i{i % 4}", "purchase", context={"country": "GB", "device": "mobile"}) for i in range(40)]
+        await js.publish(SUBJECT, ev.encode(evs))
+        await wait_applied(engine, js)
+        deadline = time.monotonic() + 30
+        while engine.m_checkpoints.value < 2:  # the first round may have started before the events
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        reader = engine.writer.reader()
+        assert all(reader.user_list(f"u{i}").model_version >= 1 for i in range(5))
+        gb = reader.segment("popular", "country=GB")
+        assert len(gb.items) == 3 and gb.scores == sorted(gb.scores, reverse=True)
+        # 1,700,000,000 s is 22:13 UTC: the evening band.
+        assert reader.segment("trending", "country=GB|device=mobile|hour=evening").items[0] in {"i0", "i1", "i2", "i3"}
+        assert engine.m_refresh.count >= 1

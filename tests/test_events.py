@@ -3,6 +3,8 @@ enrichment derives device, local time, region, weather and segment."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,31 @@ def test_device_and_region_tables():
     assert device_from_ua("Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0)") == "tv"
     assert device_from_ua("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120") == "desktop"
     assert region_of("EIRE") == "europe-west" and region_of("jp") == "asia-pacific"
+
+
+async def test_http_weather_provider_answers_at_once_and_fills_in_the_background():
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from recofast.enrich import HttpWeatherProvider
+
+    calls: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        calls.append(request.match_info["region"])
+        return web.json_response({"weather": "fog"})
+
+    app = web.Application()
+    app.router.add_get("/w/{region}", handler)
+    async with TestServer(app) as server:
+        wp = HttpWeatherProvider(f"http://{server.host}:{server.port}/w/{{region}}", ttl=60)
+        await wp.start()
+        try:
+            assert wp.weather("europe-west", 0.0) is None  # no answer yet: never waits
+            for _ in range(200):
+                if wp.weather("europe-west", 0.0) == "fog":
+                    break
+                await asyncio.sleep(0.01)
+            assert wp.weather("europe-west", 0.0) == "fog" and calls == ["europe-west"]
+        finally:
+            await wp.close()

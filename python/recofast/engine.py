@@ -230,6 +230,10 @@ class Engine:
         self.js = None
         self.sub = None
         self._next_periodic = 0.0
+        self.users: dict[str, None] = {}  # every user seen, in first-seen order (for refreshes)
+        self._refresh_users: list[str] | None = None
+        self._refresh_pos = 0
+        self._refresh_t0 = 0.0
         self._setup_metrics()
 
     # -- metrics ----------------------------------------------------------------------------
@@ -271,6 +275,7 @@ class Engine:
             return
         assert cp.model is not None
         self.model = cp.model
+        self.users = dict.fromkeys(self.model.user_factors()[0])
         self.model_version = cp.version
         self.applied_seq = int(cp.manifest.get("stream_seq", 0))
         for k in self.counters:
@@ -339,6 +344,7 @@ class Engine:
         t1 = time.perf_counter()
         self.popularity.add(b)
         touched = list(dict.fromkeys(b.users))
+        self.users.update(dict.fromkeys(touched))
         lists = self.model.recommend_many(touched, k=self.cfg.top_n) if touched else []
         t2 = time.perf_counter()
         stamp = time.time()
@@ -386,20 +392,27 @@ class Engine:
             )
         return out
 
-    def refresh_all(self) -> None:
-        """Recomputes every user's list and the segment lists, then checkpoints (runs in a
-        worker thread, between batches)."""
-        t0 = time.perf_counter()
-        self.model.refresh()
-        users, _ = self.model.user_factors()
+    def refresh_step(self) -> bool:
+        """One step of the periodic work (runs in a worker thread, between batches): the
+        next ``refresh_chunk`` users' lists; after the last chunk, the segment lists and a
+        checkpoint. Returns True when the round is complete. Stepping keeps batches flowing
+        (and lists fresh) while a large shop is refreshed."""
         assert self.writer is not None
-        chunk = 2000
-        for start in range(0, len(users), chunk):
-            part = users[start : start + chunk]
+        if self._refresh_users is None:
+            self._refresh_t0 = time.perf_counter()
+            self.model.refresh()
+            self._refresh_users = list(self.users)
+            self._refresh_pos = 0
+        pos = self._refresh_pos
+        part = self._refresh_users[pos : pos + self.cfg.refresh_chunk]
+        if part:
             lists = self.model.recommend_many(part, k=self.cfg.top_n)
             stamp = time.time()
             self.writer.commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
             self.m_list_writes.inc(len(part))
+            self._refresh_pos = pos + len(part)
+            if self._refresh_pos < len(self._refresh_users):
+                return False
         version = self.checkpoint()
         now = time.time()
         self.writer.commit(
@@ -408,7 +421,14 @@ class Engine:
                 meta=codec.MetaRecord(version, self.applied_seq, now),
             )
         )
-        self.m_refresh.observe(time.perf_counter() - t0)
+        self._refresh_users = None
+        self.m_refresh.observe(time.perf_counter() - self._refresh_t0)
+        return True
+
+    def refresh_all(self) -> None:
+        """The whole periodic round at once: every user's list, segment lists, a checkpoint."""
+        while not self.refresh_step():
+            pass
 
     # -- NATS -------------------------------------------------------------------------------
 
@@ -467,19 +487,29 @@ class Engine:
         return res
 
     async def periodic(self) -> None:
-        await asyncio.to_thread(self.refresh_all)
-        self.m_users.set(self.model.n_users)
-        self.m_items.set(self.model.n_items)
-        self._sync_gauges()
-        self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
+        """One step of the periodic round; the next round is due ``refresh_seconds`` after
+        this one completes."""
+        if await asyncio.to_thread(self.refresh_step):
+            self.m_users.set(self.model.n_users)
+            self.m_items.set(self.model.n_items)
+            self._sync_gauges()
+            self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
-        import nats
-
         self._lock_cm = self.store.lock()
         self._lock_cm.__enter__()
+        try:
+            await self._start()
+        except BaseException as e:
+            await self.__aexit__(type(e), e, None)  # release the lock, LMDB and NATS
+            raise
+        return self
+
+    async def _start(self) -> None:
+        import nats
+
         await asyncio.to_thread(self.load_state)
         self.writer = codec.ListWriter(self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync)
         self.reader = self.writer.reader()
@@ -498,7 +528,6 @@ class Engine:
         self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
         self._sync_gauges()
         self.ready.set()
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
@@ -518,8 +547,10 @@ class Engine:
                     log.warning("NATS drain: %s", e)
             if self.writer is not None:
                 self.writer.close()
+                self.writer = None
             if self._lock_cm is not None:
                 self._lock_cm.__exit__(None, None, None)
+                self._lock_cm = None
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -535,7 +566,7 @@ class Engine:
                 msgs = []
             if msgs:
                 await self.handle(msgs)
-            if time.monotonic() >= self._next_periodic:
+            if self._refresh_users is not None or time.monotonic() >= self._next_periodic:
                 await self.periodic()
 
     def snapshot_counts(self) -> dict[str, int]:
