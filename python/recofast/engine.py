@@ -394,9 +394,9 @@ class Engine:
 
     def refresh_step(self) -> bool:
         """One step of the periodic work (runs in a worker thread, between batches): the
-        next ``refresh_chunk`` users' lists; after the last chunk, the segment lists and a
-        checkpoint. Returns True when the round is complete. Stepping keeps batches flowing
-        (and lists fresh) while a large shop is refreshed."""
+        next ``refresh_chunk`` users' lists; then the segment lists; then a checkpoint.
+        Returns True when the round is complete. Stepping keeps batches flowing (and lists
+        fresh) while a large shop is refreshed."""
         assert self.writer is not None
         if self._refresh_users is None:
             self._refresh_t0 = time.perf_counter()
@@ -404,23 +404,21 @@ class Engine:
             self._refresh_users = list(self.users)
             self._refresh_pos = 0
         pos = self._refresh_pos
-        part = self._refresh_users[pos : pos + self.cfg.refresh_chunk]
-        if part:
+        n = len(self._refresh_users)
+        if pos < n:
+            part = self._refresh_users[pos : pos + self.cfg.refresh_chunk]
             lists = self.model.recommend_many(part, k=self.cfg.top_n)
             stamp = time.time()
             self.writer.commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
             self.m_list_writes.inc(len(part))
             self._refresh_pos = pos + len(part)
-            if self._refresh_pos < len(self._refresh_users):
-                return False
-        version = self.checkpoint()
-        now = time.time()
-        self.writer.commit(
-            codec.Commit(
-                segments=self.popularity.lists(self.cfg.popular_n, version, now),
-                meta=codec.MetaRecord(version, self.applied_seq, now),
-            )
-        )
+            return False
+        if pos == n:  # the segment lists, as one step
+            now = time.time()
+            self.writer.commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, now)))
+            self._refresh_pos = n + 1
+            return False
+        self.checkpoint()
         self._refresh_users = None
         self.m_refresh.observe(time.perf_counter() - self._refresh_t0)
         return True
