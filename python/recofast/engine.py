@@ -15,6 +15,12 @@ One loop, in order, so the model, the counters and the stream position always ag
    segment, and write a checkpoint (model, dedupe window, popularity, stream sequence,
    counters).
 
+What counts: an event is *applied* when it is valid and not a duplicate; it is then
+counted in ``events_applied_total`` and touches its user's list. Every type with an item
+goes to ``learn_many`` (``impression`` has weight 0 there and so teaches the factors
+nothing, but is counted by the model too); a ``search`` without an item is applied (it
+counts, and its segment is enriched) but not passed to the model, which needs an item.
+
 Exactly once: on start the engine loads the newest good checkpoint and re-creates its
 consumer to start at the checkpoint's sequence + 1, so the events after the checkpoint are
 learned again by a model that has not seen them; messages at or below the applied sequence
@@ -25,11 +31,12 @@ duplicate window) and by the engine (the last ``dedupe_window`` ids, kept in the
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import signal
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +65,7 @@ from recofast.recommender import Recommender
 log = logging.getLogger("recofast.engine")
 
 DLQ_STREAM = "RECOFAST_DLQ"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 # How much an event counts towards popular and trending lists.
 POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
 _FRESHNESS_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0)
@@ -94,15 +101,24 @@ class Dedupe:
 
 
 class Popularity:
-    """Popular (all-time weighted counts) and trending (exponentially decayed, forward-decay
-    form) scores per (segment, item)."""
+    """Popular (all-time weighted counts) and trending (exponentially decayed, in forward-
+    decay form) scores of items per segment. A segment is the full context key
+    (``country=GB|device=mobile|hour=evening``), each of its parts (``country=GB``, ...),
+    and ``all``; each is kept aggregated as events arrive, so the lists are a top-n away."""
 
     def __init__(self, half_life: float) -> None:
         self.half_life = half_life
-        self.pop: Counter[tuple[str, str]] = Counter()
-        self.trend: dict[tuple[str, str], float] = {}
+        self.pop: dict[str, dict[str, float]] = {}
+        self.trend: dict[str, dict[str, float]] = {}
         self.base: float | None = None  # trend values are scaled to 2**((t - base) / half_life)
         self.latest = 0.0
+        self._variants: dict[str, tuple[str, ...]] = {}
+
+    def _segments_of(self, seg: str) -> tuple[str, ...]:
+        v = self._variants.get(seg)
+        if v is None:
+            v = self._variants[seg] = (seg, "all", *seg.split("|"))
+        return v
 
     def add(self, b: EnrichedBatch) -> None:
         w = np.array([POPULARITY_WEIGHTS.get(t, 0.0) for t in b.types])
@@ -114,46 +130,47 @@ class Popularity:
         tmax = float(ts.max())
         self.latest = max(self.latest, tmax)
         if (tmax - self.base) / self.half_life > 400:  # keep the scale away from overflow
-            new_base = tmax
-            scale = 2.0 ** ((self.base - new_base) / self.half_life)
-            self.trend = {k: v * scale for k, v in self.trend.items() if v * scale > 1e-12}
-            self.base = new_base
+            scale = 2.0 ** ((self.base - tmax) / self.half_life)
+            self.trend = {s: {i: v * scale for i, v in t.items() if v * scale > 1e-12} for s, t in self.trend.items()}
+            self.base = tmax
         decay = w * np.exp2(np.clip((ts - self.base) / self.half_life, -1000, 1000))
-        pop, trend = self.pop, self.trend
-        for s, item, wi, di in zip(b.segment, b.items, w.tolist(), decay.tolist()):
+        # Sum the batch per (segment, item) first, then spread to the segment's variants.
+        pw: dict[tuple[str, str], float] = {}
+        pd: dict[tuple[str, str], float] = {}
+        for seg, item, wi, di in zip(b.segment, b.items, w.tolist(), decay.tolist()):
             if wi and item is not None:
-                k = (s, item)
-                pop[k] += wi
-                trend[k] = trend.get(k, 0.0) + di
+                k = (seg, item)
+                pw[k] = pw.get(k, 0.0) + wi
+                pd[k] = pd.get(k, 0.0) + di
+        pop, trend = self.pop, self.trend
+        for (seg, item), wi in pw.items():
+            di = pd[(seg, item)]
+            for s in self._segments_of(seg):
+                t = pop.get(s)
+                if t is None:
+                    t = pop[s] = {}
+                    trend[s] = {}
+                t[item] = t.get(item, 0.0) + wi
+                tt = trend[s]
+                tt[item] = tt.get(item, 0.0) + di
 
     def lists(self, n: int, version: int, now: float) -> dict[str, codec.ListRecord]:
-        """Top-``n`` popular and trending lists for every segment: the full segment
-        (country, device, hour band), each of its parts, and ``all``."""
+        """Top-``n`` popular and trending lists of every segment."""
         out: dict[str, codec.ListRecord] = {}
-        scale = 2.0 ** (((self.base or 0.0) - self.latest) / self.half_life) if self.base is not None else 1.0
-        for kind, table, mult in (("popular", self.pop, 1.0), ("trending", self.trend, scale)):
-            agg: dict[str, Counter[str]] = {}
-            for (seg, item), v in table.items():
-                for s in (seg, "all", *seg.split("|")):
-                    agg.setdefault(s, Counter())[item] += v
-            for s, c in agg.items():
-                top = c.most_common(n)
+        scale = 2.0 ** ((self.base - self.latest) / self.half_life) if self.base is not None else 1.0
+        for kind, tables, mult in (("popular", self.pop, 1.0), ("trending", self.trend, scale)):
+            for s, table in tables.items():
+                top = heapq.nlargest(n, table.items(), key=lambda kv: kv[1])
                 out[codec.segment_key(kind, s)] = codec.ListRecord(
                     items=[i for i, _ in top], scores=[float(v * mult) for _, v in top], model_version=version, time=now
                 )
         return out
 
     def dump(self) -> dict[str, Any]:
-        return {
-            "pop": [[s, i, v] for (s, i), v in self.pop.items()],
-            "trend": [[s, i, v] for (s, i), v in self.trend.items()],
-            "base": self.base,
-            "latest": self.latest,
-        }
+        return {"pop": self.pop, "trend": self.trend, "base": self.base, "latest": self.latest}
 
     def load(self, d: dict[str, Any]) -> None:
-        self.pop = Counter({(s, i): v for s, i, v in d["pop"]})
-        self.trend = {(s, i): v for s, i, v in d["trend"]}
+        self.pop, self.trend = d["pop"], d["trend"]
         self.base, self.latest = d["base"], d["latest"]
 
 
@@ -561,6 +578,10 @@ class Engine:
             try:
                 msgs = await self.sub.fetch(self.cfg.batch_size, timeout=self.cfg.fetch_timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                msgs = []
+            except nats.errors.Error as e:  # e.g. while the client reconnects: wait, then fetch again
+                log.warning("fetch failed (%s); retrying", e)
+                await asyncio.sleep(0.5)
                 msgs = []
             if msgs:
                 await self.handle(msgs)
