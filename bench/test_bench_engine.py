@@ -188,7 +188,7 @@ def test_freshness(benchmark, nats_url, tmp_path, refresh):
     """Events at 2,000/s, 10 to a message, stamped when sent; the engine measures event
     time → LMDB commit for each. The model is warmed on the first 100k events of the log.
     ``refresh-2s`` runs the periodic round (all users' lists, segments, checkpoint) every
-    2 s during the measurement, in steps (250 users, segments, checkpoint) between batches."""
+    2 s during the measurement, in steps (100 users, segments, checkpoint) between batches."""
 
     async def run() -> tuple[np.ndarray, Engine]:
         warm = _publish(nats_url, "--limit", "100000", "--pack", str(PACK))

@@ -45,7 +45,7 @@ class EngineConfig:
     dedupe_window: int = 1_000_000
     # periodic work
     refresh_seconds: float = 60.0
-    refresh_chunk: int = 250
+    refresh_chunk: int = 100
     checkpoint_keep: int = 5
     popular_n: int = 50
     trending_half_life: float = 3600.0
