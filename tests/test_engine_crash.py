@@ -112,22 +112,26 @@ async def test_sigkill_while_events_flow_loses_nothing_and_applies_nothing_twice
             progress.append(_lmdb_seq(tmp_path))
             flowing.append(not publisher.done())
         await asyncio.wait_for(publisher, 120)
-        port = _free_port()
-        proc = _engine(nats_url, tmp_path, log, port)
         async with await nats.connect(nats_url) as nc:
             last = (await nc.jetstream().stream_info(STREAM)).state.last_seq
         assert last == len(msgs)
         deadline = time.monotonic() + 120
         health: dict = {}
+        port = _free_port()
+        proc = _engine(nats_url, tmp_path, log, port)
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline and health.get("stream_seq") != last:
                 await asyncio.sleep(0.2)
+                if proc.poll() is not None:  # e.g. another process took the free port first
+                    port = _free_port()
+                    proc = _engine(nats_url, tmp_path, log, port)
+                    continue
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                         health = await resp.json()
                 except aiohttp.ClientError:
                     pass
-        assert health.get("stream_seq") == last, health
+        assert health.get("stream_seq") == last, (health, (tmp_path / "engine.log").read_text()[-3000:])
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
     finally:
