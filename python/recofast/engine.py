@@ -601,18 +601,23 @@ def describe_segment(country: str, device: str, hour: int) -> str:
 
 
 def create_app(engine: Engine):  # noqa: ANN201
-    """The metrics app: ``/healthz`` and Prometheus ``/metrics``."""
+    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming) and
+    Prometheus ``/metrics``."""
     from aiohttp import web
     from recofast_sidecar.constants import PATH_HEALTHZ, PATH_METRICS
 
+    key = web.AppKey("engine", Engine)
+
     async def healthz(request: web.Request) -> web.Response:
-        ok = engine.ready.is_set() and engine.nc is not None and engine.nc.is_connected
-        return web.json_response({"status": "ok" if ok else "starting", **engine.snapshot_counts()}, status=200 if ok else 503)
+        e = request.app[key]
+        ok = e.ready.is_set() and e.nc is not None and e.nc.is_connected
+        return web.json_response({"status": "ok" if ok else "starting", **e.snapshot_counts()}, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=engine.registry.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(text=request.app[key].registry.render(), content_type="text/plain", charset="utf-8")
 
     app = web.Application()
+    app[key] = engine
     app.router.add_get(PATH_HEALTHZ, healthz)
     app.router.add_get(PATH_METRICS, metrics)
     return app
