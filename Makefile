@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/online_retail/interactions.csv.gz
+ITEMS  ?= ../shared/data/online_retail/items.csv
 K      ?= 20
 MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
 OUT    ?= runs
@@ -23,7 +24,7 @@ setup: $(BIN)/python
 # The main job: prequential evaluation of the bundled shop log against the baselines.
 eval: setup
 	mkdir -p $(OUT)
-	$(BIN)/recofast eval --events $(DATA) --k $(K) --model $(MODELS) --json $(OUT)/eval.json
+	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --model $(MODELS) --json $(OUT)/eval.json
 
 # Every test: Rust unit tests, then pytest (unit, integration, doctests).
 test: setup test-rust test-python

@@ -38,11 +38,7 @@ from recofast import events as ev
 from recofast.config import EngineConfig
 from recofast.engine import Engine, ensure_streams
 
-DATA = Path("/work/shared/data/online_retail/interactions.csv.gz")
-for _p in Path(__file__).resolve().parents:
-    if (_p / "shared" / "data" / "online_retail" / "interactions.csv.gz").exists():
-        DATA = _p / "shared" / "data" / "online_retail" / "interactions.csv.gz"
-        break
+DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
 
 N_EVENTS = int(os.environ.get("RECOFAST_BENCH_EVENTS", "200000"))
 PACK = 100

@@ -8,7 +8,7 @@
 ['tea']
 """
 
-from recofast import errors
+from recofast import drift, errors, kernels
 from recofast._core import EVENT_TYPES, __version__
 from recofast._core import build_info as _build_info
 from recofast.recommender import Recommender
@@ -26,4 +26,4 @@ def build_info() -> dict:
     return dict(_build_info())
 
 
-__all__ = ["EVENT_TYPES", "Recommender", "__version__", "build_info", "errors"]
+__all__ = ["EVENT_TYPES", "Recommender", "__version__", "build_info", "drift", "errors", "kernels"]

@@ -111,6 +111,25 @@ class Recommender:
         w_arr = None if weights is None else _float_array(weights, "weights", np.float32, n)
         return self._m.learn_many(users, items, events, ts_arr, w_arr)
 
+    def set_item_text(self, items: Sequence[Id], texts: Sequence[str]) -> None:
+        """Sets the text (title, description) of items, creating the ones not seen yet.
+
+        Item text adds a content signal (TF-IDF similarity to the user's recent items,
+        weighted by ``w_text``), so a new item can be recommended before anyone took it.
+
+        >>> rec = Recommender(dim=4, seed=1)
+        >>> rec.set_item_text(["mug-red", "mug-blue", "sofa"], ["Red mug", "Blue mug", "Sofa"])
+        >>> rec.learn_one("u", "mug-red")
+        >>> rec.recommend("u", k=1)[0][0]
+        'mug-blue'
+        """
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of strings, one per item")
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must hold strings")
+        self._m.set_item_text(items, texts)
+
     # -- recommending -------------------------------------------------------------------
 
     def recommend(
@@ -155,6 +174,22 @@ class Recommender:
     def has_seen(self, user: Id, item: Id) -> bool:
         """Whether the user had a positive event on the item."""
         return self._m.has_seen(user, item)
+
+    def adapt(self, lr_boost: float = 2.0, recency_decay: float = 0.2, events: int = 2_000) -> None:
+        """Adapts to a detected drift for the next ``events`` events: a learning rate
+        ``lr_boost`` times higher, and scoring that forgets older context faster
+        (the p-th most recent item weighs ``recency_decay**p``).
+
+        :class:`recofast.adaptation.DriftMonitor` calls this when a detector fires.
+        """
+        if isinstance(events, bool) or not isinstance(events, (int, np.integer)) or events < 0:
+            raise ValueError(f"events must be a non-negative integer, got {events!r}")
+        self._m.adapt(float(lr_boost), float(recency_decay), int(events))
+
+    @property
+    def adapting(self) -> bool:
+        """Whether an adaptation started by :meth:`adapt` is in force."""
+        return self._m.adaptation()[0]
 
     def refresh(self) -> None:
         """Rebuilds the scoring snapshot of the item factors now (it is rebuilt on a

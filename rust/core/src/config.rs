@@ -32,6 +32,8 @@ pub struct Config {
     pub event_weights: [f32; 7],
     /// Recent items remembered per user: the co-occurrence window and the scoring context.
     pub window: usize,
+    /// Co-occurring pairs are formed with this many of the user's most recent items.
+    pub pair_window: usize,
     /// Seconds of silence that start a new session.
     pub session_gap: f64,
     /// Weight of a co-occurring pair whose items are in different sessions.
@@ -40,7 +42,7 @@ pub struct Config {
     pub pair_decay: f32,
     /// Weight of the pair counted backwards (later item → earlier item); 1 makes it symmetric.
     pub backward_weight: f32,
-    /// Neighbours kept per item (the strongest); lists are pruned when they double.
+    /// Neighbours kept per item (at most 64); a full list replaces its weakest.
     pub max_neighbors: usize,
     /// Co-occurrence normalisation: `c(h,j) / (n_h^alpha * n_j^beta)`.
     pub cooc_alpha: f32,
@@ -51,6 +53,10 @@ pub struct Config {
     pub w_mf: f32,
     pub w_cooc: f32,
     pub w_pop: f32,
+    /// Weight of the item-text similarity to the user's recent items (0 turns it off).
+    pub w_text: f32,
+    /// Recent items whose text similarity counts when scoring.
+    pub text_window: usize,
     /// Half-life of the trending popularity, in events.
     pub pop_half_life: f64,
     /// Seed of the initial factors and of the negative sampling.
@@ -72,21 +78,24 @@ impl Default for Config {
             lr: 0.05,
             lr_decay: 0.0,
             reg: 0.002,
-            negatives: 2,
+            negatives: 1,
             init_std: 0.1,
             event_weights: [1.0, 2.0, -0.5, 3.0, 0.0, 1.0, 0.0],
             window: 20,
+            pair_window: 2,
             session_gap: 1800.0,
             cross_session_weight: 0.5,
             pair_decay: 0.9,
             backward_weight: 1.0,
-            max_neighbors: 300,
+            max_neighbors: 128,
             cooc_alpha: 0.5,
-            cooc_beta: 0.5,
-            recency_decay: 0.9,
-            w_mf: 0.1,
+            cooc_beta: 0.3,
+            recency_decay: 0.6,
+            w_mf: 0.02,
             w_cooc: 1.0,
             w_pop: 0.05,
+            w_text: 0.3,
+            text_window: 3,
             pop_half_life: 20_000.0,
             seed: 42,
             snapshot_every: 1000,
@@ -106,6 +115,7 @@ macro_rules! fields {
         $m!(negatives, usize);
         $m!(init_std, f32);
         $m!(window, usize);
+        $m!(pair_window, usize);
         $m!(session_gap, f64);
         $m!(cross_session_weight, f32);
         $m!(pair_decay, f32);
@@ -117,6 +127,8 @@ macro_rules! fields {
         $m!(w_mf, f32);
         $m!(w_cooc, f32);
         $m!(w_pop, f32);
+        $m!(w_text, f32);
+        $m!(text_window, usize);
         $m!(pop_half_life, f64);
         $m!(seed, u64);
         $m!(snapshot_every, u64);
@@ -206,13 +218,16 @@ impl Config {
                 return err(format!("{n} must be between 0 and 1, got {v}"));
             }
         }
-        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }
         }
-        if self.window > 1000 {
-            return err(format!("window must be at most 1000, got {}", self.window));
+        if self.window > crate::model::RECENT_CAP {
+            return err(format!("window must be at most {}, got {}", crate::model::RECENT_CAP, self.window));
+        }
+        if self.max_neighbors > crate::cooc::NBR_CAP {
+            return err(format!("max_neighbors must be at most {}, got {}", crate::cooc::NBR_CAP, self.max_neighbors));
         }
         if self.negatives > 100 {
             return err(format!("negatives must be at most 100, got {}", self.negatives));

@@ -2,12 +2,15 @@
 //! scoring kernels and the snapshot format. The Python bindings live in `rust/py`.
 
 pub mod config;
+pub mod cooc;
+pub mod drift;
 pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod segmented;
 pub mod snapshot;
 pub mod table;
+pub mod text;
 
 pub use config::{Config, EVENT_TYPES};
 pub use error::{Error, Result};

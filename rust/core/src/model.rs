@@ -12,13 +12,11 @@
 //! - Scoring reads an immutable snapshot of the item matrix published by an atomic pointer
 //!   swap (`arc_swap`), rebuilt every `snapshot_every` events or `snapshot_ms` ms.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
@@ -29,13 +27,18 @@ use crate::kernels::{self, SimdLevel, TopK};
 use crate::segmented::Segmented;
 use crate::table::{load_row, AtomicF32, EmbeddingTable};
 
-/// What the learner remembers about one user.
-#[derive(Default, Clone, Debug, PartialEq)]
+/// The most recent items a user's state can hold (the largest `window`).
+pub const RECENT_CAP: usize = 32;
+
+/// What the learner remembers about one user. The recent items are inline, so the whole
+/// state but the seen set sits in a few cache lines the learner can prefetch.
+#[derive(Clone, Debug, PartialEq)]
 pub struct UserState {
-    /// Most recent first: (item row, session number).
-    pub recent: VecDeque<(u32, u32)>,
-    /// Items with a positive event (excluded from recommendations by default).
-    pub seen: HashSet<u32>,
+    /// Most recent first: (item row, session number); `n_recent` are valid.
+    recent: [(u32, u32); RECENT_CAP],
+    n_recent: u32,
+    /// Items with a positive event, sorted (excluded from recommendations by default).
+    seen: Vec<u32>,
     /// Positive events learned.
     pub events: u32,
     /// Time of the last event (seconds), NaN when no time was given.
@@ -44,13 +47,65 @@ pub struct UserState {
     pub session: u32,
 }
 
-/// Neighbour weights of one item: row → accumulated co-occurrence weight.
-pub type Neighbors = HashMap<u32, f32>;
+impl Default for UserState {
+    fn default() -> Self {
+        UserState { recent: [(0, 0); RECENT_CAP], n_recent: 0, seen: Vec::new(), events: 0, last_ts: f64::NAN, session: 0 }
+    }
+}
+
+impl UserState {
+    /// Recent (item, session) pairs, most recent first.
+    pub fn recent(&self) -> &[(u32, u32)] {
+        &self.recent[..self.n_recent as usize]
+    }
+
+    /// Moves `item` to the front of the recent items, keeping at most `window`.
+    pub fn push_recent(&mut self, item: u32, session: u32, window: usize) {
+        let window = window.min(RECENT_CAP);
+        if window == 0 {
+            return;
+        }
+        let n = self.n_recent as usize;
+        // The shift ends at the item's old place (the length stays), or drops the oldest
+        // item once the window is full.
+        let (end, len) = match self.recent[..n].iter().position(|r| r.0 == item) {
+            Some(p) => (p, n),
+            None => (n.min(window - 1), (n + 1).min(window)),
+        };
+        self.recent.copy_within(0..end, 1);
+        self.recent[0] = (item, session);
+        self.n_recent = len as u32;
+    }
+}
+
+impl UserState {
+    /// Items with a positive event, sorted.
+    pub fn seen(&self) -> &[u32] {
+        &self.seen
+    }
+
+    /// Whether the user had a positive event on `item`.
+    pub fn has_seen(&self, item: u32) -> bool {
+        self.seen.binary_search(&item).is_ok()
+    }
+
+    /// Records a positive event on `item`.
+    pub fn see(&mut self, item: u32) {
+        if let Err(p) = self.seen.binary_search(&item) {
+            self.seen.insert(p, item);
+        }
+    }
+}
+
+pub use crate::cooc::NeighborList;
 
 /// The immutable item matrix that scoring reads. See the module docs.
 pub struct ItemSnapshot {
     pub n: usize,
-    pub vecs: Vec<f32>,
+    /// Item factors in bfloat16 (half the bytes to scan), row-major.
+    pub vecs: Vec<u16>,
+    /// Euclidean norm of each item's factors.
+    pub norms: Vec<f32>,
     pub bias: Vec<f32>,
     /// Trending popularity, scaled so that the maximum is 1.
     pub pop: Vec<f32>,
@@ -107,6 +162,44 @@ impl Rng {
 }
 
 const RING: usize = 4096;
+/// How many events ahead [`Model::learn_events`] prefetches.
+const PREFETCH_DISTANCE: usize = 5;
+/// How many events ahead the neighbour lists of the coming pairs are prefetched.
+const PREFETCH_NEAR: usize = 2;
+/// Prefetch hints for every cache line of `*p`.
+#[inline(always)]
+fn prefetch_lines<T>(p: &T) {
+    let base = p as *const T as *const u8;
+    for off in (0..std::mem::size_of::<T>()).step_by(64) {
+        // wrapping_add: computing an address is harmless; the prefetch never dereferences
+        // it in the language's sense, and it stays inside `*p`.
+        prefetch_ptr(base.wrapping_add(off));
+    }
+}
+
+/// Events per chunk of [`Model::learn_events`] (negatives are drawn per chunk).
+const CHUNK: usize = 1024;
+
+/// A hint to bring the cache line of `p` closer; it never reads or writes memory in the
+/// language's sense, so it cannot race.
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    prefetch_ptr(p as *const T as *const u8)
+}
+
+/// A prefetch hint for any address (it need not be valid: a prefetch never faults).
+#[inline(always)]
+fn prefetch_ptr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` is a hint that never faults and accesses no memory in the
+    // abstract machine, whatever the address; SSE is part of the x86-64 baseline.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 #[inline]
 fn sigmoid(x: f32) -> f32 {
@@ -120,7 +213,7 @@ pub struct Model {
     users: EmbeddingTable,
     items: EmbeddingTable,
     user_state: Segmented<Mutex<UserState>>,
-    neighbors: Segmented<Mutex<Neighbors>>,
+    neighbors: Segmented<Mutex<NeighborList>>,
     item_bias: Segmented<AtomicF32>,
     /// Weighted count of positive events per item (co-occurrence normalisation).
     item_weight: Segmented<AtomicF32>,
@@ -131,8 +224,15 @@ pub struct Model {
     ring: Box<[AtomicU64]>,
     ring_head: AtomicUsize,
     events: AtomicU64,
+    /// Adaptation after a detected drift: until `events` reaches `adapt_until`, the
+    /// learning rate is multiplied by `adapt_lr` and scoring uses `adapt_recency`.
+    adapt_until: AtomicU64,
+    adapt_lr: AtomicF32,
+    adapt_recency: AtomicF32,
+    adaptations: AtomicU64,
     snap: ArcSwap<ItemSnapshot>,
     snap_lock: Mutex<()>,
+    text: crate::text::TextIndex,
 }
 
 impl Model {
@@ -158,8 +258,13 @@ impl Model {
             ring: (0..RING).map(|_| AtomicU64::new(u64::MAX)).collect(),
             ring_head: AtomicUsize::new(0),
             events: AtomicU64::new(0),
+            adapt_until: AtomicU64::new(0),
+            adapt_lr: AtomicF32::default(),
+            adapt_recency: AtomicF32::default(),
+            adaptations: AtomicU64::new(0),
             snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
             snap_lock: Mutex::new(()),
+            text: crate::text::TextIndex::default(),
             cfg,
         })
     }
@@ -290,12 +395,74 @@ impl Model {
         let start = self.events.fetch_add(evs.len() as u64, Relaxed);
         let mut rng = Rng::new(self.cfg.seed ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
         let mut scratch = Scratch::new(self.cfg.dim);
-        for (j, e) in evs.iter().enumerate() {
-            self.learn_event(e, start + j as u64, &mut rng, &mut scratch);
+        let nneg = self.cfg.negatives;
+        let mut negs: Vec<u32> = Vec::new();
+        for (c, chunk) in evs.chunks(CHUNK).enumerate() {
+            // Negatives are drawn for a whole chunk first, so their rows can be prefetched
+            // like the event's own.
+            let n_items = self.n_items();
+            negs.clear();
+            for e in chunk {
+                for n in 0..nneg {
+                    negs.push(self.sample_negative(e.item, n_items, n, &mut rng).unwrap_or(u32::MAX));
+                }
+            }
+            for (j, e) in chunk.iter().enumerate() {
+                // Events touch rows at random: ask for the rows of an event a few steps
+                // ahead while this one is learned, so their cache misses overlap.
+                if let Some(ahead) = chunk.get(j + PREFETCH_DISTANCE) {
+                    let a = j + PREFETCH_DISTANCE;
+                    self.prefetch(ahead, &negs[a * nneg..(a + 1) * nneg]);
+                }
+                if let Some(ahead) = chunk.get(j + PREFETCH_NEAR) {
+                    self.prefetch_pairs(ahead);
+                }
+                let t = start + (c * CHUNK + j) as u64;
+                self.learn_event(e, t, &negs[j * nneg..(j + 1) * nneg], &mut scratch);
+            }
         }
     }
 
-    fn learn_event(&self, e: &Event, t: u64, rng: &mut Rng, s: &mut Scratch) {
+    /// Second stage: the neighbour lists of the items the event will pair with. Their
+    /// numbers are in the user's state, prefetched earlier; a busy user lock skips the hint.
+    #[inline]
+    fn prefetch_pairs(&self, e: &Event) {
+        if let Some(us) = self.user_state.get(e.user as usize).try_lock() {
+            for &(h, _) in us.recent().iter().take(self.cfg.pair_window) {
+                prefetch_lines(self.neighbors.get(h as usize));
+            }
+            // Where the item will land in the sorted seen list.
+            let seen = us.seen();
+            let p = seen.partition_point(|&x| x < e.item);
+            prefetch_ptr(seen.as_ptr().wrapping_add(p) as *const u8);
+        }
+    }
+
+    /// Prefetch hints for the memory an event will touch.
+    #[inline]
+    fn prefetch(&self, e: &Event, negs: &[u32]) {
+        let (u, i) = (e.user as usize, e.item as usize);
+        let urow = self.users.row(e.user);
+        let irow = self.items.row(e.item);
+        for off in (0..urow.len()).step_by(16) {
+            prefetch(&urow[off]);
+            prefetch(&irow[off]);
+        }
+        for &j in negs.iter().filter(|&&j| j != u32::MAX) {
+            let jrow = self.items.row(j);
+            for off in (0..jrow.len()).step_by(16) {
+                prefetch(&jrow[off]);
+            }
+            prefetch(self.item_bias.get(j as usize));
+        }
+        prefetch_lines(self.user_state.get(u));
+        prefetch_lines(self.neighbors.get(i));
+        prefetch(self.item_pop.get(i));
+        prefetch(self.item_weight.get(i));
+        prefetch(self.item_bias.get(i));
+    }
+
+    fn learn_event(&self, e: &Event, t: u64, negs: &[u32], s: &mut Scratch) {
         let w = e.weight;
         if w == 0.0 {
             return;
@@ -314,17 +481,16 @@ impl Model {
                     us.last_ts = e.ts;
                 }
                 let session = us.session;
-                s.recent.extend(us.recent.iter().map(|&(h, sess)| (h, sess == session)));
-                if us.recent.front().map(|r| r.0) != Some(e.item) {
-                    us.recent.retain(|r| r.0 != e.item);
-                    us.recent.push_front((e.item, session));
-                    us.recent.truncate(cfg.window);
-                }
-                us.seen.insert(e.item);
+                s.recent.extend(us.recent().iter().take(cfg.pair_window).map(|&(h, sess)| (h, sess == session)));
+                us.push_recent(e.item, session, cfg.window);
+                us.see(e.item);
                 us.events += 1;
             }
         }
-        let lr = if cfg.lr_decay > 0.0 { cfg.lr / (1.0 + cfg.lr_decay * t as f32).sqrt() } else { cfg.lr };
+        let mut lr = if cfg.lr_decay > 0.0 { cfg.lr / (1.0 + cfg.lr_decay * t as f32).sqrt() } else { cfg.lr };
+        if t < self.adapt_until.load(Relaxed) {
+            lr *= self.adapt_lr.load();
+        }
         if w < 0.0 {
             self.push_down(e.user, e.item, -w * lr, s);
             return;
@@ -336,7 +502,7 @@ impl Model {
                 u.store(v.load());
             }
         }
-        self.bpr_step(e.user, e.item, w, lr, rng, s);
+        self.bpr_step(e.user, e.item, w, lr, negs, s);
         // Co-occurrence: pairs with the user's recent items, weighted by distance and session.
         let mut decay = w;
         let back = cfg.backward_weight;
@@ -352,16 +518,13 @@ impl Model {
                     continue;
                 }
                 if back > 0.0 {
-                    *mine.entry(h).or_insert(0.0) += pw * back;
+                    mine.add(h, pw * back, cfg.max_neighbors);
                 }
                 s.pairs.push((h, pw));
             }
-            prune(&mut mine, cfg.max_neighbors);
         }
         for &(h, pw) in &s.pairs {
-            let mut theirs = self.neighbors.get(h as usize).lock();
-            *theirs.entry(e.item).or_insert(0.0) += pw;
-            prune(&mut theirs, cfg.max_neighbors);
+            self.neighbors.get(h as usize).lock().add(e.item, pw, cfg.max_neighbors);
         }
         s.pairs.clear();
         self.item_weight.get(e.item as usize).fetch_add(w);
@@ -371,18 +534,18 @@ impl Model {
     }
 
     /// One BPR step for (user, item) against sampled negatives.
-    fn bpr_step(&self, u: u32, i: u32, w: f32, lr: f32, rng: &mut Rng, s: &mut Scratch) {
+    fn bpr_step(&self, u: u32, i: u32, w: f32, lr: f32, negs: &[u32], s: &mut Scratch) {
         let cfg = &self.cfg;
-        let n_items = self.n_items();
         let (urow, irow) = (self.users.row(u), self.items.row(i));
         load_row(urow, &mut s.u);
         load_row(irow, &mut s.i);
         s.du.iter_mut().for_each(|x| *x = 0.0);
         let bi = self.item_bias.get(i as usize);
         let mut gi = 0.0f32;
-        for n in 0..cfg.negatives {
-            let j = self.sample_negative(i, n_items, n, rng);
-            let Some(j) = j else { continue };
+        for &j in negs {
+            if j == u32::MAX || j == i {
+                continue;
+            }
             let jrow = self.items.row(j);
             load_row(jrow, &mut s.j);
             let bj = self.item_bias.get(j as usize);
@@ -476,6 +639,28 @@ impl Model {
         v * self.decay_factor(now.saturating_sub(tick))
     }
 
+    /// Adapts to a detected drift for the next `events` events: the learning rate is
+    /// multiplied by `lr_boost` and scoring weighs the user's recent items by
+    /// `recency_decay^p` (a smaller value forgets older context faster).
+    pub fn adapt(&self, lr_boost: f32, recency_decay: f32, events: u64) -> Result<()> {
+        if !(lr_boost.is_finite() && lr_boost > 0.0) {
+            return invalid!("lr_boost must be a finite number > 0, got {lr_boost}");
+        }
+        if !(0.0..=1.0).contains(&recency_decay) {
+            return invalid!("recency_decay must be between 0 and 1, got {recency_decay}");
+        }
+        self.adapt_lr.store(lr_boost);
+        self.adapt_recency.store(recency_decay);
+        self.adapt_until.store(self.events() + events, Relaxed);
+        self.adaptations.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Whether an adaptation is in force, and how many were started.
+    pub fn adaptation(&self) -> (bool, u64) {
+        (self.events() < self.adapt_until.load(Relaxed), self.adaptations.load(Relaxed))
+    }
+
     /// Rebuilds the scoring snapshot now.
     pub fn refresh(&self) {
         let _g = self.snap_lock.lock();
@@ -486,7 +671,10 @@ impl Model {
         let n = self.n_items();
         let events = self.events();
         let now = Self::pop_tick(events);
-        let vecs = self.items.copy_out(n);
+        let full = self.items.copy_out(n);
+        let dim = self.cfg.dim.max(1);
+        let norms: Vec<f32> = full.chunks_exact(dim).map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        let vecs: Vec<u16> = full.iter().map(|&x| kernels::bf16::to_bf16(x)).collect();
         let bias: Vec<f32> = (0..n).map(|r| self.item_bias.get(r).load()).collect();
         let mut pop: Vec<f32> = (0..n as u32).map(|r| self.pop_now(r, now)).collect();
         let max = pop.iter().cloned().fold(0.0f32, f32::max);
@@ -494,7 +682,7 @@ impl Model {
             pop.iter_mut().for_each(|p| *p /= max);
         }
         let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| x.0).collect();
-        ItemSnapshot { n, vecs, bias, pop, popular, events, built: Instant::now() }
+        ItemSnapshot { n, vecs, norms, bias, pop, popular, events, built: Instant::now() }
     }
 
     /// The current scoring snapshot, rebuilt first when it is due.
@@ -537,9 +725,9 @@ impl Model {
         if let Some(u) = user {
             let us = self.user_state.get(u as usize).lock();
             has_history = us.events > 0;
-            recent.extend(us.recent.iter().map(|r| (r.0, true)));
+            recent.extend(us.recent().iter().map(|r| (r.0, true)));
             if q.exclude_seen {
-                seen.extend(us.seen.iter().copied());
+                seen.extend_from_slice(us.seen());
             }
         }
         SCORES.with(|cell| {
@@ -560,6 +748,9 @@ impl Model {
                 }
                 if cfg.w_cooc > 0.0 {
                     self.add_cooc(&recent, scores, tmp);
+                }
+                if cfg.w_text > 0.0 && cfg.text_window > 0 {
+                    self.add_text(&recent, scores, tmp);
                 }
             }
             for &s in &seen {
@@ -594,7 +785,7 @@ impl Model {
         load_row(self.users.row(u), &mut uv);
         tmp.clear();
         tmp.resize(snap.n, 0.0);
-        kernels::dot_scores(self.level, &snap.vecs, dim, &uv, tmp);
+        kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &uv, tmp);
         let mut sum = 0f64;
         let mut sq = 0f64;
         for (t, b) in tmp.iter_mut().zip(&snap.bias) {
@@ -618,13 +809,14 @@ impl Model {
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
         let mut rw = 1.0f32;
+        let recency = if self.events() < self.adapt_until.load(Relaxed) { self.adapt_recency.load() } else { cfg.recency_decay };
         let mut max = 0f32;
         for &(h, _) in recent {
             let nh = self.item_weight.get(h as usize).load().max(1e-6);
             let base = rw / nh.powf(cfg.cooc_alpha);
-            rw *= cfg.recency_decay;
+            rw *= recency;
             let nb = self.neighbors.get(h as usize).lock();
-            for (&j, &c) in nb.iter() {
+            for (j, c) in nb.iter() {
                 let nj = self.item_weight.get(j as usize).load().max(1e-6);
                 let s = base * c / nj.powf(cfg.cooc_beta);
                 if let Some(x) = tmp.get_mut(j as usize) {
@@ -641,6 +833,51 @@ impl Model {
         }
     }
 
+    /// Adds `w_text * text / max(text)`: the item-text similarity to the user's most
+    /// recent items, weighted by recency.
+    fn add_text(&self, recent: &[(u32, bool)], scores: &mut [f32], tmp: &mut Vec<f32>) {
+        if self.text.is_empty() {
+            return;
+        }
+        tmp.clear();
+        tmp.resize(scores.len(), 0.0);
+        let mut w = 1.0f32;
+        let from: Vec<(u32, f32)> = recent
+            .iter()
+            .take(self.cfg.text_window)
+            .map(|&(h, _)| {
+                let x = (h, w);
+                w *= self.cfg.recency_decay;
+                x
+            })
+            .collect();
+        let max = self.text.add_similar(&from, tmp);
+        if max > 0.0 {
+            let a = self.cfg.w_text / max;
+            for (s, t) in scores.iter_mut().zip(tmp.iter()) {
+                *s += a * t;
+            }
+        }
+    }
+
+    /// Sets the text (title, description) of items, creating the ones not seen yet; a new
+    /// item can then be recommended from its text before anyone interacted with it.
+    pub fn set_item_text<S: AsRef<str>, T: AsRef<str>>(&self, items: &[S], texts: &[T]) -> Result<()> {
+        if items.len() != texts.len() {
+            return invalid!("items and texts differ in length ({} and {})", items.len(), texts.len());
+        }
+        let rows = self.resolve_items(items);
+        for (r, t) in rows.iter().zip(texts) {
+            self.text.set(*r, t.as_ref());
+        }
+        Ok(())
+    }
+
+    /// The words of an item's text, as indexed.
+    pub fn item_words(&self, item: u32) -> Vec<String> {
+        self.text.words_of(item)
+    }
+
     /// Top-k for many user rows at once, in parallel.
     pub fn recommend_rows(&self, users: &[Option<u32>], q: &Query) -> Vec<Vec<(u32, f32)>> {
         users.par_iter().map(|u| self.recommend_row(*u, q)).collect()
@@ -654,14 +891,12 @@ impl Model {
         let cfg = &self.cfg;
         if (item as usize) < snap.n && cfg.w_mf > 0.0 {
             let dim = cfg.dim;
-            let v = &snap.vecs[item as usize * dim..(item as usize + 1) * dim];
+            let v: Vec<f32> = snap.vecs[item as usize * dim..(item as usize + 1) * dim].iter().map(|&h| kernels::bf16::from_bf16(h)).collect();
             let mut tmp = vec![0f32; snap.n];
-            kernels::dot_scores(self.level, &snap.vecs, dim, v, &mut tmp);
-            let nv = kernels::dot(self.level, v, v).sqrt().max(1e-12);
+            kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &v, &mut tmp);
+            let nv = snap.norms[item as usize].max(1e-12);
             for (r, t) in tmp.iter().enumerate() {
-                let row = &snap.vecs[r * dim..(r + 1) * dim];
-                let nr = kernels::dot(self.level, row, row).sqrt().max(1e-12);
-                scores[r] = cfg.w_mf * t / (nv * nr);
+                scores[r] = cfg.w_mf * t / (nv * snap.norms[r].max(1e-12));
             }
         }
         let mut tmp = Vec::new();
@@ -673,8 +908,8 @@ impl Model {
     }
 
     /// The neighbour list of an item (a copy).
-    pub fn neighbors_of(&self, item: u32) -> Neighbors {
-        self.neighbors.get(item as usize).lock().clone()
+    pub fn neighbors_of(&self, item: u32) -> Vec<(u32, f32)> {
+        self.neighbors.get(item as usize).lock().iter().collect()
     }
 
     // --- access for snapshots -----------------------------------------------------------
@@ -693,11 +928,11 @@ impl Model {
     }
 
     /// Restores one item's state (snapshot loading, before the model is shared).
-    pub(crate) fn restore_item(&self, r: u32, bias: f32, weight: f32, pop: u64, nb: Neighbors) {
+    pub(crate) fn restore_item(&self, r: u32, bias: f32, weight: f32, pop: u64, nb: Vec<(u32, f32)>) {
         self.item_bias.get(r as usize).store(bias);
         self.item_weight.get(r as usize).store(weight);
         self.item_pop.get(r as usize).store(pop, Relaxed);
-        *self.neighbors.get(r as usize).lock() = nb;
+        self.neighbors.get(r as usize).lock().set(nb);
     }
     pub(crate) fn restore_user(&self, r: u32, st: UserState) {
         *self.user_state.get(r as usize).lock() = st;
@@ -709,23 +944,12 @@ impl Model {
 
 impl ItemSnapshot {
     fn empty() -> Self {
-        ItemSnapshot { n: 0, vecs: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
+        ItemSnapshot { n: 0, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
     }
 }
 
 thread_local! {
     static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// Keeps the `max` strongest neighbours once a list has grown to twice that.
-fn prune(m: &mut Neighbors, max: usize) {
-    if m.len() <= 2 * max {
-        return;
-    }
-    let mut v: Vec<(u32, f32)> = m.drain().collect();
-    v.select_nth_unstable_by(max, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.truncate(max);
-    m.extend(v);
 }
 
 struct Scratch {
@@ -787,14 +1011,18 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_strongest() {
-        let mut m: Neighbors = (0..10u32).map(|i| (i, i as f32)).collect();
-        prune(&mut m, 5);
-        assert_eq!(m.len(), 10);
-        prune(&mut m, 3);
-        let mut keys: Vec<u32> = m.keys().copied().collect();
-        keys.sort();
-        assert_eq!(keys, vec![7, 8, 9]);
+    fn recent_items_move_to_the_front_within_the_window() {
+        let mut st = UserState::default();
+        for i in [1, 2, 3, 2, 4, 5] {
+            st.push_recent(i, 0, 4);
+        }
+        assert_eq!(st.recent().iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 4, 2, 3]);
+        st.push_recent(3, 1, 4);
+        assert_eq!(st.recent().iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 5, 4, 2]);
+        assert_eq!(st.recent()[0], (3, 1));
+        st.push_recent(3, 2, 4);
+        assert_eq!(st.recent().len(), 4);
+        assert_eq!(st.recent()[0], (3, 2));
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     (0..n as u32).for_each(|r| w.f32(m.item_weight_of(r)));
     (0..n as u32).for_each(|r| w.u64(m.item_pop_raw(r)));
     for r in 0..n as u32 {
-        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r).into_iter().collect();
+        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r);
         nb.sort_by_key(|x| x.0);
         w.u32(nb.len() as u32);
         for (j, c) in nb {
@@ -131,17 +131,22 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.u32(st.events);
         w.u32(st.session);
         w.f64(st.last_ts);
-        w.u32(st.recent.len() as u32);
-        for (i, s) in &st.recent {
+        w.u32(st.recent().len() as u32);
+        for (i, s) in st.recent() {
             w.u32(*i);
             w.u32(*s);
         }
-        let mut seen: Vec<u32> = st.seen.into_iter().collect();
-        seen.sort_unstable();
+        let seen = st.seen();
         w.u32(seen.len() as u32);
-        seen.into_iter().for_each(|i| w.u32(i));
+        seen.iter().for_each(|&i| w.u32(i));
     }
     let _ = dim;
+    // Item text, as the indexed words of each item.
+    for r in 0..n as u32 {
+        let words = m.item_words(r);
+        w.u32(words.len() as u32);
+        words.iter().for_each(|x| w.str(x));
+    }
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -198,13 +203,13 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
     let pop: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
     for i in 0..n {
         let k = r.count(8)?;
-        let mut nb = crate::model::Neighbors::with_capacity(k);
+        let mut nb = Vec::with_capacity(k);
         for _ in 0..k {
             let j = r.u32()?;
             if j as usize >= n {
                 return Err(Error::Snapshot(format!("snapshot is corrupt: neighbour {j} of item {i} is out of range")));
             }
-            nb.insert(j, r.f32()?);
+            nb.push((j, r.f32()?));
         }
         m.restore_item(i as u32, bias[i], weight[i], pop[i], nb);
     }
@@ -220,22 +225,38 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         }
     }
     for u in 0..nu as u32 {
-        let mut st = UserState { events: r.u32()?, session: r.u32()?, last_ts: r.f64()?, ..Default::default() };
+        let mut st = UserState::default();
+        st.events = r.u32()?;
+        st.session = r.u32()?;
+        st.last_ts = r.f64()?;
+        let mut recent = Vec::new();
         for _ in 0..r.count(8)? {
             let (i, s) = (r.u32()?, r.u32()?);
             if i as usize >= n {
                 return Err(Error::Snapshot(format!("snapshot is corrupt: item {i} out of range")));
             }
-            st.recent.push_back((i, s));
+            recent.push((i, s));
+        }
+        if recent.len() > crate::model::RECENT_CAP {
+            return Err(Error::Snapshot("snapshot is corrupt: too many recent items".into()));
+        }
+        for &(i, s) in recent.iter().rev() {
+            st.push_recent(i, s, crate::model::RECENT_CAP);
         }
         for _ in 0..r.count(4)? {
             let i = r.u32()?;
             if i as usize >= n {
                 return Err(Error::Snapshot(format!("snapshot is corrupt: item {i} out of range")));
             }
-            st.seen.insert(i);
+            st.see(i);
         }
         m.restore_user(u, st);
+    }
+    for i in 0..n as u32 {
+        let words: Vec<String> = (0..r.count(4)?).map(|_| r.str()).collect::<Result<_>>()?;
+        if !words.is_empty() {
+            m.set_item_text(&[ids[i as usize].as_str()], &[words.join(" ")]).map_err(|e| Error::Snapshot(e.to_string()))?;
+        }
     }
     if r.pos != r.b.len() {
         return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));

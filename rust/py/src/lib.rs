@@ -1,6 +1,9 @@
 //! `recofast._core`: the Python bindings of the Rust core. Conversions, GIL release and
 //! error mapping only; every algorithm lives in `recofast-core`.
 
+mod drift;
+mod kernels;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -306,7 +309,7 @@ impl PyModel {
     fn user_history(&self, user: &Bound<'_, PyAny>) -> PyResult<Option<(Vec<String>, u32)>> {
         let u = one_id(user, "user")?;
         Ok(self.m.user_state(&u).map(|st| {
-            let rows: Vec<u32> = st.recent.iter().map(|r| r.0).collect();
+            let rows: Vec<u32> = st.recent().iter().map(|r| r.0).collect();
             (self.m.items().ids().ids_of(&rows), st.events)
         }))
     }
@@ -315,12 +318,29 @@ impl PyModel {
     fn has_seen(&self, user: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
         let (u, i) = (one_id(user, "user")?, one_id(item, "item")?);
         let Some(row) = self.m.items().ids().get(&i) else { return Ok(false) };
-        Ok(self.m.user_state(&u).is_some_and(|st| st.seen.contains(&row)))
+        Ok(self.m.user_state(&u).is_some_and(|st| st.has_seen(row)))
     }
 
     /// The item ids for which `allow`-style lists can be built.
     fn item_ids(&self) -> Vec<String> {
         self.m.items().ids().all()
+    }
+
+    /// Adapts to a detected drift for the next `events` events (see the core's docs).
+    fn adapt(&self, py: Python<'_>, lr_boost: f32, recency_decay: f32, events: u64) -> PyResult<()> {
+        self.m.adapt(lr_boost, recency_decay, events).map_err(|e| to_py(py, e))
+    }
+
+    /// (adaptation in force, adaptations started).
+    fn adaptation(&self) -> (bool, u64) {
+        self.m.adaptation()
+    }
+
+    /// Sets the text of items (created when new).
+    fn set_item_text(&self, py: Python<'_>, items: &Bound<'_, PyAny>, texts: Vec<String>) -> PyResult<()> {
+        let ids = extract_ids(items, "items")?;
+        let m = self.m.clone();
+        run(py, move || m.set_item_text(&ids.as_strs(), &texts))
     }
 
     /// Rebuilds the scoring snapshot of the item matrix now.
@@ -402,9 +422,11 @@ fn default_options() -> Vec<(String, String)> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
+    drift::register(m)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(default_options, m)?)?;
     m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
     m.add("__version__", recofast_core::VERSION)?;
+    kernels::register(m)?;
     Ok(())
 }

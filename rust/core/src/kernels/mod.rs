@@ -3,10 +3,25 @@
 //! A scalar reference kernel, and SIMD kernels for the instruction sets this machine may
 //! have. The CPU is detected once ([`SimdLevel::detect`]) and the choice kept; every kernel
 //! takes the level as a parameter, so tests and benchmarks can run each path.
+//!
+//! * [`topk_scan`] / [`topk_batch`]: fused scan + top-K for one query or a batch (blocked so
+//!   the item matrix is read once per batch, spread over rayon threads), with exclusions and
+//!   allow-lists applied inside the scan.
+//! * [`QuantizedItems`]: an int8 copy scanned first (AVX-512 VNNI), candidates rescored in f32.
+//! * Levels: scalar (the reference), AVX2+FMA, AVX-512 on x86-64; NEON on aarch64 (the dot
+//!   kernel; the batched and int8 kernels use the scalar code, which LLVM vectorises for NEON).
 
+pub mod bf16;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod quant;
 mod scalar;
+mod scan;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use quant::QuantizedItems;
+pub use scan::{read_sum, topk_batch, topk_scan, with_threads, Filter};
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -118,6 +133,11 @@ pub fn dot_scores(level: SimdLevel, items: &[f32], dim: usize, q: &[f32], out: &
             // SAFETY: the CPU supports AVX2 and FMA (checked by `supported`), and the shapes
             // were checked above.
             unsafe { x86::dot_scores_avx2(items, dim, q, out) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => {
+            // SAFETY: NEON is part of the aarch64 baseline, and the shapes were checked above.
+            unsafe { neon::dot_scores_neon(items, dim, q, out) }
         }
         _ => scalar::dot_scores(items, dim, q, out),
     }

@@ -18,3 +18,29 @@ pub fn dot_scores(items: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
         *o = s;
     }
 }
+
+use super::scan::{NB, QT};
+
+/// The batched tile (see `x86::tile_scores_avx512` for the contract), in plain loops.
+pub fn tile_scores(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; QT], out: &mut [f32], masks: &mut [u16]) {
+    for qi in 0..QT {
+        let o = &mut out[qi * NB..(qi + 1) * NB];
+        o.fill(0.0);
+        for d in 0..dim {
+            let w = qtt[d * QT + qi];
+            for (x, &v) in o.iter_mut().zip(&it[d * NB..(d + 1) * NB]) {
+                *x += w * v;
+            }
+        }
+        for (g, mk) in masks[qi * NB / 16..(qi + 1) * NB / 16].iter_mut().enumerate() {
+            let mut m = 0u16;
+            for (l, &s) in o[g * 16..(g + 1) * 16].iter().enumerate() {
+                if s > thr[qi] {
+                    m |= 1 << l;
+                }
+            }
+            *mk = m;
+        }
+    }
+}
+

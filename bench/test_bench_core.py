@@ -1,0 +1,131 @@
+"""Core benchmarks: recofast's learn_many against River's FunkMF on the same events, learning
+throughput at 100,000 users x 100,000 items, and recommend latency over 100,000 items.
+
+Run with `make bench` (or `pytest bench/test_bench_core.py --benchmark-enable`)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import recofast
+from recofast.data import read_events
+
+from conftest import shared_data
+
+N_USERS = N_ITEMS = 100_000
+BATCH = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def retail():
+    path = shared_data() / "online_retail" / "interactions.csv.gz"
+    if not path.exists():
+        pytest.fail(f"the shop log is missing: {path}")
+    log = read_events(path, limit=100_000)
+    return log
+
+
+def test_learn_many_vs_river_same_events(benchmark, retail, record_rate):
+    """recofast learn_many over the first 100,000 events of the shop log (dim 64)."""
+    benchmark.group = "learn: shop log, dim 64"
+
+    def setup():
+        return (recofast.Recommender(dim=64, seed=1),), {}
+
+    def learn(rec):
+        rec.learn_many(retail.users, retail.items, "purchase", retail.ts)
+        return rec
+
+    rec = benchmark.pedantic(learn, setup=setup, rounds=5, iterations=1)
+    assert rec.events_learned == len(retail)
+    rate = len(retail) / benchmark.stats.stats.min
+    benchmark.extra_info["events_per_s"] = rate
+    record_rate("learn: shop log, dim 64", "recofast", rate)
+
+
+@pytest.mark.parametrize("negatives", [0, 1], ids=["positives-only", "with-1-negative"])
+def test_river_funkmf_learn_one_same_events(benchmark, retail, record_rate, negatives):
+    """River's FunkMF (64 factors) learn_one over the same events, one call per event (and,
+    in the second variant, one more call per event for a sampled negative, the work
+    recofast's BPR step does)."""
+    from river import optim, reco
+
+    benchmark.group = "learn: shop log, dim 64"
+    n = 20_000  # River is slow: a prefix of the same events; the rate is per event.
+    users, items = retail.users[:n], retail.items[:n]
+    rng = np.random.default_rng(0)
+    negs = [retail.items[j] for j in rng.integers(0, n, n)]
+
+    def setup():
+        return (reco.FunkMF(n_factors=64, optimizer=optim.SGD(0.05), seed=1),), {}
+
+    def learn(model):
+        for u, i, j in zip(users, items, negs):
+            model.learn_one(u, i, 1.0)
+            if negatives:
+                model.learn_one(u, j, 0.0)
+        return model
+
+    model = benchmark.pedantic(learn, setup=setup, rounds=3, iterations=1)
+    assert len(model.u_latents) == len(set(users))
+    rate = n / benchmark.stats.stats.min
+    benchmark.extra_info["events_per_s"] = rate
+    record_rate("learn: shop log, dim 64", f"river FunkMF ({'+1 negative' if negatives else 'positives'})", rate)
+
+
+@pytest.fixture(scope="module")
+def big_model():
+    """A model over 100,000 users and 100,000 items, warmed with 2,000,000 random events."""
+    rec = recofast.Recommender(dim=64, seed=1)
+    rec.learn_many(np.arange(N_USERS), np.arange(N_ITEMS))
+    rng = np.random.default_rng(1)
+    rec.learn_many(rng.integers(0, N_USERS, 2 * BATCH), rng.integers(0, N_ITEMS, 2 * BATCH))
+    rec.refresh()
+    return rec
+
+
+def _zipf_items(rng, n):
+    # Shop-like popularity: item rank r drawn with probability ~ 1 / (r + 10).
+    w = 1.0 / (np.arange(N_ITEMS) + 10.0)
+    return rng.choice(N_ITEMS, size=n, p=w / w.sum())
+
+
+@pytest.mark.parametrize("dist", ["uniform", "zipf"])
+def test_learn_many_100k_users_100k_items(benchmark, big_model, record_rate, dist):
+    """learn_many on one core, 1,000,000 events a call, CPU time of the calling thread."""
+    benchmark.group = "learn: 100k users x 100k items, dim 64"
+    rng = np.random.default_rng(2)
+    batches = []
+    for _ in range(4):
+        items = rng.integers(0, N_ITEMS, BATCH) if dist == "uniform" else _zipf_items(rng, BATCH)
+        batches.append((rng.integers(0, N_USERS, BATCH), items))
+    it = iter(batches)
+    cpu = []
+
+    def learn():
+        u, i = next(it)
+        t = time.thread_time()
+        big_model.learn_many(u, i)
+        cpu.append(time.thread_time() - t)
+
+    before = big_model.events_learned
+    benchmark.pedantic(learn, rounds=4, iterations=1)
+    assert big_model.events_learned == before + 4 * BATCH
+    rate = BATCH / min(cpu)
+    benchmark.extra_info["events_per_s_cpu"] = rate
+    record_rate("learn: 100k users x 100k items, dim 64", f"recofast ({dist} items)", rate)
+
+
+def test_recommend_100k_items(benchmark, big_model, record_rate):
+    """One recommend call over 100,000 items (k = 10, seen items excluded)."""
+    benchmark.group = "recommend: 100k items, dim 64"
+    rng = np.random.default_rng(3)
+    users = [int(u) for u in rng.integers(0, N_USERS, 10_000)]
+    it = iter(users)
+    result = benchmark(lambda: big_model.recommend(next(it), k=10))
+    assert len(result) == 10
+    record_rate("recommend: 100k items, dim 64", "recofast", 1.0 / benchmark.stats.stats.median, "calls/s")
+    benchmark.extra_info["median_ms"] = benchmark.stats.stats.median * 1e3

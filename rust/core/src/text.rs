@@ -1,0 +1,171 @@
+//! Item text (titles, descriptions) as a content signal: TF-IDF cosine between items,
+//! through an inverted index. It lets a brand-new item be recommended from its text alone,
+//! and adds "same kind of product" evidence to the co-occurrence signal.
+
+use hashbrown::HashMap;
+use parking_lot::RwLock;
+
+/// Tokens too common to tell items apart (in more than this share of the items) are skipped
+/// when scoring.
+const MAX_DF_SHARE: f32 = 0.2;
+
+/// Lowercase alphanumeric words of at least two characters, each once, in first-seen order.
+///
+/// ```
+/// assert_eq!(recofast_core::text::tokenize("Jumbo Bag RED-retrospot, red!"), vec!["jumbo", "bag", "red", "retrospot"]);
+/// ```
+pub fn tokenize(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        if w.chars().count() < 2 {
+            continue;
+        }
+        let w = w.to_lowercase();
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Inner {
+    vocab: HashMap<Box<str>, u32>,
+    words: Vec<Box<str>>,
+    postings: Vec<Vec<u32>>,
+    item_tokens: Vec<Vec<u32>>,
+    n_docs: u32,
+}
+
+impl Inner {
+    fn idf(&self, t: u32) -> f32 {
+        let df = self.postings[t as usize].len().max(1) as f32;
+        ((self.n_docs.max(1) as f32) / df).ln().max(0.0)
+    }
+
+    fn norm(&self, item: u32) -> f32 {
+        match self.item_tokens.get(item as usize) {
+            Some(ts) => ts.iter().map(|&t| self.idf(t).powi(2)).sum::<f32>().sqrt(),
+            None => 0.0,
+        }
+    }
+}
+
+/// The text index of a model's items. See the module docs.
+#[derive(Default)]
+pub struct TextIndex {
+    inner: RwLock<Inner>,
+}
+
+impl TextIndex {
+    /// Sets (or replaces) the text of an item row.
+    pub fn set(&self, item: u32, text: &str) {
+        let tokens = tokenize(text);
+        let mut g = self.inner.write();
+        let g = &mut *g;
+        let i = item as usize;
+        if g.item_tokens.len() <= i {
+            g.item_tokens.resize(i + 1, Vec::new());
+        }
+        let old = std::mem::take(&mut g.item_tokens[i]);
+        if old.is_empty() && !tokens.is_empty() {
+            g.n_docs += 1;
+        } else if !old.is_empty() && tokens.is_empty() {
+            g.n_docs -= 1;
+        }
+        for t in old {
+            g.postings[t as usize].retain(|&x| x != item);
+        }
+        let mut ids = Vec::with_capacity(tokens.len());
+        for w in tokens {
+            let t = match g.vocab.get(w.as_str()) {
+                Some(&t) => t,
+                None => {
+                    let t = g.words.len() as u32;
+                    g.vocab.insert(w.clone().into(), t);
+                    g.words.push(w.into());
+                    g.postings.push(Vec::new());
+                    t
+                }
+            };
+            g.postings[t as usize].push(item);
+            ids.push(t);
+        }
+        g.item_tokens[i] = ids;
+    }
+
+    /// The words of an item row (empty when it has no text).
+    pub fn words_of(&self, item: u32) -> Vec<String> {
+        let g = self.inner.read();
+        g.item_tokens.get(item as usize).map(|ts| ts.iter().map(|&t| g.words[t as usize].to_string()).collect()).unwrap_or_default()
+    }
+
+    /// Whether any item has text.
+    pub fn is_empty(&self) -> bool {
+        self.inner.read().n_docs == 0
+    }
+
+    /// Adds `weight_h * cos(h, j)` to `acc[j]` for each (h, weight_h) in `from`; returns the
+    /// largest value written.
+    pub fn add_similar(&self, from: &[(u32, f32)], acc: &mut [f32]) -> f32 {
+        let g = self.inner.read();
+        if g.n_docs == 0 {
+            return 0.0;
+        }
+        let max_df = ((g.n_docs as f32 * MAX_DF_SHARE).ceil() as usize).max(2);
+        let mut best = 0f32;
+        let mut norms: HashMap<u32, f32> = HashMap::new();
+        for &(h, wh) in from {
+            let Some(ts) = g.item_tokens.get(h as usize) else { continue };
+            let nh = g.norm(h);
+            if nh <= 0.0 {
+                continue;
+            }
+            for &t in ts {
+                let post = &g.postings[t as usize];
+                if post.len() > max_df {
+                    continue;
+                }
+                let idf2 = g.idf(t).powi(2);
+                for &j in post {
+                    if j == h {
+                        continue;
+                    }
+                    let nj = *norms.entry(j).or_insert_with(|| g.norm(j));
+                    if let Some(a) = acc.get_mut(j as usize) {
+                        *a += wh * idf2 / (nh * nj.max(1e-6));
+                        best = best.max(*a);
+                    }
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similar_titles_score_higher_and_updates_replace() {
+        let x = TextIndex::default();
+        x.set(0, "jumbo bag red retrospot");
+        x.set(1, "jumbo bag pink polkadot");
+        x.set(2, "regency teacup and saucer");
+        x.set(3, "red retrospot cake stand");
+        for k in 4..20u32 {
+            x.set(k, &format!("filler{k} thing{k}"));
+        }
+        let mut acc = vec![0.0; 20];
+        let best = x.add_similar(&[(0, 1.0)], &mut acc);
+        assert_eq!(acc[0], 0.0, "an item is not its own neighbour");
+        assert!(acc[1] > 0.0 && acc[3] > 0.0 && acc[2] == 0.0, "{acc:?}");
+        assert_eq!(best, acc[1].max(acc[3]));
+        x.set(2, "red retrospot teacup");
+        assert_eq!(x.words_of(2), vec!["red", "retrospot", "teacup"]);
+        let mut acc = vec![0.0; 20];
+        x.add_similar(&[(0, 1.0)], &mut acc);
+        assert!(acc[2] > 0.0);
+    }
+}
