@@ -103,7 +103,7 @@ def backlog(nats_url):  # noqa: ANN001, ANN201
 
 
 @pytest.mark.benchmark(group="engine")
-def test_consumer(benchmark, backlog):
+def test_consumer(benchmark, backlog, record_rate):
     url, last, _ = backlog
 
     async def consume() -> tuple[float, int]:
@@ -129,10 +129,11 @@ def test_consumer(benchmark, backlog):
     dt, n = benchmark.pedantic(lambda: asyncio.run(consume()), rounds=1, iterations=1)
     assert n == N_EVENTS
     _report(benchmark, events=n, seconds=dt, events_per_s=n / dt, msgs_per_s=last / dt)
+    record_rate("engine throughput", "bare consumer (backlog)", n / dt)
 
 
 @pytest.mark.benchmark(group="engine")
-def test_engine_backlog(benchmark, backlog, tmp_path):
+def test_engine_backlog(benchmark, backlog, tmp_path, record_rate):
     url, last, _ = backlog
     dt, engine = benchmark.pedantic(lambda: asyncio.run(_drain_engine(_cfg(tmp_path, url), last)), rounds=1, iterations=1)
     assert engine.counters["events_applied_total"] == N_EVENTS
@@ -141,10 +142,11 @@ def test_engine_backlog(benchmark, backlog, tmp_path):
         list_writes=engine.m_list_writes.value, batches=engine.m_batches.value,
         learn_s=engine.m_learn.sum, lists_s=engine.m_lists.sum, commit_s=engine.m_commit.sum,
     )  # fmt: skip
+    record_rate("engine throughput", "engine (backlog)", N_EVENTS / dt)
 
 
 @pytest.mark.benchmark(group="engine")
-def test_engine_live(benchmark, nats_url, tmp_path):
+def test_engine_live(benchmark, nats_url, tmp_path, record_rate):
     """The publisher process and the engine run at once; the clock runs from the engine's
     start to the last event applied."""
 
@@ -176,6 +178,7 @@ def test_engine_live(benchmark, nats_url, tmp_path):
     assert engine.counters["events_applied_total"] == N_EVENTS
     # Rate from the first commit to the last: the events of the first batch are not counted.
     _report(benchmark, events=N_EVENTS - first, seconds=dt, events_per_s=(N_EVENTS - first) / dt, publisher=out.strip())
+    record_rate("engine throughput", "engine (live publisher)", (N_EVENTS - first) / dt)
 
 
 @pytest.mark.benchmark(group="engine")
