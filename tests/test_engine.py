@@ -143,3 +143,28 @@ async def test_periodic_refresh_runs_in_steps_between_batches(tmp_path, nats_url
         # 1,700,000,000 s is 22:13 UTC: the evening band.
         assert reader.segment("trending", "country=GB|device=mobile|hour=evening").items[0] in {"i0", "i1", "i2", "i3"}
         assert engine.m_refresh.count >= 1
+
+
+async def test_rollback_then_start_uses_the_older_model_and_goes_on_from_the_stream_position(
+    tmp_path, nats_url, engine_config, running_engine, wait_applied
+):
+    from recofast.checkpoints import CheckpointStore
+
+    cfg = engine_config(tmp_path, nats_url)
+    async with await nats.connect(nats_url) as nc:
+        js = nc.jetstream()
+        async with running_engine(cfg) as engine:
+            await js.publish(SUBJECT, ev.encode([event(i, "ann", f"i{i}") for i in range(10)]), headers={MSG_ID_HEADER: "a"})
+            await wait_applied(engine, js)
+            await asyncio.to_thread(engine.checkpoint)  # v1: 10 events learned
+            await js.publish(SUBJECT, ev.encode([event(i, "ann", f"i{i}") for i in range(10, 30)]), headers={MSG_ID_HEADER: "b"})
+            await wait_applied(engine, js)
+        # The stop wrote v2 (30 events). Roll the model back to v1, keeping the stream position.
+        rolled = CheckpointStore(cfg.model_dir).rollback(1)
+        assert rolled.version == 3 and rolled.manifest["stream_seq"] == 2
+        await js.publish(SUBJECT, ev.encode(event(99, "bob", "i1")), headers={MSG_ID_HEADER: "c"})
+        async with running_engine(cfg) as engine:
+            assert engine.model_version == 3 and engine.model.events_learned == 10
+            await wait_applied(engine, js)
+            assert engine.model.events_learned == 11  # only the new event; events 10..29 are not replayed
+            assert engine.counters["events_applied_total"] == 31
