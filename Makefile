@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # Builds the Rust extension (release) and installs recofast with its dev extras.
 setup: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./sidecar -e '.[dev]'
 
 # The main job: prequential evaluation of the bundled shop log against the baselines.
 eval: setup

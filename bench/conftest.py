@@ -45,3 +45,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             for other in names:
                 if other != "recofast":
                     tr.write_line(f"  recofast / {other}: {rates['recofast'][0] / rates[other][0]:.1f} x")
+
+
+@pytest.fixture
+def nats_url(tmp_path_factory: pytest.TempPathFactory):
+    """A real nats-server (JetStream) on a free loopback port, for the engine benchmarks."""
+    from recofast.natsserver import NatsServer
+
+    server = NatsServer(tmp_path_factory.mktemp("nats"), port=-1)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -11,6 +11,10 @@ import sys
 _COMMAND_MODULES = [
     "recofast.evaluate",
     "recofast.train",
+    "recofast.engine",
+    "recofast.publish",
+    "recofast.checkpoints",
+    "recofast.schema",
 ]
 
 

@@ -1,0 +1,131 @@
+"""Engine configuration: defaults, then ``recofast.toml``, then ``RECOFAST_*`` environment
+variables, then CLI flags; each overrides the one before. The annotated ``recofast.toml``
+at the repository root documents every option.
+
+>>> cfg = load_config(None, env={"RECOFAST_TOP_N": "5", "RECOFAST_MODEL__DIM": "16"})
+>>> cfg.top_n, cfg.model["dim"], cfg.refresh_seconds
+(5, 16, 60.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "RECOFAST_"
+
+
+@dataclass
+class EngineConfig:
+    # where things are
+    nats: str = ""
+    lmdb: str = "data/lmdb"
+    model_dir: str = "data/models"
+    nats_data_dir: str = "data/nats"
+    http_port: int = 0
+    # the stream and the consumer
+    batch_size: int = 500
+    fetch_timeout: float = 0.25
+    duplicate_window: float = 120.0
+    stream_max_age: float = 7 * 86400.0
+    stream_max_bytes: int = -1
+    # learning and lists
+    top_n: int = 20
+    timezone: str = "UTC"
+    dedupe_window: int = 1_000_000
+    # periodic work
+    refresh_seconds: float = 60.0
+    refresh_chunk: int = 100
+    checkpoint_keep: int = 5
+    popular_n: int = 50
+    trending_half_life: float = 3600.0
+    # LMDB
+    lmdb_map_size: int = 1 << 32
+    lmdb_sync: bool = True
+    # weather provider: "none", "static" (weather_table) or "http" (weather_url)
+    weather: str = "static"
+    weather_table: dict[str, str] = field(default_factory=dict)
+    weather_url: str = ""
+    weather_ttl: float = 600.0
+    # options of recofast.Recommender
+    model: dict[str, Any] = field(default_factory=lambda: {"dim": 64})
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return bool(value)
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, str):
+        return str(value)
+    return value
+
+
+def _auto(value: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> EngineConfig:
+    """Reads the ``[engine]`` table (and ``[engine.model]``, ``[engine.weather_table]``) of
+    a TOML file, then ``RECOFAST_<OPTION>`` (``RECOFAST_MODEL__<OPTION>`` for model
+    options) from ``env``, then ``overrides`` (None values are ignored)."""
+    cfg = EngineConfig()
+    values: dict[str, Any] = {}
+    if path is not None:
+        data = tomllib.loads(Path(path).read_text())
+        values.update(data.get("engine", {}))
+    env = os.environ if env is None else env
+    model = dict(cfg.model)
+    model.update(values.pop("model", {}))
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name.startswith("model__"):
+            model[name[len("model__") :]] = _auto(raw)
+        elif name in _FIELDS and name not in ("model", "weather_table"):
+            values[name] = raw
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    for key, value in values.items():
+        if key not in _FIELDS:
+            raise ValueError(f"unknown engine option {key!r} in the configuration")
+        setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+    cfg.model = model
+    return cfg

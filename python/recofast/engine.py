@@ -1,0 +1,699 @@
+"""The engine service (``recofast serve``): NATS JetStream in, learning, LMDB lists out,
+checkpoints, and no event lost or applied twice.
+
+One loop, in order, so the model, the counters and the stream position always agree:
+
+1. fetch a batch from the durable pull consumer ``recofast-engine``;
+2. in a worker thread (the event loop never blocks): skip messages whose stream sequence
+   is at or below the applied sequence, decode and validate (bad → DLQ list), drop
+   duplicate event ids, enrich, ``learn_many`` (GIL released), recompute the top-N of the
+   touched users, and commit lists + item metadata + meta (model version, last sequence)
+   to LMDB in one transaction;
+3. publish the rejected events to ``recofast.dlq`` with the reason in a header;
+4. ack the batch (ack policy *all*: acking the last message acks all before it);
+5. every ``refresh_seconds``: recompute every user's list, popular and trending lists per
+   segment, and write a checkpoint (model, dedupe window, popularity, stream sequence,
+   counters).
+
+What counts: an event is *applied* when it is valid and not a duplicate; it is then
+counted in ``events_applied_total`` and touches its user's list. Every type with an item
+goes to ``learn_many`` (``impression`` has weight 0 there and so teaches the factors
+nothing, but is counted by the model too); a ``search`` without an item is applied (it
+counts, and its segment is enriched) but not passed to the model, which needs an item.
+
+Exactly once: on start the engine loads the newest good checkpoint and re-creates its
+consumer to start at the checkpoint's sequence + 1, so the events after the checkpoint are
+learned again by a model that has not seen them; messages at or below the applied sequence
+are never learned; duplicate ids are dropped by the stream (``Nats-Msg-Id`` within its
+duplicate window) and by the engine (the last ``dedupe_window`` ids, kept in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+from recofast_sidecar import codec
+from recofast_sidecar.constants import (
+    CATALOG_SUBJECT,
+    CONSUMER,
+    DLQ_REASON_HEADER,
+    DLQ_SEQ_HEADER,
+    DLQ_SUBJECT,
+    EVENTS_SUBJECTS,
+    MSG_ID_HEADER,
+    STREAM,
+)
+
+from recofast import events as ev
+from recofast.checkpoints import CheckpointStore
+from recofast.config import EngineConfig
+from recofast.enrich import EnrichedBatch, Enricher, HttpWeatherProvider, StaticWeatherProvider, hour_band
+from recofast.metrics import Registry
+from recofast.recommender import Recommender
+
+log = logging.getLogger("recofast.engine")
+
+DLQ_STREAM = "RECOFAST_DLQ"
+STATE_FORMAT = 2
+# How much an event counts towards popular and trending lists.
+POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
+_FRESHNESS_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0)
+
+
+class Dedupe:
+    """Remembers the last ``window`` event ids (two generations of sets)."""
+
+    def __init__(self, window: int) -> None:
+        self.half = max(1, window // 2)
+        self.cur: set[str] = set()
+        self.prev: set[str] = set()
+
+    def filter(self, events: Sequence[ev.Event]) -> list[ev.Event]:
+        out = []
+        cur, prev = self.cur, self.prev
+        for e in events:
+            i = e.id
+            if i in cur or i in prev:
+                continue
+            cur.add(i)
+            out.append(e)
+            if len(cur) >= self.half:
+                self.prev, self.cur = cur, set()
+                cur, prev = self.cur, self.prev
+        return out
+
+    def dump(self) -> list[list[str]]:
+        return [list(self.prev), list(self.cur)]
+
+    def load(self, gens: list[list[str]]) -> None:
+        self.prev, self.cur = set(gens[0]), set(gens[1])
+
+
+class Popularity:
+    """Popular (all-time weighted counts) and trending (exponentially decayed, in forward-
+    decay form) scores of items per segment. A segment is the full context key
+    (``country=GB|device=mobile|hour=evening``), each of its parts (``country=GB``, ...),
+    and ``all``; each is kept aggregated as events arrive, so the lists are a top-n away."""
+
+    def __init__(self, half_life: float) -> None:
+        self.half_life = half_life
+        self.pop: dict[str, dict[str, float]] = {}
+        self.trend: dict[str, dict[str, float]] = {}
+        self.base: float | None = None  # trend values are scaled to 2**((t - base) / half_life)
+        self.latest = 0.0
+        self._variants: dict[str, tuple[str, ...]] = {}
+
+    def _segments_of(self, seg: str) -> tuple[str, ...]:
+        v = self._variants.get(seg)
+        if v is None:
+            v = self._variants[seg] = (seg, "all", *seg.split("|"))
+        return v
+
+    def add(self, b: EnrichedBatch) -> None:
+        w = np.array([POPULARITY_WEIGHTS.get(t, 0.0) for t in b.types])
+        if not len(w) or not w.any():
+            return
+        ts = b.ts
+        if self.base is None:
+            self.base = float(ts.min())
+        tmax = float(ts.max())
+        self.latest = max(self.latest, tmax)
+        if (tmax - self.base) / self.half_life > 400:  # keep the scale away from overflow
+            scale = 2.0 ** ((self.base - tmax) / self.half_life)
+            self.trend = {s: {i: v * scale for i, v in t.items() if v * scale > 1e-12} for s, t in self.trend.items()}
+            self.base = tmax
+        decay = w * np.exp2(np.clip((ts - self.base) / self.half_life, -1000, 1000))
+        # Sum the batch per (segment, item) first, then spread to the segment's variants.
+        pw: dict[tuple[str, str], float] = {}
+        pd: dict[tuple[str, str], float] = {}
+        for seg, item, wi, di in zip(b.segment, b.items, w.tolist(), decay.tolist()):
+            if wi and item is not None:
+                k = (seg, item)
+                pw[k] = pw.get(k, 0.0) + wi
+                pd[k] = pd.get(k, 0.0) + di
+        pop, trend = self.pop, self.trend
+        for (seg, item), wi in pw.items():
+            di = pd[(seg, item)]
+            for s in self._segments_of(seg):
+                t = pop.get(s)
+                if t is None:
+                    t = pop[s] = {}
+                    trend[s] = {}
+                t[item] = t.get(item, 0.0) + wi
+                tt = trend[s]
+                tt[item] = tt.get(item, 0.0) + di
+
+    def lists(self, n: int, version: int, now: float) -> dict[str, codec.ListRecord]:
+        """Top-``n`` popular and trending lists of every segment."""
+        out: dict[str, codec.ListRecord] = {}
+        scale = 2.0 ** ((self.base - self.latest) / self.half_life) if self.base is not None else 1.0
+        for kind, tables, mult in (("popular", self.pop, 1.0), ("trending", self.trend, scale)):
+            for s, table in tables.items():
+                top = heapq.nlargest(n, table.items(), key=lambda kv: kv[1])
+                out[codec.segment_key(kind, s)] = codec.ListRecord(
+                    items=[i for i, _ in top], scores=[float(v * mult) for _, v in top], model_version=version, time=now
+                )
+        return out
+
+    def dump(self) -> dict[str, Any]:
+        return {"pop": self.pop, "trend": self.trend, "base": self.base, "latest": self.latest}
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.pop, self.trend = d["pop"], d["trend"]
+        self.base, self.latest = d["base"], d["latest"]
+
+
+@dataclass
+class BatchResult:
+    dlq: list[tuple[int, int, str, bytes]] = field(default_factory=list)
+    applied: int = 0
+    skipped_msgs: int = 0
+
+
+async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
+    """Creates the event stream (and the DLQ stream) if missing; checks an existing one."""
+    cfg = EngineConfig() if cfg is None else cfg
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    want = api.StreamConfig(
+        name=STREAM,
+        subjects=[EVENTS_SUBJECTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=cfg.duplicate_window,
+        max_age=cfg.stream_max_age,
+        max_bytes=cfg.stream_max_bytes,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+        if EVENTS_SUBJECTS not in (info.config.subjects or []):
+            raise RuntimeError(f"stream {STREAM} exists without subject {EVENTS_SUBJECTS}: {info.config.subjects}")
+        if info.config.duplicate_window != cfg.duplicate_window:
+            await js.update_stream(info.config.evolve(duplicate_window=cfg.duplicate_window))
+    except NotFoundError:
+        await js.add_stream(want)
+    try:
+        await js.stream_info(DLQ_STREAM)
+    except NotFoundError:
+        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
+
+
+class Engine:
+    """The engine's state and its loop. Use as ``async with Engine(cfg) as e: await e.run()``."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.store = CheckpointStore(cfg.model_dir, cfg.checkpoint_keep)
+        self.accepted = ev.ACCEPTED_VERSIONS
+        weather = None
+        if cfg.weather == "static":
+            weather = StaticWeatherProvider(cfg.weather_table)
+        elif cfg.weather == "http":
+            weather = HttpWeatherProvider(cfg.weather_url, ttl=cfg.weather_ttl)
+        elif cfg.weather != "none":
+            raise ValueError(f"unknown weather provider {cfg.weather!r}; expected none, static or http")
+        self.enricher = Enricher(cfg.timezone, weather)
+        self.dedupe = Dedupe(cfg.dedupe_window)
+        self.popularity = Popularity(cfg.trending_half_life)
+        self.model: Recommender = Recommender(**cfg.model)
+        self.model_version = 0
+        self.applied_seq = 0
+        self.counters = {
+            "events_applied_total": 0,
+            "events_dlq_total": 0,
+            "events_duplicate_total": 0,
+            "items_upserted_total": 0,
+            "messages_applied_total": 0,
+        }
+        self.freshness: deque[float] = deque(maxlen=200_000)
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._lock_cm = None
+        self.writer: codec.ListWriter | None = None
+        self.reader: codec.ListReader | None = None
+        self.nc = None
+        self.js = None
+        self.sub = None
+        self._next_periodic = 0.0
+        self.users: dict[str, None] = {}  # every user seen, in first-seen order (for refreshes)
+        self._refresh_users: list[str] | None = None
+        self._refresh_pos = 0
+        self._refresh_t0 = 0.0
+        self._setup_metrics()
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _setup_metrics(self) -> None:
+        r = self.registry = Registry()
+        self.m_applied = r.counter("recofast_events_applied_total", "Events applied to the model, ever (kept in checkpoints).")
+        self.m_dlq = r.counter("recofast_events_dlq_total", "Events sent to the dead-letter subject, ever (kept in checkpoints).")
+        self.m_dup = r.counter("recofast_events_duplicate_total", "Events dropped as duplicate ids, ever (kept in checkpoints).")
+        self.m_upserts = r.counter("recofast_items_upserted_total", "Catalog upserts applied, ever (kept in checkpoints).")
+        self.m_list_writes = r.counter("recofast_list_writes_total", "User lists written to LMDB since start.")
+        self.m_batches = r.counter("recofast_batches_total", "Batches handled since start.")
+        self.m_checkpoints = r.counter("recofast_checkpoints_total", "Checkpoints written since start.")
+        self.m_batch = r.histogram("recofast_batch_seconds", "Batch handling time, fetch to ack.")
+        self.m_learn = r.histogram("recofast_learn_seconds", "learn_many time per batch.")
+        self.m_lists = r.histogram("recofast_list_compute_seconds", "Top-N recompute time of touched users per batch.")
+        self.m_commit = r.histogram("recofast_lmdb_commit_seconds", "LMDB commit time per batch.")
+        self.m_refresh = r.histogram("recofast_refresh_seconds", "Periodic full refresh plus checkpoint time.", (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.m_fresh = r.histogram("recofast_freshness_seconds", "Event time to list commit.", _FRESHNESS_BUCKETS)
+        self.m_version = r.gauge("recofast_model_version", "Version of the newest checkpoint the model descends from.")
+        self.m_seq = r.gauge("recofast_stream_seq", "Last applied stream sequence.")
+        self.m_users = r.gauge("recofast_users", "Users the model knows.")
+        self.m_items = r.gauge("recofast_items", "Items the model knows.")
+
+    def _sync_gauges(self) -> None:
+        self.m_applied.value = self.counters["events_applied_total"]
+        self.m_dlq.value = self.counters["events_dlq_total"]
+        self.m_dup.value = self.counters["events_duplicate_total"]
+        self.m_upserts.value = self.counters["items_upserted_total"]
+        self.m_version.set(self.model_version)
+        self.m_seq.set(self.applied_seq)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def load_state(self) -> None:
+        cp = self.store.load_latest()
+        if cp is None:
+            log.info("no checkpoint in %s: starting a new model", self.cfg.model_dir)
+            return
+        assert cp.model is not None
+        self.model = cp.model
+        self.users = dict.fromkeys(self.model.user_factors()[0])
+        self.model_version = cp.version
+        self.applied_seq = int(cp.manifest.get("stream_seq", 0))
+        for k in self.counters:
+            self.counters[k] = int(cp.manifest.get(k, 0))
+        if cp.state:
+            st = msgspec.msgpack.decode(cp.state)
+            if st.get("format") != STATE_FORMAT:
+                raise ValueError(f"checkpoint v{cp.version}: unknown state format {st.get('format')}")
+            self.dedupe.load(st["dedupe"])
+            self.popularity.load(st["popularity"])
+        log.info(
+            "loaded checkpoint v%06d: stream seq %d, %d events applied",
+            cp.version, self.applied_seq, self.counters["events_applied_total"],
+        )  # fmt: skip
+
+    def _state_bytes(self) -> bytes:
+        return msgspec.msgpack.encode({"format": STATE_FORMAT, "dedupe": self.dedupe.dump(), "popularity": self.popularity.dump()})
+
+    def checkpoint(self) -> int:
+        """Writes a checkpoint of the current state (call between batches only)."""
+        m = {"stream_seq": self.applied_seq, **self.counters, "time": time.time()}
+        cp = self.store.save(self.model, m, self._state_bytes())
+        self.model_version = cp.version
+        assert self.writer is not None
+        self.writer.commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time())))
+        self.writer.sync()
+        self.m_checkpoints.inc()
+        log.info("checkpoint v%06d at stream seq %d", cp.version, self.applied_seq)
+        return cp.version
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def apply(self, msgs: Sequence[Any]) -> BatchResult:
+        """Applies a batch of JetStream messages (runs in a worker thread)."""
+        res = BatchResult()
+        events: list[ev.Event] = []
+        upserts: list[ev.ItemUpsert] = []
+        last_seq = self.applied_seq
+        for m in msgs:
+            seq = m.metadata.sequence.stream
+            if seq <= self.applied_seq:
+                res.skipped_msgs += 1
+                continue
+            last_seq = max(last_seq, seq)
+            if m.subject == CATALOG_SUBJECT:
+                ok_u, bad = ev.decode_item_upserts(m.data, self.accepted)
+                upserts.extend(ok_u)
+            else:
+                ok, bad = ev.decode_events(m.data, self.accepted)
+                events.extend(ok)
+            for r in bad:
+                res.dlq.append((seq, r.index, r.reason, r.raw))
+        if last_seq == self.applied_seq:
+            return res
+        unique = self.dedupe.filter(events)
+        now = time.time()
+        b = self.enricher.enrich(unique, now)
+        # Learn: every event with an item (search without an item teaches the factors nothing).
+        t0 = time.perf_counter()
+        if unique:
+            idx = [i for i, it in enumerate(b.items) if it is not None]
+            if len(idx) == len(b.items):
+                self.model.learn_many(b.users, b.items, events=b.types, ts=b.ts)
+            elif idx:
+                self.model.learn_many([b.users[i] for i in idx], [b.items[i] for i in idx], events=[b.types[i] for i in idx], ts=b.ts[idx])
+        t1 = time.perf_counter()
+        self.popularity.add(b)
+        touched = list(dict.fromkeys(b.users))
+        self.users.update(dict.fromkeys(touched))
+        lists = self.model.recommend_many(touched, k=self.cfg.top_n) if touched else []
+        t2 = time.perf_counter()
+        stamp = time.time()
+        commit = codec.Commit(
+            user_lists={u: codec.list_record(pairs, self.model_version, stamp) for u, pairs in zip(touched, lists)},
+            items=self._merge_upserts(upserts),
+            meta=codec.MetaRecord(self.model_version, last_seq, stamp),
+        )
+        assert self.writer is not None
+        self.writer.commit(commit)
+        done = time.time()
+        t3 = time.perf_counter()
+        res.applied = len(unique)
+        self.m_learn.observe(t1 - t0)
+        self.m_lists.observe(t2 - t1)
+        self.m_commit.observe(t3 - t2)
+        self.m_list_writes.inc(len(touched))
+        has_ts = [i for i, e in enumerate(unique) if e.ts is not None]
+        if has_ts:
+            fresh = done - b.ts[has_ts]
+            self.m_fresh.observe_many(fresh)
+            self.freshness.extend(fresh.tolist())
+        # Only now is the batch applied: advance the position and the counters together.
+        self.applied_seq = last_seq
+        self.counters["events_applied_total"] += len(unique)
+        self.counters["events_duplicate_total"] += len(events) - len(unique)
+        self.counters["events_dlq_total"] += len(res.dlq)
+        self.counters["items_upserted_total"] += len(upserts)
+        self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
+        return res
+
+    def _merge_upserts(self, upserts: Sequence[ev.ItemUpsert]) -> dict[str, codec.ItemRecord]:
+        out: dict[str, codec.ItemRecord] = {}
+        assert self.reader is not None
+        for u in upserts:
+            old = out.get(u.item) or self.reader.item(u.item) or codec.ItemRecord()  # type: ignore[arg-type]
+            ts = ev._seconds(u.ts)
+            out[u.item] = codec.ItemRecord(  # type: ignore[index]
+                category=old.category if u.category is None else u.category,
+                title=old.title if u.title is None else u.title,
+                text=old.text if u.text is None else u.text,
+                price=old.price if u.price is None else u.price,
+                in_stock=old.in_stock if u.in_stock is None else u.in_stock,
+                updated=time.time() if ts is None else ts,
+            )
+        return out
+
+    def refresh_step(self) -> bool:
+        """One step of the periodic work (runs in a worker thread, between batches): the
+        next ``refresh_chunk`` users' lists; then the segment lists; then a checkpoint.
+        Returns True when the round is complete. Stepping keeps batches flowing (and lists
+        fresh) while a large shop is refreshed."""
+        assert self.writer is not None
+        if self._refresh_users is None:
+            self._refresh_t0 = time.perf_counter()
+            self.model.refresh()
+            self._refresh_users = list(self.users)
+            self._refresh_pos = 0
+        pos = self._refresh_pos
+        n = len(self._refresh_users)
+        if pos < n:
+            part = self._refresh_users[pos : pos + self.cfg.refresh_chunk]
+            lists = self.model.recommend_many(part, k=self.cfg.top_n)
+            stamp = time.time()
+            self.writer.commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
+            self.m_list_writes.inc(len(part))
+            self._refresh_pos = pos + len(part)
+            return False
+        if pos == n:  # the segment lists, as one step
+            now = time.time()
+            self.writer.commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, now)))
+            self._refresh_pos = n + 1
+            return False
+        self.checkpoint()
+        self._refresh_users = None
+        self.m_refresh.observe(time.perf_counter() - self._refresh_t0)
+        return True
+
+    def refresh_all(self) -> None:
+        """The whole periodic round at once: every user's list, segment lists, a checkpoint."""
+        while not self.refresh_step():
+            pass
+
+    # -- NATS -------------------------------------------------------------------------------
+
+    async def _ensure_streams(self) -> None:
+        await ensure_streams(self.js, self.cfg)
+
+    async def _bind_consumer(self) -> None:
+        """(Re)creates the durable consumer to start right after the applied sequence."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        js = self.js
+        try:
+            await js.delete_consumer(STREAM, CONSUMER)
+        except NotFoundError:
+            pass
+        info = await js.stream_info(STREAM)
+        start = self.applied_seq + 1
+        if info.state.last_seq and self.applied_seq > info.state.last_seq:
+            raise RuntimeError(
+                f"checkpoint is at stream seq {self.applied_seq} but {STREAM} ends at {info.state.last_seq}: "
+                "was the stream recreated? Start from an empty model dir or roll back."
+            )
+        if info.state.first_seq and start < info.state.first_seq and info.state.messages:
+            log.warning("stream starts at seq %d, after the checkpoint's %d: events in between are lost", info.state.first_seq, start)
+        cfg = api.ConsumerConfig(
+            durable_name=CONSUMER,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=api.AckPolicy.ALL,
+            ack_wait=60.0,
+            max_ack_pending=-1,
+            max_waiting=16,
+        )
+        await js.add_consumer(STREAM, cfg)
+        self.sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+
+    async def _publish_dlq(self, dlq: list[tuple[int, int, str, bytes]]) -> None:
+        futs = []
+        for seq, index, reason, raw in dlq:
+            headers = {DLQ_REASON_HEADER: reason[:1000].replace("\n", " "), DLQ_SEQ_HEADER: str(seq), MSG_ID_HEADER: f"dlq-{seq}-{index}"}
+            futs.append(self.js.publish(DLQ_SUBJECT, raw, headers=headers))
+        for r in await asyncio.gather(*futs, return_exceptions=True):
+            if isinstance(r, Exception):
+                log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
+
+    async def handle(self, msgs: Sequence[Any]) -> BatchResult:
+        t0 = time.perf_counter()
+        res = await asyncio.to_thread(self.apply, msgs)
+        if res.dlq:
+            await self._publish_dlq(res.dlq)
+        await msgs[-1].ack()
+        self._sync_gauges()
+        self.m_batches.inc()
+        self.m_batch.observe(time.perf_counter() - t0)
+        return res
+
+    async def periodic(self) -> None:
+        """One step of the periodic round; the next round is due ``refresh_seconds`` after
+        this one completes."""
+        if await asyncio.to_thread(self.refresh_step):
+            self.m_users.set(self.model.n_users)
+            self.m_items.set(self.model.n_items)
+            self._sync_gauges()
+            self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        self._lock_cm = self.store.lock()
+        self._lock_cm.__enter__()
+        try:
+            await self._start()
+        except BaseException as e:
+            await self.__aexit__(type(e), e, None)  # release the lock, LMDB and NATS
+            raise
+        return self
+
+    async def _start(self) -> None:
+        import nats
+
+        await asyncio.to_thread(self.load_state)
+        self.writer = codec.ListWriter(self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync)
+        self.reader = self.writer.reader()
+        meta = self.reader.meta()
+        if meta is not None and meta.last_seq > self.applied_seq:
+            log.info("LMDB is at stream seq %d, the checkpoint at %d: replaying the difference", meta.last_seq, self.applied_seq)
+        self.nc = await nats.connect(self.cfg.nats, name="recofast-engine", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream()
+        await self._ensure_streams()
+        from recofast.schema import register_versions
+
+        await register_versions(self.js, self.accepted)
+        await self._bind_consumer()
+        if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
+            await self.enricher.weather_provider.start()
+        self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
+        self._sync_gauges()
+        self.ready.set()
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self.writer is not None and exc[0] is None:
+                await asyncio.to_thread(self.checkpoint)  # a graceful stop leaves nothing to replay
+        finally:
+            if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
+                await self.enricher.weather_provider.close()
+            if self.nc is not None and not self.nc.is_closed:
+                try:
+                    if self.sub is not None:
+                        # Every fetched message is acked; a pull subscription with no
+                        # request in flight would otherwise hold drain() to its timeout.
+                        await self.sub.unsubscribe()
+                    await self.nc.drain()
+                except Exception as e:  # noqa: BLE001
+                    log.warning("NATS drain: %s", e)
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            if self._lock_cm is not None:
+                self._lock_cm.__exit__(None, None, None)
+                self._lock_cm = None
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Consumes until :meth:`request_stop`."""
+        import nats.errors
+
+        while not self.stopping.is_set():
+            try:
+                msgs = await self.sub.fetch(self.cfg.batch_size, timeout=self.cfg.fetch_timeout)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                msgs = []
+            except nats.errors.Error as e:  # e.g. while the client reconnects: wait, then fetch again
+                log.warning("fetch failed (%s); retrying", e)
+                await asyncio.sleep(0.5)
+                msgs = []
+            if msgs:
+                await self.handle(msgs)
+            if self._refresh_users is not None or time.monotonic() >= self._next_periodic:
+                await self.periodic()
+
+    def snapshot_counts(self) -> dict[str, int]:
+        return {"stream_seq": self.applied_seq, "model_version": self.model_version, **self.counters}
+
+
+def describe_segment(country: str, device: str, hour: int) -> str:
+    """The segment key of a context: ``country=GB|device=mobile|hour=evening``."""
+    return f"country={country}|device={device}|hour={hour_band(hour)}"
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+def create_app(engine: Engine):  # noqa: ANN201
+    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming) and
+    Prometheus ``/metrics``."""
+    from aiohttp import web
+    from recofast_sidecar.constants import PATH_HEALTHZ, PATH_METRICS
+
+    key = web.AppKey("engine", Engine)
+
+    async def healthz(request: web.Request) -> web.Response:
+        e = request.app[key]
+        ok = e.ready.is_set() and e.nc is not None and e.nc.is_connected
+        return web.json_response({"status": "ok" if ok else "starting", **e.snapshot_counts()}, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=request.app[key].registry.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app[key] = engine
+    app.router.add_get(PATH_HEALTHZ, healthz)
+    app.router.add_get(PATH_METRICS, metrics)
+    return app
+
+
+async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, int]:
+    """Runs the engine until SIGTERM/SIGINT (or :meth:`Engine.request_stop`); starts an
+    embedded nats-server first when ``cfg.nats`` is empty. Returns the final counts."""
+    from recofast.natsserver import NatsServer
+
+    embedded = None
+    if not cfg.nats:
+        embedded = NatsServer(cfg.nats_data_dir, port=-1)
+        url = await asyncio.to_thread(embedded.start)
+        (embedded.data_dir / "url").write_text(url + "\n")
+        log.info("embedded nats-server at %s (data in %s)", url, cfg.nats_data_dir)
+        cfg = cfg.replace(nats=url)
+    runner = None
+    engine = Engine(cfg)
+    if install_signals:  # before the (possibly long) start, so an early SIGTERM is graceful too
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.request_stop)
+    try:
+        async with engine:
+            if cfg.http_port:
+                from aiohttp import web
+
+                runner = web.AppRunner(create_app(engine), access_log=None)
+                await runner.setup()
+                await web.TCPSite(runner, "127.0.0.1", cfg.http_port).start()
+            log.info("engine ready: stream seq %d, model v%06d, pid %d", engine.applied_seq, engine.model_version, os.getpid())
+            await engine.run()
+        return engine.snapshot_counts()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: Any) -> int:
+    from recofast.config import load_config
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"nats": args.nats, "lmdb": args.lmdb, "model_dir": args.model_dir, "http_port": args.http_port}
+    cfg = load_config(args.config, overrides=overrides)
+    counts = asyncio.run(serve(cfg))
+    log.info("stopped: %s", counts)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Adds ``recofast serve``."""
+    p = sub.add_parser(
+        "serve",
+        help="run the engine: NATS JetStream in, learning, LMDB lists out, checkpoints",
+        description="Consumes events from the RECOFAST_EVENTS stream, learns, writes each touched "
+        "user's list to LMDB, and checkpoints. Without --nats it starts an embedded nats-server. "
+        "Options not given here come from the configuration file, then RECOFAST_* variables.",
+    )
+    p.add_argument("--nats", default=None, help="NATS URL (default: start an embedded nats-server)")
+    p.add_argument("--lmdb", default=None, help="LMDB directory for the lists (default data/lmdb)")
+    p.add_argument("--model-dir", default=None, help="checkpoint directory (default data/models)")
+    p.add_argument("--config", default=None, help="recofast.toml with an [engine] table")
+    p.add_argument("--http-port", type=int, default=None, help="serve /healthz and /metrics on this port (default: off)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.set_defaults(func=_cmd_serve)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from recofast._cmd import run_module
+
+    sys.exit(run_module(register))

@@ -1,0 +1,240 @@
+"""``recofast publish``: replays events into the RECOFAST_EVENTS stream.
+
+Input is v1 JSON Lines (``.jsonl``, ``.json``, optionally ``.gz``; one event a line) or a
+CSV purchase log with the columns ``user_id,item_id,timestamp,invoice,quantity,unit_price,
+country`` (like the bundled Online Retail log). Each CSV row becomes a v1 ``purchase``
+event whose id is a hash of the row number and the row, so replaying the same file twice
+is deduplicated.
+
+Events are packed ``--pack`` to a message (a JSON array; default 100): a JetStream
+consumer is limited by messages, not bytes. A message's ``Nats-Msg-Id`` is the event id
+(one event) or a hash of the ids it packs, so a retried publish is stored once.
+
+>>> rows = list(csv_events(["user_id,item_id,timestamp,invoice,quantity,unit_price,country",
+...                         "17850,85123A,1291191960,536365,6,2.55,United Kingdom"]))
+>>> ev = rows[0]
+>>> ev.type, ev.user, ev.item, ev.ts, ev.qty, ev.context.country
+('purchase', '17850', '85123A', 1291191960000, 6.0, 'United Kingdom')
+>>> ev.id == next(iter(csv_events(["user_id,item_id,timestamp,invoice,quantity,unit_price,country",
+...                                "17850,85123A,1291191960,536365,6,2.55,United Kingdom"]))).id
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import gzip
+import hashlib
+import io
+import itertools
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from recofast_sidecar.constants import EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER
+
+from recofast import events as ev
+
+CSV_COLUMNS = ("user_id", "item_id", "timestamp", "invoice", "quantity", "unit_price", "country")
+
+
+class _IdOnly(msgspec.Struct):
+    id: Any = None
+    user: Any = None
+
+
+_id_only = msgspec.json.Decoder(_IdOnly)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="")  # type: ignore[return-value]
+    return open(path, newline="")
+
+
+def csv_events(lines: Iterable[str]) -> Iterator[ev.Event]:
+    """v1 purchase events from CSV lines (header first)."""
+    reader = csv.reader(lines)
+    header = next(reader)
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"CSV lacks the columns {', '.join(missing)}")
+    col = {c: header.index(c) for c in CSV_COLUMNS}
+    for n, row in enumerate(reader, 1):
+        digest = hashlib.blake2b(f"{n}|{'|'.join(row)}".encode(), digest_size=10).hexdigest()
+        qty = float(row[col["quantity"]]) if row[col["quantity"]] else None
+        price = float(row[col["unit_price"]]) if row[col["unit_price"]] else None
+        yield ev.Event(
+            v=1,
+            id=f"csv-{digest}",
+            type="purchase" if qty is None or qty > 0 else "remove_from_cart",
+            user=row[col["user_id"]],
+            item=row[col["item_id"]],
+            ts=int(float(row[col["timestamp"]]) * 1000),
+            qty=qty,
+            price=price,
+            session=row[col["invoice"]] or None,
+            context=ev.Context(country=row[col["country"]] or None),
+        )
+
+
+def read_events(path: str | Path) -> Iterator[ev.Event | bytes]:
+    """Events of a file: :class:`Event` objects from a CSV log, raw JSON bytes from JSON Lines."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".csv"):
+        with _open_text(path) as f:
+            yield from csv_events(f)
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fb:
+        for line in fb:
+            line = line.strip()
+            if line:
+                yield line
+
+
+def _event_id(e: ev.Event | bytes) -> str:
+    if isinstance(e, ev.Event):
+        return e.id
+    try:
+        i = _id_only.decode(e).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        i = None
+    return str(i) if i is not None else "raw-" + hashlib.blake2b(e, digest_size=10).hexdigest()
+
+
+def messages(evs: Iterable[ev.Event | bytes], pack: int, stamp_now: bool = False) -> Iterator[tuple[str, bytes, int]]:
+    """(Nats-Msg-Id, body, number of events) for each message."""
+    it = iter(evs)
+    while True:
+        chunk = list(itertools.islice(it, pack))
+        if not chunk:
+            return
+        if stamp_now:
+            now = int(time.time() * 1000)
+            chunk = [_stamp(e, now) for e in chunk]
+        bodies = [e if isinstance(e, bytes) else ev.encode(e) for e in chunk]
+        ids = [_event_id(e) for e in chunk]
+        if len(chunk) == 1:
+            yield ids[0], bodies[0], 1
+        else:
+            digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=12).hexdigest()
+            yield f"pack-{digest}", b"[" + b",".join(bodies) + b"]", len(chunk)
+
+
+def _stamp(e: ev.Event | bytes, now_ms: int) -> ev.Event | bytes:
+    if isinstance(e, bytes):
+        try:
+            d = msgspec.json.decode(e)
+        except msgspec.DecodeError:
+            return e
+        if isinstance(d, dict):
+            d["ts"] = now_ms
+            return msgspec.json.encode(d)
+        return e
+    return msgspec.structs.replace(e, ts=now_ms)
+
+
+def subject_for(partition: int) -> str:
+    return f"{EVENTS_SUBJECT_PREFIX}.p{partition}"
+
+
+async def publish(
+    url: str,
+    msgs: Iterable[tuple[str, bytes, int]],
+    rate: float | None = None,
+    partitions: int = 1,
+    progress: Any = None,
+    max_pending: int = 2000,
+) -> tuple[int, int]:
+    """Publishes messages with JetStream acks (retrying a failed one with the same id);
+    ``rate`` limits events per second. Returns (messages, events) published."""
+    import nats
+
+    n_msgs = n_events = 0
+    async with await nats.connect(url, name="recofast-publish", max_reconnect_attempts=-1) as nc:
+        js = nc.jetstream(publish_async_max_pending=max_pending)
+        from recofast.engine import ensure_streams
+
+        await ensure_streams(js)  # so events published before the engine's first start are kept
+        start = time.perf_counter()
+        pending: list[tuple[Any, str, str, bytes]] = []
+
+        async def settle() -> None:
+            for fut, subject, msg_id, body in pending:
+                try:
+                    await fut
+                except Exception:  # noqa: BLE001 — retry once synchronously, same id
+                    await js.publish(subject, body, headers={MSG_ID_HEADER: msg_id}, timeout=10)
+            pending.clear()
+
+        for msg_id, body, count in msgs:
+            part = zlib.crc32(msg_id.encode()) % partitions if partitions > 1 else 0
+            subject = subject_for(part)
+            fut = await js.publish_async(subject, body, headers={MSG_ID_HEADER: msg_id})
+            pending.append((fut, subject, msg_id, body))
+            if len(pending) >= max_pending // 2:
+                await settle()
+            n_msgs += 1
+            n_events += count
+            if progress is not None:
+                progress.update(count)
+            if rate:
+                ahead = n_events / rate - (time.perf_counter() - start)
+                if ahead > 0:
+                    await settle()
+                    await asyncio.sleep(ahead)
+        await settle()
+        await nc.flush()
+    return n_msgs, n_events
+
+
+def _default_url() -> str:
+    p = Path("data/nats/url")
+    if p.is_file():
+        return p.read_text().strip()
+    return "nats://127.0.0.1:4222"
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    url = args.nats or _default_url()
+    evs: Iterable[ev.Event | bytes] = read_events(args.events)
+    if args.skip or args.limit:
+        evs = itertools.islice(evs, args.skip, None if args.limit is None else args.skip + args.limit)
+    with tqdm(total=args.limit or None, unit="ev", unit_scale=True, disable=args.quiet, desc="publish") as bar:
+        t0 = time.perf_counter()
+        n_msgs, n_events = asyncio.run(publish(url, messages(evs, args.pack, args.stamp_now), rate=args.rate, partitions=args.partitions, progress=bar))
+        dt = time.perf_counter() - t0
+    print(f"published {n_events} events in {n_msgs} messages to {url} in {dt:.1f}s ({n_events / max(dt, 1e-9):,.0f} events/s)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Adds ``recofast publish``."""
+    p = sub.add_parser("publish", help="replay events (v1 JSON Lines or a CSV purchase log) into the stream")
+    p.add_argument("--events", required=True, help=".jsonl[.gz] of v1 events or .csv[.gz] purchase log")
+    p.add_argument("--nats", default=None, help="NATS URL (default: the embedded server's, data/nats/url, else nats://127.0.0.1:4222)")
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as acks come)")
+    p.add_argument("--limit", type=int, default=None, help="publish at most this many events")
+    p.add_argument("--skip", type=int, default=0, help="skip the first N events of the file (default 0)")
+    p.add_argument("--pack", type=int, default=100, help="events per message (default 100; 1 = one event a message)")
+    p.add_argument("--partitions", type=int, default=1, help="spread messages over recofast.events.p0..pN-1 (default 1)")
+    p.add_argument("--stamp-now", action="store_true", help="set each event's ts to the publish time (freshness tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_publish)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from recofast._cmd import run_module
+
+    sys.exit(run_module(register))

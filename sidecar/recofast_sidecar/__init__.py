@@ -1,0 +1,13 @@
+"""recofast_sidecar: the edge side of recofast.
+
+It reads the recommendation lists that the engine writes to a local LMDB file. This package
+never imports the Rust core, so it installs with no Rust toolchain
+(``pip install ./sidecar``). The list format lives in :mod:`recofast_sidecar.codec`;
+the names shared with the engine (subjects, stream, LMDB databases) in
+:mod:`recofast_sidecar.constants`.
+"""
+
+from recofast_sidecar import codec, constants
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "codec", "constants"]

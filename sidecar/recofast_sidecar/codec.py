@@ -1,0 +1,381 @@
+"""The LMDB list codec: one writer and one reader of recofast's list store.
+
+Layout (format version 1)
+-------------------------
+One LMDB environment (a directory) with four named databases. Keys are UTF-8 text. All
+numbers are little-endian.
+
+``user_lists``  key: user id. Value: a *list record*.
+``segments``    key: ``"<kind>:<segment>"``, kind ``popular`` or ``trending`` and a segment
+                such as ``country=GB|device=mobile|hour=evening`` (``all`` for the whole
+                shop). Value: a *list record*.
+``items``       key: item id. Value: an *item record*.
+``meta``        key ``b"state"``. Value: a *meta record*.
+
+List record::
+
+    u8  format (1) | u8 flags (0) | u16 n | u64 model_version | f64 time (epoch s)
+    n × f32 score
+    n × (u16 byte length, UTF-8 item id)
+
+Item record::
+
+    u8 format (1) | u8 in_stock (0 no, 1 yes, 255 unknown) | f64 price (NaN unknown)
+    | f64 updated (epoch s) | then three strings, each u32 byte length + UTF-8:
+    category, title, text
+
+Meta record::
+
+    u8 format (1) | u8 flags | u16 reserved | u32 reserved | u64 model_version
+    | u64 last_seq (last JetStream sequence whose effects are in this file) | f64 time
+
+A record whose format byte is not one this module knows raises :class:`CodecError`; a
+reader never guesses. Every :meth:`ListWriter.commit` is one LMDB write transaction, so a
+reader sees all of a commit or none of it, never a half-written list.
+
+>>> rec = ListRecord(items=["mug", "tea"], scores=[0.5, 0.25], model_version=3, time=1.5)
+>>> decode_list(encode_list(rec)) == rec
+True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import lmdb
+import numpy as np
+
+from recofast_sidecar.constants import DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LMDB_DBS
+
+FORMAT_VERSION = 1
+MAX_LIST_LEN = 65535
+_LIST_HEAD = struct.Struct("<BBHQd")
+_ITEM_HEAD = struct.Struct("<BBdd")
+_META = struct.Struct("<BBHIQQd")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_META_KEY = b"state"
+
+
+class CodecError(ValueError):
+    """A record is truncated or of an unknown format version."""
+
+
+@dataclass(frozen=True)
+class ListRecord:
+    """A ranked list: item ids best first, their scores, the model version and the time
+    (epoch seconds) it was computed."""
+
+    items: list[str]
+    scores: list[float]
+    model_version: int = 0
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """Catalog metadata of one item. ``in_stock`` and ``price`` may be unknown (None)."""
+
+    category: str = ""
+    title: str = ""
+    text: str = ""
+    price: float | None = None
+    in_stock: bool | None = None
+    updated: float = 0.0
+
+
+@dataclass(frozen=True)
+class MetaRecord:
+    """What the file reflects: the model version and the last applied stream sequence."""
+
+    model_version: int = 0
+    last_seq: int = 0
+    time: float = 0.0
+
+
+@dataclass
+class Commit:
+    """Everything one write transaction changes. Build it, then :meth:`ListWriter.commit`."""
+
+    user_lists: dict[str, ListRecord] = field(default_factory=dict)
+    items: dict[str, ItemRecord] = field(default_factory=dict)
+    segments: dict[str, ListRecord] = field(default_factory=dict)
+    meta: MetaRecord | None = None
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def encode_list(rec: ListRecord) -> bytes:
+    n = len(rec.items)
+    if n != len(rec.scores):
+        raise CodecError(f"{n} items but {len(rec.scores)} scores")
+    if n > MAX_LIST_LEN:
+        raise CodecError(f"a list holds at most {MAX_LIST_LEN} items, got {n}")
+    parts = [
+        _LIST_HEAD.pack(FORMAT_VERSION, 0, n, rec.model_version, rec.time),
+        np.asarray(rec.scores, dtype="<f4").tobytes(),
+    ]
+    for item in rec.items:
+        b = item.encode()
+        if len(b) > 0xFFFF:
+            raise CodecError("an item id is longer than 65535 bytes")
+        parts.append(_U16.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def decode_list(buf: bytes | memoryview) -> ListRecord:
+    buf = bytes(buf)
+    if len(buf) < _LIST_HEAD.size:
+        raise CodecError("list record truncated")
+    fmt, _flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
+    if fmt != FORMAT_VERSION:
+        raise CodecError(f"unknown list format {fmt}")
+    off = _LIST_HEAD.size
+    end = off + 4 * n
+    if len(buf) < end:
+        raise CodecError("list record truncated")
+    scores = np.frombuffer(buf, dtype="<f4", count=n, offset=off).tolist()
+    off = end
+    items = []
+    for _ in range(n):
+        if off + 2 > len(buf):
+            raise CodecError("list record truncated")
+        (ln,) = _U16.unpack_from(buf, off)
+        off += 2
+        if off + ln > len(buf):
+            raise CodecError("list record truncated")
+        items.append(buf[off : off + ln].decode())
+        off += ln
+    if off != len(buf):
+        raise CodecError("trailing bytes after list record")
+    return ListRecord(items=items, scores=scores, model_version=version, time=t)
+
+
+def encode_item(rec: ItemRecord) -> bytes:
+    stock = 255 if rec.in_stock is None else int(bool(rec.in_stock))
+    price = math.nan if rec.price is None else float(rec.price)
+    parts = [_ITEM_HEAD.pack(FORMAT_VERSION, stock, price, rec.updated)]
+    for s in (rec.category, rec.title, rec.text):
+        b = s.encode()
+        parts.append(_U32.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def decode_item(buf: bytes | memoryview) -> ItemRecord:
+    buf = bytes(buf)
+    if len(buf) < _ITEM_HEAD.size:
+        raise CodecError("item record truncated")
+    fmt, stock, price, updated = _ITEM_HEAD.unpack_from(buf, 0)
+    if fmt != FORMAT_VERSION:
+        raise CodecError(f"unknown item format {fmt}")
+    off = _ITEM_HEAD.size
+    strings = []
+    for _ in range(3):
+        if off + 4 > len(buf):
+            raise CodecError("item record truncated")
+        (ln,) = _U32.unpack_from(buf, off)
+        off += 4
+        if off + ln > len(buf):
+            raise CodecError("item record truncated")
+        strings.append(buf[off : off + ln].decode())
+        off += ln
+    if off != len(buf):
+        raise CodecError("trailing bytes after item record")
+    return ItemRecord(
+        category=strings[0],
+        title=strings[1],
+        text=strings[2],
+        price=None if math.isnan(price) else price,
+        in_stock=None if stock == 255 else bool(stock),
+        updated=updated,
+    )
+
+
+def encode_meta(rec: MetaRecord) -> bytes:
+    return _META.pack(FORMAT_VERSION, 0, 0, 0, rec.model_version, rec.last_seq, rec.time)
+
+
+def decode_meta(buf: bytes | memoryview) -> MetaRecord:
+    buf = bytes(buf)
+    if len(buf) != _META.size:
+        raise CodecError("meta record has the wrong size")
+    fmt, _f, _r1, _r2, version, seq, t = _META.unpack(buf)
+    if fmt != FORMAT_VERSION:
+        raise CodecError(f"unknown meta format {fmt}")
+    return MetaRecord(model_version=version, last_seq=seq, time=t)
+
+
+def segment_key(kind: str, segment: str) -> str:
+    """``segment_key("popular", "all") == "popular:all"``."""
+    if kind not in ("popular", "trending"):
+        raise ValueError(f"unknown segment list kind {kind!r}")
+    return f"{kind}:{segment}"
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+def _open_env(path: str | os.PathLike[str], readonly: bool, map_size: int, **flags: bool) -> lmdb.Environment:
+    return lmdb.open(
+        os.fspath(path),
+        map_size=map_size,
+        max_dbs=len(LMDB_DBS) + 2,
+        subdir=True,
+        readonly=readonly,
+        create=not readonly,
+        lock=True,
+        **flags,
+    )
+
+
+class ListWriter:
+    """The one writer of a list store (the engine). Each :meth:`commit` is one transaction.
+
+    ``sync=True, metasync=False`` (the default) keeps every commit atomic and consistent;
+    a machine crash may undo the last commit, which the engine redoes from the stream.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        map_size: int = 1 << 30,
+        sync: bool = True,
+        metasync: bool = False,
+    ) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.env = _open_env(path, False, map_size, sync=sync, metasync=metasync)
+        self._dbs = {name: self.env.open_db(name) for name in LMDB_DBS}
+
+    def commit(self, c: Commit) -> None:
+        with self.env.begin(write=True) as txn:
+            if c.user_lists:
+                db = self._dbs[DB_USER_LISTS]
+                for user, rec in c.user_lists.items():
+                    txn.put(user.encode(), encode_list(rec), db=db)
+            if c.items:
+                db = self._dbs[DB_ITEMS]
+                for item, rec in c.items.items():
+                    txn.put(item.encode(), encode_item(rec), db=db)
+            if c.segments:
+                db = self._dbs[DB_SEGMENTS]
+                for key, rec in c.segments.items():
+                    txn.put(key.encode(), encode_list(rec), db=db)
+            if c.meta is not None:
+                txn.put(_META_KEY, encode_meta(c.meta), db=self._dbs[DB_META])
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def reader(self) -> ListReader:
+        """A reader on this writer's environment (one process must not open it twice)."""
+        return ListReader(env=self.env)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> ListWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ListReader:
+    """Reads a list store. Each call is one read transaction, so it sees whole commits only."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        env: lmdb.Environment | None = None,
+        map_size: int = 1 << 30,
+    ) -> None:
+        if env is None:
+            if path is None:
+                raise ValueError("give a path or an open environment")
+            env = _open_env(path, True, map_size)
+            self._owned = True
+        else:
+            self._owned = False
+        self.env = env
+        # A store the engine has not created yet raises lmdb.NotFoundError here.
+        self._dbs = {name: env.open_db(name, create=False) for name in LMDB_DBS}
+
+    def _get(self, db: bytes, key: bytes) -> bytes | None:
+        with self.env.begin(db=self._dbs[db]) as txn:
+            return txn.get(key)
+
+    def user_list(self, user: str) -> ListRecord | None:
+        v = self._get(DB_USER_LISTS, user.encode())
+        return None if v is None else decode_list(v)
+
+    def item(self, item: str) -> ItemRecord | None:
+        v = self._get(DB_ITEMS, item.encode())
+        return None if v is None else decode_item(v)
+
+    def segment(self, kind: str, segment: str) -> ListRecord | None:
+        v = self._get(DB_SEGMENTS, segment_key(kind, segment).encode())
+        return None if v is None else decode_list(v)
+
+    def meta(self) -> MetaRecord | None:
+        v = self._get(DB_META, _META_KEY)
+        return None if v is None else decode_meta(v)
+
+    def snapshot(self) -> tuple[MetaRecord | None, dict[str, ListRecord]]:
+        """The meta record and every user list, read in one transaction."""
+        out: dict[str, ListRecord] = {}
+        with self.env.begin() as txn:
+            m = txn.get(_META_KEY, db=self._dbs[DB_META])
+            for k, v in txn.cursor(db=self._dbs[DB_USER_LISTS]):
+                out[bytes(k).decode()] = decode_list(v)
+        return (None if m is None else decode_meta(m)), out
+
+    def keys(self, db: bytes) -> Iterable[str]:
+        with self.env.begin(db=self._dbs[db]) as txn:
+            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def close(self) -> None:
+        if self._owned:
+            self.env.close()
+
+    def __enter__(self) -> ListReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def list_record(pairs: Iterable[tuple[str, float]], model_version: int, time: float) -> ListRecord:
+    """A :class:`ListRecord` from ``(item, score)`` pairs as ``Recommender.recommend`` returns."""
+    items: list[str] = []
+    scores: list[float] = []
+    for item, score in pairs:
+        items.append(item)
+        scores.append(score)
+    return ListRecord(items=items, scores=scores, model_version=model_version, time=time)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CodecError",
+    "Commit",
+    "ItemRecord",
+    "ListReader",
+    "ListRecord",
+    "ListWriter",
+    "MetaRecord",
+    "decode_item",
+    "decode_list",
+    "decode_meta",
+    "encode_item",
+    "encode_list",
+    "encode_meta",
+    "list_record",
+    "segment_key",
+]

@@ -1,0 +1,31 @@
+"""Names shared by the engine and the sidecar: NATS subjects, the stream, KV buckets,
+LMDB databases and HTTP paths. Use these constants, never the literal strings."""
+
+# -- NATS -----------------------------------------------------------------------------------
+STREAM = "RECOFAST_EVENTS"
+"""The JetStream stream holding every event and catalog message."""
+EVENTS_SUBJECT_PREFIX = "recofast.events"
+EVENTS_SUBJECTS = f"{EVENTS_SUBJECT_PREFIX}.>"
+"""Producers publish to ``recofast.events.<partition>``."""
+CATALOG_SUBJECT = f"{EVENTS_SUBJECT_PREFIX}.catalog"
+"""Item catalog upserts travel in the same stream, so they are ordered with the events."""
+DLQ_SUBJECT = "recofast.dlq"
+"""Invalid events and unknown schema versions, with the reason in the ``Recofast-Reason`` header."""
+DLQ_REASON_HEADER = "Recofast-Reason"
+DLQ_SEQ_HEADER = "Recofast-Stream-Seq"
+MSG_ID_HEADER = "Nats-Msg-Id"
+CONSUMER = "recofast-engine"
+"""The engine's durable pull consumer."""
+SCHEMA_BUCKET = "recofast_schemas"
+"""NATS KV bucket: key ``event.v<N>`` → JSON description of an accepted schema version."""
+
+# -- LMDB -----------------------------------------------------------------------------------
+DB_USER_LISTS = b"user_lists"
+DB_ITEMS = b"items"
+DB_SEGMENTS = b"segments"
+DB_META = b"meta"
+LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META)
+
+# -- HTTP (engine metrics) ------------------------------------------------------------------
+PATH_HEALTHZ = "/healthz"
+PATH_METRICS = "/metrics"

@@ -1,0 +1,24 @@
+"""The docstring examples of the engine's modules and the sidecar codec run as doctests."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "recofast.events",
+    "recofast.enrich",
+    "recofast.config",
+    "recofast.metrics",
+    "recofast.checkpoints",
+    "recofast.publish",
+    "recofast_sidecar.codec",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0, f"{result.failed} doctest(s) failed in {name}"
+    assert result.attempted > 0, f"{name} has no examples"
