@@ -71,6 +71,9 @@ def test_integer_ids_and_numpy_arrays_are_the_same_ids_as_their_text():
     assert rec.history(1) == ["11", "10"]
     ids, _ = rec.item_factors()
     assert ids == ["10", "11", "12"]
+    extremes = np.array([0, -5, 2**62, -(2**63)], dtype=np.int64)
+    rec.learn_many(extremes, np.array([10, 10, 10, 10], dtype=np.uint16))
+    assert all(rec.has_seen(str(u), "10") for u in extremes.tolist())
 
 
 def test_factor_export_shapes():

@@ -26,7 +26,7 @@ use crate::invalid;
 use crate::kernels::{self, SimdLevel, TopK};
 use crate::prefetch::{prefetch, prefetch_lines, prefetch_ptr};
 use crate::segmented::Segmented;
-use crate::table::{load_row, AtomicF32, EmbeddingTable};
+use crate::table::{load_row, store_row, AtomicF32, EmbeddingTable};
 
 /// The most recent items a user's state can hold (the largest `window`).
 pub const RECENT_CAP: usize = 32;
@@ -530,30 +530,40 @@ impl Model {
             let jrow = self.items.row(j);
             load_row(jrow, &mut s.j);
             let bj = self.item_bias.get(j as usize);
-            let mut x = bi.load() - bj.load();
-            for d in 0..s.u.len() {
-                x += s.u[d] * (s.i[d] - s.j[d]);
+            // Four partial sums: independent chains the compiler can vectorise.
+            let mut acc = [0f32; 4];
+            let (u4, i4, j4) = (s.u.chunks_exact(4), s.i.chunks_exact(4), s.j.chunks_exact(4));
+            let tail: f32 = u4.remainder().iter().zip(i4.remainder()).zip(j4.remainder()).map(|((u, i), j)| u * (i - j)).sum();
+            for ((u, i), j) in u4.zip(i4).zip(j4) {
+                for l in 0..4 {
+                    acc[l] += u[l] * (i[l] - j[l]);
+                }
             }
+            let x = bi.load() - bj.load() + (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
             let g = w * sigmoid(-x);
             gi += g;
-            for d in 0..s.u.len() {
-                s.du[d] += g * (s.i[d] - s.j[d]);
+            // New values are computed in plain arrays (vectorised), then stored.
+            let (reg, u) = (cfg.reg, &s.u);
+            for ((du, j), (i, u)) in s.du.iter_mut().zip(s.j.iter_mut()).zip(s.i.iter().zip(u)) {
+                *du += g * (i - *j);
+                *j += lr * (-g * u - reg * *j);
             }
-            for (d, a) in jrow.iter().enumerate() {
-                a.store(s.j[d] + lr * (-g * s.u[d] - cfg.reg * s.j[d]));
-            }
+            store_row(jrow, &s.j);
             bj.store(bj.load() + lr * (-g - cfg.reg * bj.load()));
         }
         if gi == 0.0 {
             return;
         }
-        for (d, a) in irow.iter().enumerate() {
-            a.store(s.i[d] + lr * (gi * s.u[d] - cfg.reg * s.i[d]));
+        let reg = cfg.reg;
+        for (i, u) in s.i.iter_mut().zip(&s.u) {
+            *i += lr * (gi * u - reg * *i);
         }
+        store_row(irow, &s.i);
         bi.store(bi.load() + lr * (gi - cfg.reg * bi.load()));
-        for (d, a) in urow.iter().enumerate() {
-            a.store(s.u[d] + lr * (s.du[d] - cfg.reg * s.u[d]));
+        for (u, du) in s.u.iter_mut().zip(&s.du) {
+            *u += lr * (du - reg * *u);
         }
+        store_row(urow, &s.u);
     }
 
     /// Lowers the score of (user, item): the step for a negative-weight event.
@@ -596,6 +606,9 @@ impl Model {
     }
 
     fn decay_factor(&self, ticks: u32) -> f32 {
+        if ticks == 0 {
+            return 1.0;
+        }
         (-(ticks as f64) * 64.0 * std::f64::consts::LN_2 / self.cfg.pop_half_life).exp() as f32
     }
 

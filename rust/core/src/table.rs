@@ -64,6 +64,14 @@ pub fn load_row(row: &[AtomicF32], out: &mut [f32]) {
     }
 }
 
+/// Writes `values` into a row of atomics.
+#[inline]
+pub fn store_row(row: &[AtomicF32], values: &[f32]) {
+    for (a, v) in row.iter().zip(values) {
+        a.store(*v);
+    }
+}
+
 /// String ids to dense row numbers, and back.
 #[derive(Default)]
 pub struct IdMap {

@@ -56,6 +56,27 @@ impl Ids {
     }
 }
 
+/// Appends the decimal form of `v` (what `str(v)` gives in Python), without the
+/// formatting machinery: ids of numpy arrays go through here by the million.
+fn push_int(buf: &mut String, v: i64) {
+    let mut tmp = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut p = tmp.len();
+    loop {
+        p -= 1;
+        tmp[p] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.push('-');
+    }
+    // The digits are ASCII.
+    buf.push_str(std::str::from_utf8(&tmp[p..]).unwrap_or_default());
+}
+
 /// Reads ids from a list/tuple/sequence of `str` or `int`, or a 1-d numpy integer array.
 fn extract_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Ids> {
     let mut ids = Ids { buf: String::new(), ends: Vec::new() };
@@ -63,9 +84,8 @@ fn extract_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Ids> {
         let a = a.readonly();
         let s = a.as_slice()?;
         ids.ends.reserve(s.len());
-        for v in s {
-            use std::fmt::Write;
-            let _ = write!(ids.buf, "{v}");
+        for &v in s {
+            push_int(&mut ids.buf, v);
             ids.ends.push(ids.buf.len());
         }
         return Ok(ids);
