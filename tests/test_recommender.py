@@ -237,3 +237,22 @@ def test_item_text_lets_a_new_item_be_recommended_and_survives_a_snapshot(tmp_pa
         rec.set_item_text(["a", "b"], ["only one"])
     with pytest.raises(ValueError, match="sequence of strings"):
         rec.set_item_text(["a"], "text")
+
+
+def test_old_co_occurrence_fades_with_its_half_life():
+    def stream(rec):
+        # Early on, "a" goes with "old"; later, exactly as often, with "new".
+        for u in range(30):
+            rec.learn_many([f"o{u}"] * 2, ["a", "old"])
+        for k in range(3000):
+            rec.learn_one(f"filler{k % 50}", f"f{k % 200}")
+        for u in range(30):
+            rec.learn_many([f"n{u}"] * 2, ["a", "new"])
+        rec.learn_one("me", "a")
+        return [i for i, _ in rec.recommend("me", k=2)]
+
+    fading = stream(small(cooc_half_life=200, w_pop=0, w_mf=0, w_text=0))
+    forever = stream(small(cooc_half_life=0, w_pop=0, w_mf=0, w_text=0))
+    assert fading[0] == "new"
+    # Without decay the two pairs weigh the same, and the tie goes to the older item.
+    assert forever == ["old", "new"]

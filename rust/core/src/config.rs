@@ -42,6 +42,8 @@ pub struct Config {
     pub pair_decay: f32,
     /// Weight of the pair counted backwards (later item → earlier item); 1 makes it symmetric.
     pub backward_weight: f32,
+    /// Half-life of co-occurrence evidence, in events (0 keeps it forever).
+    pub cooc_half_life: f64,
     /// Neighbours kept per item (at most 64); a full list replaces its weakest.
     pub max_neighbors: usize,
     /// Co-occurrence normalisation: `c(h,j) / (n_h^alpha * n_j^beta)`.
@@ -88,6 +90,7 @@ impl Default for Config {
             pair_decay: 0.9,
             backward_weight: 1.0,
             max_neighbors: 128,
+            cooc_half_life: 100_000.0,
             cooc_alpha: 0.5,
             cooc_beta: 0.3,
             recency_decay: 0.6,
@@ -121,6 +124,7 @@ macro_rules! fields {
         $m!(pair_decay, f32);
         $m!(backward_weight, f32);
         $m!(max_neighbors, usize);
+        $m!(cooc_half_life, f64);
         $m!(cooc_alpha, f32);
         $m!(cooc_beta, f32);
         $m!(recency_decay, f32);
@@ -234,6 +238,9 @@ impl Config {
         }
         if self.max_neighbors == 0 {
             return err("max_neighbors must be at least 1".into());
+        }
+        if !(self.cooc_half_life >= 0.0 && self.cooc_half_life.is_finite()) {
+            return err(format!("cooc_half_life must be a finite number ≥ 0, got {}", self.cooc_half_life));
         }
         if !(self.session_gap >= 0.0) || !(self.pop_half_life > 0.0) {
             return err("session_gap must be ≥ 0 and pop_half_life > 0".into());

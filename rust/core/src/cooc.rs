@@ -92,6 +92,12 @@ impl NeighborList {
         self.w[m] = w;
     }
 
+    /// Multiplies every weight by `f` (the forward-decay rescale).
+    pub fn scale(&mut self, f: f32) {
+        let n = self.len as usize;
+        self.w[..n].iter_mut().for_each(|w| *w *= f);
+    }
+
     /// (neighbour, weight) pairs, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
         self.ids[..self.len as usize].iter().copied().zip(self.w[..self.len as usize].iter().copied())

@@ -209,6 +209,9 @@ pub struct Model {
     adapt_lr: AtomicF32,
     adapt_recency: AtomicF32,
     adaptations: AtomicU64,
+    /// Forward-decay base of the co-occurrence weights (see `cooc_growth`).
+    cooc_base: AtomicU64,
+    rescale_lock: Mutex<()>,
     snap: ArcSwap<ItemSnapshot>,
     snap_lock: Mutex<()>,
     text: crate::text::TextIndex,
@@ -241,6 +244,8 @@ impl Model {
             adapt_lr: AtomicF32::default(),
             adapt_recency: AtomicF32::default(),
             adaptations: AtomicU64::new(0),
+            cooc_base: AtomicU64::new(0),
+            rescale_lock: Mutex::new(()),
             snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
             snap_lock: Mutex::new(()),
             text: crate::text::TextIndex::default(),
@@ -485,7 +490,10 @@ impl Model {
         }
         self.bpr_step(e.user, e.item, w, lr, negs, s);
         // Co-occurrence: pairs with the user's recent items, weighted by distance and session.
-        let mut decay = w;
+        // Forward decay: a pair learned now weighs growth(t) times one learned at the last
+        // rescale, which is the same as every older pair fading with the half-life.
+        let growth = self.cooc_growth(t);
+        let mut decay = w * growth;
         let back = cfg.backward_weight;
         {
             let mut mine = self.neighbors.get(e.item as usize).lock();
@@ -508,7 +516,7 @@ impl Model {
             self.neighbors.get(h as usize).lock().add(e.item, pw, cfg.max_neighbors);
         }
         s.pairs.clear();
-        self.item_weight.get(e.item as usize).fetch_add(w);
+        self.item_weight.get(e.item as usize).fetch_add(w * growth);
         self.bump_pop(e.item, w, t);
         let h = self.ring_head.fetch_add(1, Relaxed);
         self.ring[h % RING].store(e.item as u64, Relaxed);
@@ -653,6 +661,32 @@ impl Model {
     /// Whether an adaptation is in force, and how many were started.
     pub fn adaptation(&self) -> (bool, u64) {
         (self.events() < self.adapt_until.load(Relaxed), self.adaptations.load(Relaxed))
+    }
+
+    /// The weight multiplier of co-occurrence learned at event `t` (1 without decay); when
+    /// it gets large, every stored weight is scaled down once and the base moves to `t`.
+    fn cooc_growth(&self, t: u64) -> f32 {
+        let hl = self.cfg.cooc_half_life;
+        if hl <= 0.0 {
+            return 1.0;
+        }
+        let base = self.cooc_base.load(Relaxed);
+        let g = (t.saturating_sub(base) as f64 * std::f64::consts::LN_2 / hl).exp();
+        if g > 1e9 {
+            if let Some(_guard) = self.rescale_lock.try_lock() {
+                if self.cooc_base.load(Relaxed) == base {
+                    let inv = (1.0 / g) as f32;
+                    for r in 0..self.n_items() {
+                        self.neighbors.get(r).lock().scale(inv);
+                        let cell = self.item_weight.get(r);
+                        cell.store(cell.load() * inv);
+                    }
+                    self.cooc_base.store(t, Relaxed);
+                    return 1.0;
+                }
+            }
+        }
+        g as f32
     }
 
     /// Rebuilds the scoring snapshot now.
@@ -930,6 +964,12 @@ impl Model {
     }
     pub(crate) fn restore_user(&self, r: u32, st: UserState) {
         *self.user_state.get(r as usize).lock() = st;
+    }
+    pub(crate) fn cooc_base(&self) -> u64 {
+        self.cooc_base.load(Relaxed)
+    }
+    pub(crate) fn set_cooc_base(&self, b: u64) {
+        self.cooc_base.store(b, Relaxed);
     }
     pub(crate) fn set_events(&self, n: u64) {
         self.events.store(n, Relaxed);

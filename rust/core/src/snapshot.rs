@@ -7,7 +7,7 @@
 //! length  u64      bytes of the body that follows
 //! body             sections, in order:
 //!   config      u32 count, then (str name, str value) pairs
-//!   counters    u64 events learned
+//!   counters    u64 events learned, u64 co-occurrence decay base
 //!   items       u32 n, n × str id, n × dim f32 factors, n × f32 bias, n × f32 weight,
 //!               n × u64 popularity cell, n × (u32 m, m × (u32 row, f32 weight)) neighbours
 //!   users       u32 n, n × str id, n × dim f32 factors,
@@ -103,6 +103,7 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.str(v);
     }
     w.u64(m.events());
+    w.u64(m.cooc_base());
     let dim = m.config().dim;
     let item_ids = m.items().ids().all();
     let n = item_ids.len();
@@ -183,9 +184,11 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         cfg.set(&k, &v).map_err(|e| Error::Snapshot(format!("snapshot option {k}: {e}")))?;
     }
     let events = r.u64()?;
+    let cooc_base = r.u64()?;
     let dim = cfg.dim;
     let m = Model::new(cfg).map_err(|e| Error::Snapshot(format!("snapshot configuration: {e}")))?;
     m.set_events(events);
+    m.set_cooc_base(cooc_base);
     let n = r.count(4)?;
     let ids: Vec<String> = (0..n).map(|_| r.str()).collect::<Result<_>>()?;
     let rows = m.resolve_items(&ids);
