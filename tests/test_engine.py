@@ -84,6 +84,11 @@ async def test_catalog_upserts_merge_into_item_metadata(tmp_path, nats_url, engi
         item = engine.writer.reader().item("mug")
         assert (item.category, item.price, item.in_stock) == ("kitchen", 4.5, False)
         assert engine.counters["items_upserted_total"] == 2 and engine.counters["events_dlq_total"] == 1
+        # The catalog text reaches the model: a brand-new item is recommendable at once.
+        await js.publish(CATALOG_SUBJECT, b'[{"v":1,"item":"mug-red","title":"red coffee mug"},{"v":1,"item":"mug-blue","title":"blue coffee mug"}]')
+        await js.publish(SUBJECT, ev.encode([event(900, "shopper", "mug-red")]), headers={MSG_ID_HEADER: "cat-ev"})
+        await wait_applied(engine, js)
+        assert engine.model.recommend("shopper", k=1)[0][0] == "mug-blue"
 
 
 async def test_restart_resumes_from_the_checkpoint_without_double_learning(tmp_path, nats_url, engine_config, running_engine, wait_applied):

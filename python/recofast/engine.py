@@ -365,9 +365,15 @@ class Engine:
         lists = self.model.recommend_many(touched, k=self.cfg.top_n) if touched else []
         t2 = time.perf_counter()
         stamp = time.time()
+        items = self._merge_upserts(upserts)
+        # Catalog text feeds the model's content signal (a new item is recommendable at once).
+        texts = {i: " ".join(x for x in (r.category, r.title, r.text) if x) for i, r in items.items()}
+        texts = {i: t for i, t in texts.items() if t}
+        if texts:
+            self.model.set_item_text(list(texts), list(texts.values()))
         commit = codec.Commit(
             user_lists={u: codec.list_record(pairs, self.model_version, stamp) for u, pairs in zip(touched, lists)},
-            items=self._merge_upserts(upserts),
+            items=items,
             meta=codec.MetaRecord(self.model_version, last_seq, stamp),
         )
         assert self.writer is not None
