@@ -110,6 +110,8 @@ def test_similar_items():
         (lambda r: r.learn_many(["u"], ["a"], ts=[1.0, 2.0]), "expected (1,)"),
         (lambda r: r.learn_many(["u"], ["a"], weights=["heavy"]), "weights must be numeric"),
         (lambda r: r.learn_many(["u"], ["a"], weights=[float("nan")]), "finite"),
+        (lambda r: r.learn_many(["u"], ["a"], weights=[1e30]), "between"),
+        (lambda r: r.learn_one("u", "a", weight=-5000.0), "between"),
         (lambda r: r.learn_one("u", "a", ts="yesterday"), "ts must be"),
         (lambda r: r.learn_many("uu", ["a", "b"]), "not a single string"),
         (lambda r: r.recommend("u0", exclude="a"), "not a single string"),

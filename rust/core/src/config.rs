@@ -245,8 +245,8 @@ impl Config {
         if !(self.session_gap >= 0.0) || !(self.pop_half_life > 0.0) {
             return err("session_gap must be ≥ 0 and pop_half_life > 0".into());
         }
-        if self.event_weights.iter().any(|w| !w.is_finite()) {
-            return err("event weights must be finite".into());
+        if self.event_weights.iter().any(|w| !(w.is_finite() && w.abs() <= crate::model::MAX_WEIGHT)) {
+            return err(format!("event weights must be finite numbers between -{0} and {0}", crate::model::MAX_WEIGHT));
         }
         Ok(())
     }

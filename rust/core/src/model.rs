@@ -163,6 +163,8 @@ impl Rng {
 }
 
 const RING: usize = 4096;
+/// The largest event weight (in absolute value): larger steps would blow the factors up.
+pub const MAX_WEIGHT: f32 = 1000.0;
 /// How many events ahead [`Model::learn_events`] prefetches.
 const PREFETCH_DISTANCE: usize = 8;
 /// How many events ahead the neighbour lists of the coming pairs are prefetched.
@@ -333,8 +335,8 @@ impl Model {
         if let Some(&k) = events.iter().find(|&&k| k as usize >= crate::config::EVENT_TYPES.len()) {
             return invalid!("unknown event type code {k}");
         }
-        if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
-            return invalid!("weights must be finite, got {w}");
+        if let Some(w) = weights.iter().find(|w| !(w.is_finite() && w.abs() <= MAX_WEIGHT)) {
+            return invalid!("weights must be finite numbers between -{MAX_WEIGHT} and {MAX_WEIGHT}, got {w}");
         }
         let urows = self.resolve_users(users);
         let irows = self.resolve_items(items);

@@ -243,8 +243,9 @@ impl PyModel {
     fn learn_one(&self, py: Python<'_>, user: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>, event: &str, ts: Option<f64>, weight: Option<f32>) -> PyResult<()> {
         let (u, i) = (one_id(user, "user")?, one_id(item, "item")?);
         if let Some(w) = weight {
-            if !w.is_finite() {
-                return Err(PyValueError::new_err(format!("weight must be finite, got {w}")));
+            let max = recofast_core::model::MAX_WEIGHT;
+            if !(w.is_finite() && w.abs() <= max) {
+                return Err(PyValueError::new_err(format!("weight must be a finite number between -{max} and {max}, got {w}")));
             }
         }
         self.m.learn_one(&u, &i, event, ts, weight).map_err(|e| to_py(py, e))
