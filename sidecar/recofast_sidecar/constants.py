@@ -29,3 +29,16 @@ LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META)
 # -- HTTP (engine metrics) ------------------------------------------------------------------
 PATH_HEALTHZ = "/healthz"
 PATH_METRICS = "/metrics"
+IMPRESSIONS_SUBJECT = "recofast.impressions"
+"""The sidecar publishes every served list here (JSON arrays of impression records, each with
+its ``rec_id``), so clicks and purchases carrying that ``rec_id`` can be attributed. Outside
+the events stream on purpose: an impression teaches the model nothing."""
+
+# -- HTTP (the sidecar) ---------------------------------------------------------------------
+PATH_READYZ = "/readyz"
+PATH_OPENAPI = "/openapi.json"
+PATH_RECOMMENDATIONS = "/v1/recommendations/{user_id}"
+PATH_SIMILAR = "/v1/items/{item_id}/similar"
+PATH_POPULAR = "/v1/popular"
+PATH_EVENTS = "/v1/events"
+PATH_TRACK_JS = "/v1/track.js"
