@@ -509,7 +509,7 @@ async def recommendations(request: web.Request) -> web.Response:
     pool = [c for _, cs in sources for c in cs]
     trending: list[Candidate] = []
     if explore > 0:
-        for seg in (segs[0], "all"):
+        for seg in dict.fromkeys((segs[0], "all")):
             trending.extend(_cands(store.segment("trending", seg), "trending"))
     meta = store.items(list(dict.fromkeys(c.item for c in pool + trending)))
     ok = apply_filters(pool, meta, flt)
@@ -609,7 +609,9 @@ async def post_events(request: web.Request) -> web.Response:
     st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
     if not ok:
-        return web.json_response({"accepted": 0, "rejected": len(bad), "errors": rejected}, status=400)
+        return web.json_response(
+            {"error": "no valid events", "status": 400, "accepted": 0, "rejected": len(bad), "errors": rejected}, status=400
+        )
     if st.js is None or st.nc is None or not st.nc.is_connected:
         st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
         msg = "no NATS configured" if not cfg.nats else "NATS is not connected"
@@ -1052,3 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["STATE", "SidecarConfig", "Store", "create_app", "main", "openapi_document", "user_token"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
