@@ -20,12 +20,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from recofast_sidecar.codec import ItemRecord
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """One item of a list being served: its id, its score, and why it is there."""
+
     item: str
     score: float
     reason: str

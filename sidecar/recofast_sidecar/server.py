@@ -34,7 +34,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,9 @@ import lmdb
 from aiohttp import web
 
 from recofast_sidecar import __version__, events as ev
-from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListRecord
+from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListRecord, decode_item
 from recofast_sidecar.constants import (
+    DB_ITEMS,
     DB_USER_LISTS,
     EVENTS_SUBJECT_PREFIX,
     IMPRESSIONS_SUBJECT,
@@ -58,7 +59,7 @@ from recofast_sidecar.constants import (
     PATH_SIMILAR,
     PATH_TRACK_JS,
 )
-from recofast_sidecar.rerank import Candidate, Filters, apply_filters, explore_slot, mmr
+from recofast_sidecar.rerank import Candidate, Filters, explore_slot, mmr, passes
 
 log = logging.getLogger("recofast.sidecar")
 
@@ -114,6 +115,8 @@ class Store:
         self.reader = reader
         self._owned = reader is None
         self.error: str | None = None if reader is not None else "not opened yet"
+        # Decoded item records by id, with the raw bytes they came from (reused while equal).
+        self._decoded: dict[str, tuple[bytes, ItemRecord]] = {}
 
     @property
     def available(self) -> bool:
@@ -171,27 +174,65 @@ class Store:
                 self._fail(e)
             return None
 
-    def items(self, ids: list[str]) -> dict[str, ItemRecord | None]:
-        """Metadata of many items in one read transaction (None: unknown or unreadable)."""
-        out: dict[str, ItemRecord | None] = dict.fromkeys(ids)
-        if self.reader is None or not ids:
-            return out
-        from recofast_sidecar.codec import decode_item
-        from recofast_sidecar.constants import DB_ITEMS
-
-        r = self.reader
+    def select(
+        self, sources: Iterable[tuple[str, Iterable[Candidate]]], f: Filters, want: int
+    ) -> tuple[list[Candidate], dict[str, ItemRecord | None], str | None]:
+        """Walks the candidate lists in order (each read only when the ones before it did not
+        yield ``want`` items), reads each item's metadata in one read transaction, and keeps
+        the first ``want`` distinct items that pass ``f``. Returns them, their metadata, and
+        the name of the source of the first one."""
+        out: list[Candidate] = []
+        meta: dict[str, ItemRecord | None] = {}
+        first: str | None = None
+        seen: set[str] = set()
+        txn = None
+        if self.reader is not None:
+            r = self.reader
+            try:
+                txn = r.env.begin(db=r._dbs[DB_ITEMS])
+            except lmdb.Error as e:
+                self._fail(e)
         try:
-            with r.env.begin(db=r._dbs[DB_ITEMS]) as txn:
-                for i in ids:
-                    v = txn.get(i.encode())
-                    if v is not None:
-                        try:
-                            out[i] = decode_item(v)
-                        except (CodecError, UnicodeError):
-                            out[i] = None
+            for name, cands in sources:
+                for c in cands:
+                    if c.item in seen:
+                        continue
+                    seen.add(c.item)
+                    rec = self._item(txn, c.item)
+                    if passes(c.item, rec, f):
+                        out.append(c)
+                        meta[c.item] = rec
+                        if first is None:
+                            first = name
+                        if len(out) >= want:
+                            return out, meta, first
         except lmdb.Error as e:
             self._fail(e)
-        return out
+        finally:
+            if txn is not None:
+                try:
+                    txn.abort()
+                except lmdb.Error:
+                    pass
+        return out, meta, first
+
+    def _item(self, txn: Any, item: str) -> ItemRecord | None:
+        if txn is None:
+            return None
+        raw = txn.get(item.encode())
+        if raw is None:
+            return None
+        hit = self._decoded.get(item)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        try:
+            rec = decode_item(raw)
+        except (CodecError, UnicodeError):
+            return None
+        if len(self._decoded) >= 200_000:
+            self._decoded.clear()
+        self._decoded[item] = (raw, rec)
+        return rec
 
     def meta_version(self) -> int:
         if self.reader is None:
@@ -443,10 +484,15 @@ def user_token(secret: str, user: str) -> str:
     return hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
 
 
-def _cands(rec: ListRecord | None, reason: str) -> list[Candidate]:
-    if rec is None:
-        return []
-    return [Candidate(i, float(s), reason) for i, s in zip(rec.items, rec.scores)]
+def _cands(rec: ListRecord | None, reason: str) -> Iterator[Candidate]:
+    """The list's items as candidates, made only as far as they are read."""
+    if rec is not None:
+        for i, sc in zip(rec.items, rec.scores):
+            yield Candidate(i, sc, reason)
+
+
+def _fallback(cfg: SidecarConfig) -> list[Candidate]:
+    return [Candidate(i, 0.0, "fallback") for i in cfg.fallback_items]
 
 
 def _queue_impression(st: State, rec: dict[str, Any]) -> None:
@@ -496,34 +542,24 @@ async def recommendations(request: web.Request) -> web.Response:
 
     store = st.store
     personal = store.user_list(user)
-    sources: list[tuple[str, list[Candidate]]] = []
-    if personal is not None and personal.items:
-        sources.append(("personal", _cands(personal, "personal")))
     segs = ctx.segments()
-    for seg in segs:
-        rec = store.segment("popular", seg)
-        if rec is not None and rec.items:
-            sources.append(("segment" if seg != "all" else "popular", _cands(rec, f"popular in {seg}")))
-    if cfg.fallback_items:
-        sources.append(("fallback", [Candidate(i, 0.0, "fallback") for i in cfg.fallback_items]))
-    pool = [c for _, cs in sources for c in cs]
-    trending: list[Candidate] = []
-    if explore > 0:
-        for seg in dict.fromkeys((segs[0], "all")):
-            trending.extend(_cands(store.segment("trending", seg), "trending"))
-    meta = store.items(list(dict.fromkeys(c.item for c in pool + trending)))
-    ok = apply_filters(pool, meta, flt)
-    source = "fallback"
-    if ok:
-        first = ok[0]
-        for name, cs in sources:
-            if any(c.item == first.item and c.reason == first.reason for c in cs):
-                source = name
-                break
+
+    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+        if personal is not None:
+            yield "personal", _cands(personal, "personal")
+        for seg in segs:
+            yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
+        yield "fallback", _fallback(cfg)
+
     # Diversity looks a little beyond k, so it has something to choose from.
-    chosen = mmr(ok[: max(k * 3, k + 10)], meta, k, diversity) if diversity > 0 else ok[:k]
-    if explore > 0:
-        chosen = explore_slot(chosen, apply_filters(trending, meta, flt), st.exposure, explore, st.rng, k)
+    want = max(k * 3, k + 10) if diversity > 0 else k
+    ok, meta, first = store.select(sources(), flt, want)
+    source = first or "fallback"
+    chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
+    if explore > 0 and st.rng.random() < explore:
+        trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+        pool, _, _ = store.select(trending, flt, 1000)
+        chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
     version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
     return _answer_list(st, "recommendations", "user", source, version, chosen, {"user": user})
 
@@ -546,16 +582,14 @@ async def similar(request: web.Request) -> web.Response:
         st.similar_cache[item] = (now, pairs)
     else:
         pairs = hit[1]
-    source = "co-listed"
-    cands = [Candidate(i, s, "co-listed") for i, s in pairs]
-    if not cands:
-        source = "popular"
-        cands = _cands(st.store.segment("popular", "all"), "popular in all")
-    if not cands:
-        source = "fallback"
-        cands = [Candidate(i, 0.0, "fallback") for i in cfg.fallback_items]
-    meta = st.store.items([c.item for c in cands])
-    chosen = apply_filters(cands, meta, flt)[:k]
+    # Co-listed items when there are any; the shop's popular list when there are none.
+    if pairs:
+        src: list[tuple[str, Iterable[Candidate]]] = [("co-listed", [Candidate(i, sc, "co-listed") for i, sc in pairs])]
+    else:
+        src = [("popular", _cands(st.store.segment("popular", "all"), "popular in all"))]
+    src.append(("fallback", _fallback(cfg)))
+    chosen, _, first = st.store.select(src, flt, k)
+    source = first or ("co-listed" if pairs else "popular" if st.store.available else "fallback")
     return _answer_list(st, "similar", "item", source, st.store.meta_version(), chosen, {"item": item})
 
 
@@ -571,13 +605,8 @@ async def popular(request: web.Request) -> web.Response:
         raise BadRequest("`kind` must be popular or trending")
     flt = _filters(q)
     rec = st.store.segment(kind, seg)
-    source = "popular"
-    cands = _cands(rec, f"{kind} in {seg}")
-    if not cands:
-        source = "fallback"
-        cands = [Candidate(i, 0.0, "fallback") for i in st.config.fallback_items]
-    meta = st.store.items([c.item for c in cands])
-    chosen = apply_filters(cands, meta, flt)[:k]
+    chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st.config))], flt, k)
+    source = first or "fallback"
     version = rec.model_version if rec is not None else 0
     return _answer_list(st, "popular", "segment", source, version, chosen, {"segment": seg, "kind": kind})
 
