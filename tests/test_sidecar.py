@@ -12,10 +12,13 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from contextlib import asynccontextmanager
 
 import nats
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from aiohttp.test_utils import TestClient, TestServer
 from recofast_sidecar import codec
 from recofast_sidecar.constants import EVENTS_SUBJECTS, IMPRESSIONS_SUBJECT, STREAM
@@ -385,3 +388,39 @@ def test_the_command_line():
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+# -- any input: a 4xx or an answer, never a 5xx -----------------------------------------------
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_params = st.dictionaries(
+    st.sampled_from(["k", "hour", "country", "device", "weather", "intent", "category", "min_price", "max_price",
+                     "exclude", "diversity", "explore", "segment", "kind", "token"]),
+    st.one_of(_text, st.integers(-5, 300).map(str), st.floats(allow_nan=True).map(str)),
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    requests=st.lists(
+        st.tuples(st.sampled_from(["/v1/recommendations/{}", "/v1/items/{}/similar", "/v1/popular"]), _text, _params),
+        min_size=1, max_size=8,
+    ),
+    bodies=st.lists(st.one_of(st.binary(max_size=300), _text.map(str.encode)), max_size=3),
+)
+def test_no_input_makes_a_5xx(store, requests, bodies):
+    async def run() -> None:
+        async with sidecar(SidecarConfig(lmdb=store, token_secret=None)) as c:
+            for path, ident, params in requests:
+                url = path.format(urllib.parse.quote(ident, safe="")) + "?" + urllib.parse.urlencode(params)
+                r = await c.get(url)
+                assert r.status < 500, (url, r.status, await r.text())
+                body = await r.json()
+                assert ("error" in body) == (r.status >= 400)
+            for data in bodies:
+                r = await c.post("/v1/events", data=data)
+                # 503 is "no NATS configured" for a valid event, and only that.
+                assert r.status in (400, 413) or (r.status == 503 and "NATS" in (await r.json())["error"]), (data, r.status)
+
+    asyncio.run(run())
