@@ -384,7 +384,7 @@ def test_the_command_line():
     assert out.returncode == 0 and "--lmdb DIR" in out.stdout and "RECOFAST_SIDECAR_TOKEN_SECRET" in out.stdout
 
 
-@pytest.mark.parametrize("name", ["recofast_sidecar.events", "recofast_sidecar.rerank", "recofast_sidecar.server"])
+@pytest.mark.parametrize("name", ["recofast_sidecar.events", "recofast_sidecar.rerank", "recofast_sidecar.server", "recofast_sidecar.sync"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
@@ -424,3 +424,40 @@ def test_no_input_makes_a_5xx(store, requests, bodies):
                 assert r.status in (400, 413) or (r.status == 503 and "NATS" in (await r.json())["error"]), (data, r.status)
 
     asyncio.run(run())
+
+
+async def test_sync_mirrors_the_list_bucket_into_the_local_store(tmp_path, nats_url):
+    from recofast_sidecar.constants import DB_USER_LISTS, LISTS_BUCKET
+    from recofast_sidecar.sync import kv_key, put_commit
+
+    odd = "ü ser/1"  # any id makes a valid bucket key
+    async with await nats.connect(nats_url) as nc:
+        kv = await nc.jetstream().create_key_value(bucket=LISTS_BUCKET)
+        await put_commit(kv, codec.Commit(
+            user_lists={odd: lst(["a", "d", "c"])}, items=ITEMS, segments={"popular:all": lst(["g", "b"])},
+            meta=codec.MetaRecord(model_version=7, last_seq=1, time=T),
+        ))
+        cfg = SidecarConfig(lmdb=str(tmp_path / "mirror"), nats=nats_url, sync=True)
+        async with sidecar(cfg) as c:
+            deadline = time.monotonic() + 15
+            while (r := await c.get("/readyz")).status != 200:
+                assert time.monotonic() < deadline, await r.text()
+                await asyncio.sleep(0.02)
+            assert (await r.json())["sync"] == "live"
+            user = "/v1/recommendations/" + urllib.parse.quote(odd, safe="")
+            body = await get_json(c, user)
+            assert body["source"] == "personal" and items_of(body)[:2] == ["a", "c"]  # d is out of stock
+
+            async def served(want: list[str]) -> None:
+                while items_of(await get_json(c, user + "?k=2")) != want:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+
+            # A new list in the bucket is served; a deleted one falls back to the shop's list.
+            deadline = time.monotonic() + 15
+            await put_commit(kv, codec.Commit(user_lists={odd: lst(["e", "b"], version=8)}))
+            await served(["e", "b"])
+            await kv.delete(kv_key(DB_USER_LISTS, odd))
+            await served(["g", "b"])
+            assert (await get_json(c, user))["source"] == "popular"
+            assert "recofast_sidecar_sync_records_applied 13" in await (await c.get("/metrics")).text()

@@ -42,3 +42,8 @@ PATH_SIMILAR = "/v1/items/{item_id}/similar"
 PATH_POPULAR = "/v1/popular"
 PATH_EVENTS = "/v1/events"
 PATH_TRACK_JS = "/v1/track.js"
+
+LISTS_BUCKET = "recofast_lists"
+"""NATS KV bucket mirroring the list store for remote edges (``recofast-sidecar --sync``):
+key ``u.<id>``, ``i.<id>``, ``s.<segment key>`` (ids in unpadded base64url) or ``meta``;
+value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.sync`."""

@@ -42,12 +42,13 @@ import lmdb
 from aiohttp import web
 
 from recofast_sidecar import __version__, events as ev
-from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListRecord, decode_item
+from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListRecord, ListWriter, decode_item
 from recofast_sidecar.constants import (
     DB_ITEMS,
     DB_USER_LISTS,
     EVENTS_SUBJECT_PREFIX,
     IMPRESSIONS_SUBJECT,
+    LISTS_BUCKET,
     MSG_ID_HEADER,
     PATH_EVENTS,
     PATH_HEALTHZ,
@@ -59,6 +60,7 @@ from recofast_sidecar.constants import (
     PATH_SIMILAR,
     PATH_TRACK_JS,
 )
+from recofast_sidecar.sync import Mirror
 from recofast_sidecar.rerank import Candidate, Filters, explore_slot, mmr, passes
 
 log = logging.getLogger("recofast.sidecar")
@@ -101,6 +103,12 @@ class SidecarConfig:
     publish_timeout: float = 2.0
     seed: int | None = None
     """Seed of the exploration draws (None: from the OS)."""
+    sync: bool = False
+    """Mirror the list store from the NATS KV bucket ``recofast_lists`` into ``lmdb`` (needs
+    ``nats``); this sidecar is then the one writer of its local store."""
+    sync_bucket: str = LISTS_BUCKET
+    map_size: int = 1 << 30
+    """LMDB map size when this sidecar writes the store (``sync``)."""
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -337,6 +345,8 @@ class State:
     rng: random.Random = field(default_factory=random.Random)
     similar_cache: dict[str, tuple[float, list[tuple[str, float]]]] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    writer: ListWriter | None = None
+    mirror: Mirror | None = None
 
 
 STATE = web.AppKey("state", State)
@@ -701,12 +711,15 @@ async def readyz(request: web.Request) -> web.Response:
     st = request.app[STATE]
     store_ok = st.store.available
     nats_ok = (not st.config.nats) or (st.nc is not None and st.nc.is_connected)
-    ready = (store_ok or bool(st.config.fallback_items)) and nats_ok
+    synced = st.mirror is None or st.mirror.synced.is_set()
+    ready = (store_ok or bool(st.config.fallback_items)) and nats_ok and synced
     body = {
         "status": "ready" if ready else "not ready",
         "lmdb": "open" if store_ok else st.store.error,
         "nats": "not configured" if not st.config.nats else ("connected" if nats_ok else "disconnected"),
     }
+    if st.mirror is not None:
+        body["sync"] = "live" if synced else "catching up"
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -895,6 +908,15 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.to_thread(st.store.open)
             await asyncio.sleep(st.config.reopen_seconds)
 
+    cfg = st.config
+    if cfg.sync and cfg.lmdb and not st.store.available:
+        # This sidecar mirrors the bucket into its own store: it writes, and reads through the
+        # writer's environment (one process opens an LMDB environment once).
+        st.writer = await asyncio.to_thread(ListWriter, cfg.lmdb, cfg.map_size)
+        st.store.reader = st.writer.reader()
+        st.store._owned = False
+        st.store.error = None
+        st.mirror = Mirror(st.writer, cfg.sync_bucket)
     if not st.store.available:
         await asyncio.to_thread(st.store.open)
     task = asyncio.create_task(reopen())
@@ -905,6 +927,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     except asyncio.CancelledError:
         pass
     st.store.close()
+    if st.writer is not None:
+        st.writer.close()
+        st.writer = None
 
 
 async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -931,18 +956,25 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("connected to NATS at %s", cfg.nats)
             return
 
+    async def mirror() -> None:
+        await connecting
+        if st.mirror is not None:
+            await st.mirror.run(st.js)
+
     connecting = asyncio.create_task(connect())
     if cfg.impressions:
         st.impressions = asyncio.Queue(maxsize=cfg.impression_queue)
-    publisher = asyncio.create_task(_publish_impressions(st))
+    tasks = [connecting, asyncio.create_task(_publish_impressions(st)), asyncio.create_task(mirror())]
     yield
-    connecting.cancel()
-    publisher.cancel()
-    for t in (connecting, publisher):
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
         try:
             await t
         except asyncio.CancelledError:
             pass
+    if st.mirror is not None and st.mirror.inflight is not None:
+        await asyncio.gather(st.mirror.inflight, return_exceptions=True)
     if st.nc is not None:
         await _flush_impressions(st)
         try:
@@ -1005,6 +1037,10 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
     m.counter("recofast_sidecar_events_total", "Events posted, by result (accepted, rejected, unavailable).")
     m.counter("recofast_sidecar_impressions_published_total", "Impression records published to NATS.")
     m.counter("recofast_sidecar_impressions_dropped_total", "Impression records dropped (queue full or NATS down).")
+    m.gauge(
+        "recofast_sidecar_sync_records_applied", "Records mirrored from the list bucket into the store (--sync).",
+        lambda: float(st.mirror.applied if st.mirror is not None else 0),
+    )
     m.gauge("recofast_sidecar_lmdb_available", "1 when the list store is open.", lambda: float(st.store.available))
     m.gauge("recofast_sidecar_nats_connected", "1 when connected to NATS.", lambda: float(st.nc is not None and st.nc.is_connected))
     m.gauge(
@@ -1050,6 +1086,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default="", metavar="IDS", help="comma-separated item ids served when no list can be read")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow this CORS origin (repeatable; * for any)")
     p.add_argument("--max-body", type=int, default=256 * 1024, metavar="BYTES", help="largest request body (default 262144)")
+    p.add_argument(
+        "--sync", action="store_true",
+        help=f"mirror the list store from the NATS KV bucket {LISTS_BUCKET} into --lmdb (needs --nats; this sidecar then writes its own store)",
+    )
     p.add_argument("--no-impressions", action="store_true", help="do not publish served lists to recofast.impressions")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.epilog = (
@@ -1062,7 +1102,10 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SidecarConfig:
     if not 1 <= args.partitions <= 1024:
         raise SystemExit("--partitions must be between 1 and 1024")
+    if args.sync and not args.nats:
+        raise SystemExit("--sync needs --nats")
     return SidecarConfig(
+        sync=args.sync,
         lmdb=args.lmdb,
         nats=args.nats,
         partitions=args.partitions,
