@@ -269,9 +269,23 @@ async def test_bad_input_is_a_4xx_json_error_never_a_5xx(store):
             assert body["status"] == 400 and body["error"], data
         r = await c.post("/v1/events", data=b"[" + b" " * 4000 + b"]")
         assert r.status == 413 and (await r.json())["status"] == 413
-        too_many = json.dumps([{"v": 1}] * 1001).encode()
-        async with sidecar(SidecarConfig(lmdb=store)) as c2:
-            assert (await c2.post("/v1/events", data=too_many)).status == 413
+    # One process opens a store once: the second sidecar comes after the first is closed.
+    too_many = json.dumps([{"v": 1}] * 1001).encode()
+    async with sidecar(SidecarConfig(lmdb=store)) as c2:
+        assert (await c2.post("/v1/events", data=too_many)).status == 413
+        deep = await c2.post("/v1/events", data=b"[" * 60000 + b"]" * 60000)
+        assert deep.status == 400 and "nested" in (await deep.json())["error"]
+        odd = await get_json(c2, "/v1/recommendations/%ff%fe")  # not UTF-8: kept as text, no list
+        assert odd["source"] == "popular"
+
+
+async def test_non_finite_scores_in_the_store_still_make_json(tmp_path):
+    with codec.ListWriter(tmp_path / "s", map_size=1 << 22) as w:
+        w.commit(codec.Commit(user_lists={"u": codec.ListRecord(["a", "b"], [float("nan"), float("inf")], 1, T)}))
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path / "s"))) as c:
+        r = await c.get("/v1/recommendations/u")
+        assert r.status == 200 and "NaN" not in await r.text() and "Infinity" not in await r.text()
+        assert [x["score"] for x in (await r.json())["items"]] == [0.0, 0.0]
 
 
 # -- events and impressions through NATS ------------------------------------------------------

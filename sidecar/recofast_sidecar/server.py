@@ -501,6 +501,11 @@ def _cands(rec: ListRecord | None, reason: str) -> Iterator[Candidate]:
             yield Candidate(i, sc, reason)
 
 
+def _finite(score: float) -> float:
+    """A score as JSON can carry it (a NaN or infinite score in the store becomes 0)."""
+    return round(score, 6) if math.isfinite(score) else 0.0
+
+
 def _fallback(cfg: SidecarConfig) -> list[Candidate]:
     return [Candidate(i, 0.0, "fallback") for i in cfg.fallback_items]
 
@@ -533,7 +538,7 @@ def _answer_list(
         "rec_id": rec_id,
         "model_version": model_version,
         "source": source,
-        "items": [{"item": c.item, "score": round(c.score, 6), "reason": c.reason} for c in items],
+        "items": [{"item": c.item, "score": _finite(c.score), "reason": c.reason} for c in items],
     }
     return web.json_response(body)
 
@@ -632,8 +637,8 @@ async def post_events(request: web.Request) -> web.Response:
     body = await request.read()
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the body is not JSON (or nested too deeply)") from None
     if isinstance(doc, dict) and "events" in doc:
         doc = doc["events"]
         if not isinstance(doc, list):
@@ -643,7 +648,10 @@ async def post_events(request: web.Request) -> web.Response:
         raise BadRequest("no events")
     if len(items) > cfg.max_events:
         raise BadRequest(f"at most {cfg.max_events} events per request", 413)
-    raws = [json.dumps(x, separators=(",", ":")).encode() for x in items]
+    try:
+        raws = [json.dumps(x, separators=(",", ":")).encode() for x in items]
+    except (ValueError, RecursionError):
+        raise BadRequest("an event is nested too deeply") from None
     ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]")
     st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
