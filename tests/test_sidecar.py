@@ -475,3 +475,21 @@ async def test_sync_mirrors_the_list_bucket_into_the_local_store(tmp_path, nats_
             await served(["g", "b"])
             assert (await get_json(c, user))["source"] == "popular"
             assert "recofast_sidecar_sync_records_applied 13" in await (await c.get("/metrics")).text()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20), max_size=30),
+    version=st.integers(0, 2**64 - 1),
+    cut=st.integers(1, 40),
+)
+def test_list_view_reads_what_decode_list_reads_and_rejects_truncation(items, version, cut):
+    rec = codec.ListRecord(items=items, scores=[float(i) / 7 for i in range(len(items))], model_version=version, time=T)
+    buf = codec.encode_list(rec)
+    view = codec.ListView(buf)
+    full = codec.decode_list(buf)
+    assert (len(view), view.model_version, view.time) == (len(full.items), full.model_version, full.time)
+    assert list(view) == list(zip(full.items, full.scores))
+    short = buf[: max(0, len(buf) - cut)]
+    with pytest.raises(codec.CodecError):
+        list(codec.ListView(short))

@@ -42,7 +42,7 @@ import lmdb
 from aiohttp import web
 
 from recofast_sidecar import __version__, events as ev
-from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListRecord, ListWriter, decode_item
+from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListView, ListWriter, decode_item
 from recofast_sidecar.constants import (
     DB_ITEMS,
     DB_USER_LISTS,
@@ -162,21 +162,21 @@ class Store:
                 pass
             self.reader = None
 
-    def user_list(self, user: str) -> ListRecord | None:
+    def user_list(self, user: str) -> ListView | None:
         if self.reader is None:
             return None
         try:
-            return self.reader.user_list(user)
+            return self.reader.user_list_view(user)
         except (lmdb.Error, CodecError, UnicodeError) as e:
             if isinstance(e, lmdb.Error):
                 self._fail(e)
             return None
 
-    def segment(self, kind: str, seg: str) -> ListRecord | None:
+    def segment(self, kind: str, seg: str) -> ListView | None:
         if self.reader is None:
             return None
         try:
-            return self.reader.segment(kind, seg)
+            return self.reader.segment_view(kind, seg)
         except (lmdb.Error, CodecError, UnicodeError) as e:
             if isinstance(e, lmdb.Error):
                 self._fail(e)
@@ -494,11 +494,15 @@ def user_token(secret: str, user: str) -> str:
     return hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
 
 
-def _cands(rec: ListRecord | None, reason: str) -> Iterator[Candidate]:
-    """The list's items as candidates, made only as far as they are read."""
+def _cands(rec: ListView | None, reason: str) -> Iterator[Candidate]:
+    """The list's items as candidates, decoded only as far as they are read (a truncated
+    record ends where it breaks)."""
     if rec is not None:
-        for i, sc in zip(rec.items, rec.scores):
-            yield Candidate(i, sc, reason)
+        try:
+            for i, sc in rec:
+                yield Candidate(i, sc, reason)
+        except (CodecError, UnicodeDecodeError):
+            return
 
 
 def _finite(score: float) -> float:
