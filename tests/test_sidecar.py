@@ -5,6 +5,7 @@ every endpoint, the filters, diversity and exploration, the fallbacks, user toke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import doctest
 import importlib
 import json
@@ -14,6 +15,12 @@ import sys
 import time
 import urllib.parse
 from contextlib import asynccontextmanager
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import nats
 import pytest
@@ -22,7 +29,7 @@ from hypothesis import strategies as st
 from aiohttp.test_utils import TestClient, TestServer
 from recofast_sidecar import codec
 from recofast_sidecar.constants import EVENTS_SUBJECTS, IMPRESSIONS_SUBJECT, STREAM
-from recofast_sidecar.server import SidecarConfig, _parser, config_from_args, create_app, openapi_document, user_token
+from recofast_sidecar.server import SidecarConfig, _parser, config_from_args, create_app, load_config, openapi_document, user_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -390,12 +397,30 @@ async def test_track_js_metrics_health_and_openapi_cover_every_route(store):
         assert routes == described
 
 
-def test_the_command_line():
+def test_the_command_line_and_the_configuration_file(tmp_path):
     args = _parser().parse_args(["--lmdb", "/x", "--port", "9000", "--fallback", "a,b", "--cors", "*", "--partitions", "3"])
-    cfg = config_from_args(args)
-    assert (cfg.lmdb, cfg.fallback_items, cfg.cors_origins, cfg.partitions, args.port) == ("/x", ("a", "b"), ("*",), 3, 9000)
+    cfg = config_from_args(args, env={"RECOFAST_SIDECAR_PORT": "7000", "RECOFAST_SIDECAR_MAX_K": "50"})
+    assert (cfg.lmdb, cfg.fallback_items, cfg.cors_origins, cfg.partitions, cfg.port, cfg.max_k) == ("/x", ("a", "b"), ("*",), 3, 9000, 50)
     out = subprocess.run([sys.executable, "-m", "recofast_sidecar.server", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "--lmdb DIR" in out.stdout and "RECOFAST_SIDECAR_TOKEN_SECRET" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "recofast_sidecar.server", "--sync", "--lmdb", "/x"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "sync needs nats" in bad.stderr
+
+    # The annotated file shows every option, at its default.
+    shipped = Path(__file__).resolve().parent.parent / "sidecar" / "recofast-sidecar.toml"
+    with open(shipped, "rb") as f:
+        table = tomllib.load(f)["sidecar"]
+    assert set(table) == {f.name for f in dataclasses.fields(SidecarConfig)}
+    assert load_config(shipped, env={}) == dataclasses.replace(SidecarConfig(), lmdb="data/lmdb")
+    mine = tmp_path / "edge.toml"
+    mine.write_text('[sidecar]\nlmdb = "/srv/lists"\nport = 81\ncors_origins = ["https://a.example"]\n')
+    cfg = config_from_args(_parser().parse_args(["--config", str(mine), "--port", "82"]), env={"RECOFAST_SIDECAR_TOKEN_SECRET": "s"})
+    assert (cfg.lmdb, cfg.port, cfg.cors_origins, cfg.token_secret) == ("/srv/lists", 82, ("https://a.example",), "s")
+    mine.write_text("[sidecar]\nprot = 81\n")
+    with pytest.raises(SystemExit, match="unknown sidecar option 'prot'"):
+        config_from_args(_parser().parse_args(["--config", str(mine)]), env={})
+    with pytest.raises(SystemExit, match="cannot use 'many'"):
+        config_from_args(_parser().parse_args(["--lmdb", "/x"]), env={"RECOFAST_SIDECAR_PORT": "many"})
 
 
 @pytest.mark.parametrize("name", ["recofast_sidecar.events", "recofast_sidecar.rerank", "recofast_sidecar.server", "recofast_sidecar.sync"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,16 +31,22 @@ import math
 import os
 import random
 import re
+import sys
 import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
 from aiohttp import web
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from recofast_sidecar import __version__, events as ev
 from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListView, ListWriter, decode_item
@@ -75,6 +82,8 @@ class SidecarConfig:
 
     lmdb: str | None = None
     """The list store the engine writes (a directory). None or missing: static fallback only."""
+    host: str = "127.0.0.1"
+    port: int = 8080
     nats: str | None = None
     """NATS URL for ``POST /v1/events`` and impressions. None: events answer 503."""
     partitions: int = 1
@@ -1084,22 +1093,84 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
 # -- the command ------------------------------------------------------------------------------
 
 
+ENV_PREFIX = "RECOFAST_SIDECAR_"
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """A configuration value of the option's type (TOML values, or text from the environment)."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, tuple):
+            return tuple(x for x in (value.split(",") if isinstance(value, str) else value) if x)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if name == "seed":
+            return None if value in (None, "") else int(value)
+        return None if value in (None, "") else str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name!r}: cannot use {value!r}") from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SidecarConfig:
+    """The defaults, then the ``[sidecar]`` table of a TOML file (the annotated
+    ``sidecar/recofast-sidecar.toml`` shows every option), then ``RECOFAST_SIDECAR_<OPTION>``
+    variables of ``env``, then ``overrides`` (None values are ignored).
+
+    >>> cfg = load_config(env={"RECOFAST_SIDECAR_PORT": "9000", "RECOFAST_SIDECAR_FALLBACK_ITEMS": "a,b"})
+    >>> cfg.port, cfg.fallback_items, cfg.max_k
+    (9000, ('a', 'b'), 200)
+    """
+    cfg = SidecarConfig()
+    fields = {f.name for f in dataclasses.fields(SidecarConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f).get("sidecar", {}))
+    env = os.environ if env is None else env
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in fields:
+            values[key[len(ENV_PREFIX) :].lower()] = raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"unknown sidecar option {key!r}")
+        setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+    if not 1 <= cfg.partitions <= 1024:
+        raise ValueError("partitions must be between 1 and 1024")
+    if cfg.sync and not (cfg.nats and cfg.lmdb):
+        raise ValueError("sync needs nats and lmdb")
+    return cfg
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recofast-sidecar",
         description="Serve recofast recommendation lists from a local LMDB store, with filters, "
-        "context, diversity, exploration and fallbacks; accept events and publish them to NATS.",
+        "context, diversity, exploration and fallbacks; accept events and publish them to NATS. "
+        "Options come from the defaults, then --config, then RECOFAST_SIDECAR_<OPTION> variables, then these flags.",
     )
-    p.add_argument("--lmdb", required=True, metavar="DIR", help="the list store the engine writes (opened read-only; retried while missing)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with a [sidecar] table (see sidecar/recofast-sidecar.toml)")
+    p.add_argument("--lmdb", metavar="DIR", help="the list store the engine writes (opened read-only; retried while missing)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
     p.add_argument("--nats", metavar="URL", help="NATS URL for POST /v1/events and impressions (without it, events answer 503)")
-    p.add_argument("--partitions", type=int, default=1, help="publish events to recofast.events.p0..pN-1 by user (default 1)")
-    p.add_argument("--fallback", default="", metavar="IDS", help="comma-separated item ids served when no list can be read")
-    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow this CORS origin (repeatable; * for any)")
-    p.add_argument("--max-body", type=int, default=256 * 1024, metavar="BYTES", help="largest request body (default 262144)")
+    p.add_argument("--partitions", type=int, help="publish events to recofast.events.p0..pN-1 by user (default 1)")
+    p.add_argument("--fallback", metavar="IDS", help="comma-separated item ids served when no list can be read")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this CORS origin (repeatable; * for any)")
+    p.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body (default 262144)")
     p.add_argument(
-        "--sync", action="store_true",
+        "--sync", action="store_true", default=None,
         help=f"mirror the list store from the NATS KV bucket {LISTS_BUCKET} into --lmdb (needs --nats; this sidecar then writes its own store)",
     )
     p.add_argument("--no-impressions", action="store_true", help="do not publish served lists to recofast.impressions")
@@ -1111,33 +1182,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> SidecarConfig:
-    if not 1 <= args.partitions <= 1024:
-        raise SystemExit("--partitions must be between 1 and 1024")
-    if args.sync and not args.nats:
-        raise SystemExit("--sync needs --nats")
-    return SidecarConfig(
-        sync=args.sync,
-        lmdb=args.lmdb,
-        nats=args.nats,
-        partitions=args.partitions,
-        fallback_items=tuple(x for x in args.fallback.split(",") if x),
-        token_secret=os.environ.get("RECOFAST_SIDECAR_TOKEN_SECRET") or None,
-        cors_origins=tuple(args.cors),
-        max_body=args.max_body,
-        impressions=not args.no_impressions,
-    )
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> SidecarConfig:
+    """The configuration a command line asks for (file, environment, then flags)."""
+    overrides = {
+        "lmdb": args.lmdb,
+        "host": args.host,
+        "port": args.port,
+        "nats": args.nats,
+        "partitions": args.partitions,
+        "fallback_items": args.fallback,
+        "cors_origins": tuple(args.cors) if args.cors else None,
+        "max_body": args.max_body,
+        "sync": args.sync,
+        "impressions": False if args.no_impressions else None,
+    }
+    try:
+        cfg = load_config(args.config, env, overrides)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"recofast-sidecar: {e}") from None
+    if not cfg.lmdb:
+        raise SystemExit("recofast-sidecar: give --lmdb DIR (or lmdb in the [sidecar] table)")
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    web.run_app(create_app(cfg), host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None)
     return 0
 
 
-__all__ = ["STATE", "SidecarConfig", "Store", "create_app", "main", "openapi_document", "user_token"]
+__all__ = ["STATE", "SidecarConfig", "Store", "create_app", "load_config", "main", "openapi_document", "user_token"]
 
 
 if __name__ == "__main__":
