@@ -518,3 +518,24 @@ def test_list_view_reads_what_decode_list_reads_and_rejects_truncation(items, ve
     short = buf[: max(0, len(buf) - cut)]
     with pytest.raises(codec.CodecError):
         list(codec.ListView(short))
+
+
+async def test_posted_events_are_checked_against_the_schema_registry(store, nats_url):
+    from recofast_sidecar.constants import SCHEMA_BUCKET
+
+    async with await nats.connect(nats_url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(name=STREAM, subjects=[EVENTS_SUBJECTS])
+        kv = await js.create_key_value(bucket=SCHEMA_BUCKET)
+        await kv.put("event.v2", b"{}")  # the engine has moved on to a version 2 this sidecar does not know
+        async with sidecar(SidecarConfig(lmdb=store, nats=nats_url, schema_refresh_seconds=0.05)) as c:
+            deadline = time.monotonic() + 10
+            while (r := await c.post("/v1/events", json=view(1, "u1", "a"))).status != 400:
+                assert time.monotonic() < deadline, await r.text()
+                await asyncio.sleep(0.02)
+            assert (await r.json())["errors"] == [{"index": 0, "reason": "unknown schema version 1"}]
+            # Version 1 registered again: accepted at the door.
+            await kv.put("event.v1", b"{}")
+            while (r := await c.post("/v1/events", json=view(2, "u1", "a"))).status != 202:
+                assert time.monotonic() < deadline, await r.text()
+                await asyncio.sleep(0.02)

@@ -18,6 +18,7 @@ CONSUMER = "recofast-engine"
 """The engine's durable pull consumer."""
 SCHEMA_BUCKET = "recofast_schemas"
 """NATS KV bucket: key ``event.v<N>`` → JSON description of an accepted schema version."""
+SCHEMA_KEY_PREFIX = "event.v"
 
 # -- LMDB -----------------------------------------------------------------------------------
 DB_USER_LISTS = b"user_lists"

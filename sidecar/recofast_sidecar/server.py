@@ -66,6 +66,8 @@ from recofast_sidecar.constants import (
     PATH_RECOMMENDATIONS,
     PATH_SIMILAR,
     PATH_TRACK_JS,
+    SCHEMA_BUCKET,
+    SCHEMA_KEY_PREFIX,
 )
 from recofast_sidecar.sync import Mirror
 from recofast_sidecar.rerank import Candidate, Filters, explore_slot, mmr, passes
@@ -110,6 +112,9 @@ class SidecarConfig:
     """Most user lists scanned to derive co-listed items for ``/similar``."""
     similar_cache_seconds: float = 60.0
     publish_timeout: float = 2.0
+    schema_refresh_seconds: float = 30.0
+    """How often the event versions registered in the schema registry (NATS KV bucket
+    ``recofast_schemas``) are re-read; posted events must be of a registered version."""
     seed: int | None = None
     """Seed of the exploration draws (None: from the OS)."""
     sync: bool = False
@@ -354,6 +359,8 @@ class State:
     rng: random.Random = field(default_factory=random.Random)
     similar_cache: dict[str, tuple[float, list[tuple[str, float]]]] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    accepted: tuple[int, ...] = ev.ACCEPTED_VERSIONS
+    """Event versions posted events may have: this package's, narrowed to the registry's."""
     writer: ListWriter | None = None
     mirror: Mirror | None = None
 
@@ -665,7 +672,7 @@ async def post_events(request: web.Request) -> web.Response:
         raws = [json.dumps(x, separators=(",", ":")).encode() for x in items]
     except (ValueError, RecursionError):
         raise BadRequest("an event is nested too deeply") from None
-    ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]")
+    ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]", st.accepted)
     st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
     if not ok:
@@ -977,6 +984,12 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("connected to NATS at %s", cfg.nats)
             return
 
+    async def registry() -> None:
+        await connecting
+        while True:
+            st.accepted = await _registered_versions(st.js)
+            await asyncio.sleep(cfg.schema_refresh_seconds)
+
     async def mirror() -> None:
         await connecting
         if st.mirror is not None:
@@ -985,7 +998,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
     connecting = asyncio.create_task(connect())
     if cfg.impressions:
         st.impressions = asyncio.Queue(maxsize=cfg.impression_queue)
-    tasks = [connecting, asyncio.create_task(_publish_impressions(st)), asyncio.create_task(mirror())]
+    tasks = [connecting, *(asyncio.create_task(c) for c in (_publish_impressions(st), mirror(), registry()))]
     yield
     for t in tasks:
         t.cancel()
@@ -1003,6 +1016,20 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
         except Exception as e:  # noqa: BLE001
             log.warning("NATS drain failed: %s", e)
         st.nc = st.js = None
+
+
+async def _registered_versions(js: Any) -> tuple[int, ...]:
+    """The event versions this package decodes that the schema registry holds; all of this
+    package's when there is no registry (or it cannot be read)."""
+    try:
+        kv = await js.key_value(SCHEMA_BUCKET)
+        keys = await kv.keys()
+    except Exception as e:  # noqa: BLE001 - no bucket, no keys, or NATS trouble: no narrowing
+        log.debug("schema registry not read: %s", e)
+        return ev.ACCEPTED_VERSIONS
+    n = len(SCHEMA_KEY_PREFIX)
+    registered = {int(k[n:]) for k in keys if k.startswith(SCHEMA_KEY_PREFIX) and k[n:].isdigit()}
+    return tuple(v for v in ev.ACCEPTED_VERSIONS if v in registered)
 
 
 def _take_batch(q: asyncio.Queue[dict[str, Any]], first: dict[str, Any], most: int = 100) -> list[dict[str, Any]]:
