@@ -202,6 +202,8 @@ async def test_similar_items_from_co_listed_items_else_popular(store):
         assert items_of(body)[0] == "b" and "a" not in items_of(body) and "d" not in items_of(body)
         lonely = await get_json(c, "/v1/items/zzz/similar")
         assert lonely["source"] == "popular" and items_of(lonely) == ["c", "a", "b"]
+        in_gb = await get_json(c, "/v1/items/zzz/similar?country=GB&k=2")
+        assert in_gb["source"] == "popular" and items_of(in_gb) == ["g", "c"]
 
 
 async def test_popular_per_segment_and_kind(store):

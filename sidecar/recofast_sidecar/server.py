@@ -545,6 +545,8 @@ def _answer_list(
 ) -> web.Response:
     rec_id = uuid.uuid4().hex
     ids = [c.item for c in items]
+    if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
+        st.exposure.clear()
     st.exposure.update(ids)
     st.metrics.inc("recofast_sidecar_lists_served_total", endpoint=kind, source=source)
     if ids:
@@ -605,6 +607,7 @@ async def similar(request: web.Request) -> web.Response:
     item = _id(request.match_info["item_id"], "item id")
     q = request.query
     k = _int(q, "k", 10, 1, cfg.max_k)
+    ctx = _context(q)
     flt = _filters(q)
     flt = Filters(flt.category, flt.min_price, flt.max_price, flt.exclude | {item})
     now = time.monotonic()
@@ -617,12 +620,19 @@ async def similar(request: web.Request) -> web.Response:
         st.similar_cache[item] = (now, pairs)
     else:
         pairs = hit[1]
-    # Co-listed items when there are any; the shop's popular list when there are none.
-    if pairs:
-        src: list[tuple[str, Iterable[Candidate]]] = [("co-listed", [Candidate(i, sc, "co-listed") for i, sc in pairs])]
-    else:
-        src = [("popular", _cands(st.store.segment("popular", "all"), "popular in all"))]
-    src.append(("fallback", _fallback(cfg)))
+    # Co-listed items when there are any; the context's segment list (then the shop's) when
+    # there are none.
+    store = st.store
+
+    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+        if pairs:
+            yield "co-listed", (Candidate(i, sc, "co-listed") for i, sc in pairs)
+        else:
+            for seg in ctx.segments():
+                yield "popular", _cands(store.segment("popular", seg), f"popular in {seg}")
+        yield "fallback", _fallback(cfg)
+
+    src = sources()
     chosen, _, first = st.store.select(src, flt, k)
     source = first or ("co-listed" if pairs else "popular" if st.store.available else "fallback")
     return _answer_list(st, "similar", "item", source, st.store.meta_version(), chosen, {"item": item})
@@ -810,7 +820,7 @@ def openapi_document() -> dict[str, Any]:
             PATH_RECOMMENDATIONS: rec,
             PATH_SIMILAR: get(
                 "Items similar to an item (co-listed), else the popular list",
-                [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *filters],
+                [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *context, *filters],
                 lst,
             ),
             PATH_POPULAR: get(
