@@ -28,7 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from aiohttp.test_utils import TestClient, TestServer
 from recofast_sidecar import codec
-from recofast_sidecar.constants import EVENTS_SUBJECTS, IMPRESSIONS_SUBJECT, STREAM
+from recofast_sidecar.constants import (
+    DLQ_REASON_HEADER,
+    DLQ_SOURCE_HEADER,
+    DLQ_SUBJECT,
+    EVENTS_SUBJECTS,
+    IMPRESSIONS_SUBJECT,
+    STREAM,
+)
 from recofast_sidecar.server import SidecarConfig, _parser, config_from_args, create_app, load_config, openapi_document, user_token
 
 pytestmark = pytest.mark.timeout(60)
@@ -315,6 +322,7 @@ async def test_events_are_validated_and_published_and_lists_are_logged_as_impres
         js = nc.jetstream()
         await js.add_stream(name=STREAM, subjects=[EVENTS_SUBJECTS])
         imps = await nc.subscribe(IMPRESSIONS_SUBJECT)
+        dlq = await nc.subscribe(DLQ_SUBJECT)
         await nc.flush()
         async with sidecar(SidecarConfig(lmdb=store, nats=nats_url, partitions=4)) as c:
             deadline = time.monotonic() + 10
@@ -326,6 +334,9 @@ async def test_events_are_validated_and_published_and_lists_are_logged_as_impres
             assert r.status == 202, body
             assert body["accepted"] == 2 and body["rejected"] == 1
             assert body["errors"] == [{"index": 1, "reason": "unknown schema version 2"}]
+            dead = await dlq.next_msg(timeout=5)
+            assert json.loads(dead.data) == {"v": 2, "id": "bad"}
+            assert dead.headers[DLQ_REASON_HEADER] == "unknown schema version 2" and dead.headers[DLQ_SOURCE_HEADER] == "sidecar"
             # One event alone, sent as text/plain like the track.js beacon.
             r = await c.post("/v1/events", data=json.dumps(view(3, "u1", "c")), headers={"Content-Type": "text/plain"})
             assert r.status == 202 and (await r.json())["accepted"] == 1

@@ -53,6 +53,9 @@ from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListView,
 from recofast_sidecar.constants import (
     DB_ITEMS,
     DB_USER_LISTS,
+    DLQ_REASON_HEADER,
+    DLQ_SOURCE_HEADER,
+    DLQ_SUBJECT,
     EVENTS_SUBJECT_PREFIX,
     IMPRESSIONS_SUBJECT,
     LISTS_BUCKET,
@@ -656,6 +659,20 @@ async def popular(request: web.Request) -> web.Response:
     return _answer_list(st, "popular", "segment", source, version, chosen, {"segment": seg, "kind": kind})
 
 
+async def _dead_letters(st: State, bad: list[ev.Rejected]) -> None:
+    """Rejected events go to the dead-letter subject with their reason (as the engine's do),
+    so a drifting producer shows where operators look; best effort, never awaited long."""
+    nc = st.nc
+    if nc is None or not nc.is_connected:
+        return
+    for r in bad[:100]:
+        try:
+            await nc.publish(DLQ_SUBJECT, r.raw, headers={DLQ_REASON_HEADER: r.reason[:1000], DLQ_SOURCE_HEADER: "sidecar"})
+        except Exception as e:  # noqa: BLE001
+            log.warning("dead-lettering a rejected event failed: %s", e)
+            return
+
+
 def _subject(user: str, partitions: int) -> str:
     part = zlib.crc32(user.encode()) % partitions if partitions > 1 else 0
     return f"{EVENTS_SUBJECT_PREFIX}.p{part}"
@@ -693,6 +710,8 @@ async def post_events(request: web.Request) -> web.Response:
         st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
         msg = "no NATS configured" if not cfg.nats else "NATS is not connected"
         return web.json_response({"error": f"{msg}: events cannot be accepted", "status": 503}, status=503)
+    if bad:
+        await _dead_letters(st, bad)
     groups: dict[str, list[ev.Event]] = {}
     for e in ok:
         groups.setdefault(_subject(str(e.user), cfg.partitions), []).append(e)
