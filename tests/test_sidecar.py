@@ -552,3 +552,23 @@ async def test_posted_events_are_checked_against_the_schema_registry(store, nats
             while (r := await c.post("/v1/events", json=view(2, "u1", "a"))).status != 202:
                 assert time.monotonic() < deadline, await r.text()
                 await asyncio.sleep(0.02)
+
+
+async def test_lists_are_served_while_nats_is_unreachable(store, caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with caplog.at_level("ERROR", logger="nats"):
+        async with sidecar(SidecarConfig(lmdb=store, nats=f"nats://127.0.0.1:{port}")) as c:
+            t0 = time.monotonic()
+            for _ in range(20):
+                assert (await get_json(c, "/v1/recommendations/u1?k=2"))["source"] == "personal"
+            assert time.monotonic() - t0 < 2.0  # impressions wait for nobody
+            r = await c.post("/v1/events", json=view(1, "u1", "a"))
+            assert r.status == 503 and "not connected" in (await r.json())["error"]
+            ready = await get_json(c, "/readyz", status=503)
+            assert ready["nats"] == "disconnected" and ready["lmdb"] == "open"
+            metrics = await (await c.get("/metrics")).text()
+            assert "recofast_sidecar_nats_connected 0" in metrics
