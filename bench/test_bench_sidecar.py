@@ -2,7 +2,7 @@
 handler that reads one list from the same LMDB store and returns it as JSON (the floor every
 sidecar feature is paid from).
 
-Run (about 40 seconds; needs ``wrk``, e.g. ``apt-get install -y wrk``)::
+Run (about 50 seconds; needs ``wrk``, e.g. ``apt-get install -y wrk``)::
 
     .venv/bin/python -m pytest bench/test_bench_sidecar.py --benchmark-enable --benchmark-only -p no:randomly -s
 
@@ -126,6 +126,7 @@ CASES = {
     "sidecar personal": ("sidecar", "/v1/recommendations/u%d?k=10"),
     "sidecar filters+diversity": ("sidecar", "/v1/recommendations/u%d?k=10&max_price=30&diversity=0.5&explore=0.1&country=GB&device=mobile"),
     "sidecar unknown user": ("sidecar", "/v1/recommendations/x%d?k=10&country=GB"),
+    "sidecar personal, 2 processes": ("sidecar2", "/v1/recommendations/u%d?k=10"),
 }
 
 
@@ -137,6 +138,8 @@ def test_http_throughput(benchmark, record_rate, store, tmp_path, name):
         cmd = [sys.executable, "-c", BARE, store, str(port)]
     else:
         cmd = [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--log-level", "WARNING"]
+        if kind == "sidecar2":
+            cmd += ["--processes", "2"]
     proc = _serve(cmd, port, tmp_path / "server.log")
     try:
         # The answer is right before it is fast.

@@ -572,3 +572,34 @@ async def test_lists_are_served_while_nats_is_unreachable(store, caplog):
             assert ready["nats"] == "disconnected" and ready["lmdb"] == "open"
             metrics = await (await c.get("/metrics")).text()
             assert "recofast_sidecar_nats_connected 0" in metrics
+
+
+def test_several_processes_share_the_port_and_stop_on_sigterm(store):
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--processes", "2", "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        answers = []
+        while len(answers) < 20:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/recommendations/u1?k=2", timeout=2) as r:
+                    answers.append(json.loads(r.read()))
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert all(a["source"] == "personal" and items_of(a) == ["a", "b"] for a in answers)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

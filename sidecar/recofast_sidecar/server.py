@@ -89,6 +89,9 @@ class SidecarConfig:
     """The list store the engine writes (a directory). None or missing: static fallback only."""
     host: str = "127.0.0.1"
     port: int = 8080
+    processes: int = 1
+    """Server processes sharing the port (SO_REUSEPORT), each with its own reader and NATS
+    connection. More than 1 cannot be combined with ``sync`` (one writer per store)."""
     nats: str | None = None
     """NATS URL for ``POST /v1/events`` and impressions. None: events answer 503."""
     partitions: int = 1
@@ -1206,6 +1209,10 @@ def load_config(
         raise ValueError("partitions must be between 1 and 1024")
     if cfg.sync and not (cfg.nats and cfg.lmdb):
         raise ValueError("sync needs nats and lmdb")
+    if not 1 <= cfg.processes <= 256:
+        raise ValueError("processes must be between 1 and 256")
+    if cfg.sync and cfg.processes > 1:
+        raise ValueError("sync needs a single process (one writer per store)")
     return cfg
 
 
@@ -1225,6 +1232,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", metavar="IDS", help="comma-separated item ids served when no list can be read")
     p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this CORS origin (repeatable; * for any)")
     p.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body (default 262144)")
+    p.add_argument("--processes", type=int, metavar="N", help="server processes sharing the port (default 1)")
     p.add_argument(
         "--sync", action="store_true", default=None,
         help=f"mirror the list store from the NATS KV bucket {LISTS_BUCKET} into --lmdb (needs --nats; this sidecar then writes its own store)",
@@ -1249,6 +1257,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         "fallback_items": args.fallback,
         "cors_origins": tuple(args.cors) if args.cors else None,
         "max_body": args.max_body,
+        "processes": args.processes,
         "sync": args.sync,
         "impressions": False if args.no_impressions else None,
     }
@@ -1261,12 +1270,35 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     return cfg
 
 
+def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, print=None, access_log=None)
-    return 0
+    if cfg.processes == 1:
+        _serve(cfg, args.log_level, False)
+        return 0
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve, args=(cfg, args.log_level, True), name=f"recofast-sidecar-{i}") for i in range(cfg.processes)]
+    for p in procs:
+        p.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGINT)  # each child shuts down gracefully (drains NATS)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)
 
 
 __all__ = ["STATE", "SidecarConfig", "Store", "create_app", "load_config", "main", "openapi_document", "user_token"]
