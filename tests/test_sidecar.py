@@ -453,7 +453,13 @@ _params = st.dictionaries(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Deterministic in the normal run; RECOFAST_FUZZ_EXAMPLES=2000 searches further.
+@settings(
+    max_examples=int(os.environ.get("RECOFAST_FUZZ_EXAMPLES", "40")),
+    derandomize="RECOFAST_FUZZ_EXAMPLES" not in os.environ,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     requests=st.lists(
         st.tuples(st.sampled_from(["/v1/recommendations/{}", "/v1/items/{}/similar", "/v1/popular"]), _text, _params),
