@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import lmdb
@@ -57,6 +57,7 @@ _LIST_HEAD = struct.Struct("<BBHQd")
 _ITEM_HEAD = struct.Struct("<BBdd")
 _META = struct.Struct("<BBHIQQd")
 _U16 = struct.Struct("<H")
+_F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 _META_KEY = b"state"
 
@@ -155,6 +156,49 @@ def decode_list(buf: bytes | memoryview) -> ListRecord:
     if off != len(buf):
         raise CodecError("trailing bytes after list record")
     return ListRecord(items=items, scores=scores, model_version=version, time=t)
+
+
+class ListView:
+    """A list record read lazily: the header at once, each ``(item, score)`` as it is
+    iterated, so a reader that needs the first ten of a long list decodes ten. Iteration
+    raises :class:`CodecError` where the record turns out truncated.
+
+    >>> v = ListView(encode_list(ListRecord(items=["mug", "tea"], scores=[0.5, 0.25], model_version=3)))
+    >>> len(v), v.model_version, list(v)
+    (2, 3, [('mug', 0.5), ('tea', 0.25)])
+    """
+
+    __slots__ = ("_buf", "n", "model_version", "time")
+
+    def __init__(self, buf: bytes | memoryview) -> None:
+        buf = bytes(buf)
+        if len(buf) < _LIST_HEAD.size:
+            raise CodecError("list record truncated")
+        fmt, _flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
+        if fmt != FORMAT_VERSION:
+            raise CodecError(f"unknown list format {fmt}")
+        if len(buf) < _LIST_HEAD.size + 4 * n + 2 * n:
+            raise CodecError("list record truncated")
+        self._buf, self.n, self.model_version, self.time = buf, n, version, t
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        buf, n = self._buf, self.n
+        s_off = _LIST_HEAD.size
+        off = s_off + 4 * n
+        end = len(buf)
+        f32, u16 = _F32.unpack_from, _U16.unpack_from
+        for i in range(n):
+            if off + 2 > end:
+                raise CodecError("list record truncated")
+            (ln,) = u16(buf, off)
+            off += 2
+            if off + ln > end:
+                raise CodecError("list record truncated")
+            yield buf[off : off + ln].decode(), f32(buf, s_off + 4 * i)[0]
+            off += ln
 
 
 def encode_item(rec: ItemRecord) -> bytes:
@@ -319,6 +363,16 @@ class ListReader:
         v = self._get(DB_ITEMS, item.encode())
         return None if v is None else decode_item(v)
 
+    def user_list_view(self, user: str) -> ListView | None:
+        """Like :meth:`user_list`, decoded lazily (:class:`ListView`)."""
+        v = self._get(DB_USER_LISTS, user.encode())
+        return None if v is None else ListView(v)
+
+    def segment_view(self, kind: str, segment: str) -> ListView | None:
+        """Like :meth:`segment`, decoded lazily (:class:`ListView`)."""
+        v = self._get(DB_SEGMENTS, segment_key(kind, segment).encode())
+        return None if v is None else ListView(v)
+
     def segment(self, kind: str, segment: str) -> ListRecord | None:
         v = self._get(DB_SEGMENTS, segment_key(kind, segment).encode())
         return None if v is None else decode_list(v)
@@ -368,6 +422,7 @@ __all__ = [
     "ItemRecord",
     "ListReader",
     "ListRecord",
+    "ListView",
     "ListWriter",
     "MetaRecord",
     "decode_item",

@@ -13,11 +13,14 @@ DLQ_SUBJECT = "recofast.dlq"
 """Invalid events and unknown schema versions, with the reason in the ``Recofast-Reason`` header."""
 DLQ_REASON_HEADER = "Recofast-Reason"
 DLQ_SEQ_HEADER = "Recofast-Stream-Seq"
+DLQ_SOURCE_HEADER = "Recofast-Source"
+"""Set to ``sidecar`` on events the sidecar rejected at the door (they never reached the stream)."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 CONSUMER = "recofast-engine"
 """The engine's durable pull consumer."""
 SCHEMA_BUCKET = "recofast_schemas"
 """NATS KV bucket: key ``event.v<N>`` → JSON description of an accepted schema version."""
+SCHEMA_KEY_PREFIX = "event.v"
 
 # -- LMDB -----------------------------------------------------------------------------------
 DB_USER_LISTS = b"user_lists"
@@ -29,3 +32,21 @@ LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META)
 # -- HTTP (engine metrics) ------------------------------------------------------------------
 PATH_HEALTHZ = "/healthz"
 PATH_METRICS = "/metrics"
+IMPRESSIONS_SUBJECT = "recofast.impressions"
+"""The sidecar publishes every served list here (JSON arrays of impression records, each with
+its ``rec_id``), so clicks and purchases carrying that ``rec_id`` can be attributed. Outside
+the events stream on purpose: an impression teaches the model nothing."""
+
+# -- HTTP (the sidecar) ---------------------------------------------------------------------
+PATH_READYZ = "/readyz"
+PATH_OPENAPI = "/openapi.json"
+PATH_RECOMMENDATIONS = "/v1/recommendations/{user_id}"
+PATH_SIMILAR = "/v1/items/{item_id}/similar"
+PATH_POPULAR = "/v1/popular"
+PATH_EVENTS = "/v1/events"
+PATH_TRACK_JS = "/v1/track.js"
+
+LISTS_BUCKET = "recofast_lists"
+"""NATS KV bucket mirroring the list store for remote edges (``recofast-sidecar --sync``):
+key ``u.<id>``, ``i.<id>``, ``s.<segment key>`` (ids in unpadded base64url) or ``meta``;
+value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.sync`."""

@@ -1,0 +1,155 @@
+"""Sidecar HTTP load with wrk: the sidecar's endpoints side by side with a bare aiohttp
+handler that reads one list from the same LMDB store and returns it as JSON (the floor every
+sidecar feature is paid from).
+
+Run (about 50 seconds; needs ``wrk``, e.g. ``apt-get install -y wrk``)::
+
+    .venv/bin/python -m pytest bench/test_bench_sidecar.py --benchmark-enable --benchmark-only -p no:randomly -s
+
+Each server is one process on a free port; wrk runs 2 threads and 16 connections for
+``RECOFAST_WRK_SECONDS`` (default 5) seconds against random users of a 100,000-user store.
+The summary prints req/s and ratios to the bare handler measured in the same run; p50 and
+p99 latencies go to ``extra_info``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from recofast_sidecar import codec
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+USERS = 100_000
+ITEMS = 5_000
+SECONDS = int(os.environ.get("RECOFAST_WRK_SECONDS", "5"))
+
+BARE = textwrap.dedent(
+    """
+    import sys
+    from aiohttp import web
+    from recofast_sidecar.codec import ListReader
+    reader = ListReader(sys.argv[1])
+    async def handler(request):
+        rec = reader.user_list(request.match_info["user"])
+        items = [] if rec is None else [{"item": i, "score": s} for i, s in zip(rec.items[:10], rec.scores[:10])]
+        return web.json_response({"user": request.match_info["user"], "items": items})
+    app = web.Application()
+    app.router.add_get("/v1/recommendations/{user}", handler)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
+    """
+)
+
+LUA = """
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", string.format(wrk.path, math.random(0, %d)))
+end
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sidecar") / "lmdb"
+    rng = np.random.default_rng(1)
+    cats = ["mugs", "tea", "pots", "cups", "plates"]
+    items = {f"i{j}": codec.ItemRecord(category=cats[j % 5], price=float(1 + j % 50), in_stock=j % 17 != 0) for j in range(ITEMS)}
+    with codec.ListWriter(path, map_size=1 << 30, sync=False) as w:
+        w.commit(codec.Commit(items=items, segments={"popular:all": codec.ListRecord([f"i{j}" for j in range(50)], [1.0] * 50, 1, 0.0)}))
+        for start in range(0, USERS, 10_000):
+            lists = {}
+            for u in range(start, start + 10_000):
+                ids = rng.choice(ITEMS, 50, replace=False)
+                lists[f"u{u}"] = codec.ListRecord([f"i{j}" for j in ids], np.linspace(1, 0, 50).tolist(), 1, 0.0)
+            w.commit(codec.Commit(user_lists=lists))
+        w.commit(codec.Commit(meta=codec.MetaRecord(model_version=1, last_seq=0, time=0.0)))
+    return str(path)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/recommendations/u1", timeout=1) as r:
+                r.read()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(10)
+                raise RuntimeError(log.read_text()) from None
+            time.sleep(0.1)
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
+def _wrk(url_template: str, tmp: Path) -> dict[str, float]:
+    script = tmp / "random_user.lua"
+    script.write_text(LUA % (USERS - 1))
+    out = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{SECONDS}s", "--latency", "-s", str(script), url_template],
+        capture_output=True, text=True, timeout=SECONDS + 30, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    return {"req_per_s": rps, "p50_ms": p50, "p99_ms": p99}
+
+
+CASES = {
+    "bare aiohttp + LMDB": ("bare", "/v1/recommendations/u%d"),
+    "sidecar personal": ("sidecar", "/v1/recommendations/u%d?k=10"),
+    "sidecar filters+diversity": ("sidecar", "/v1/recommendations/u%d?k=10&max_price=30&diversity=0.5&explore=0.1&country=GB&device=mobile"),
+    "sidecar unknown user": ("sidecar", "/v1/recommendations/x%d?k=10&country=GB"),
+    "sidecar personal, 2 processes": ("sidecar2", "/v1/recommendations/u%d?k=10"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_http_throughput(benchmark, record_rate, store, tmp_path, name):
+    kind, path = CASES[name]
+    port = _port()
+    if kind == "bare":
+        cmd = [sys.executable, "-c", BARE, store, str(port)]
+    else:
+        cmd = [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--log-level", "WARNING"]
+        if kind == "sidecar2":
+            cmd += ["--processes", "2"]
+    proc = _serve(cmd, port, tmp_path / "server.log")
+    try:
+        # The answer is right before it is fast.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path % 3}", timeout=5) as r:
+            body = json.loads(r.read())
+        assert len(body["items"]) == 10
+        res = benchmark.pedantic(_wrk, args=(f"http://127.0.0.1:{port}{path}", tmp_path), rounds=1, iterations=1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    benchmark.extra_info.update(res)
+    record_rate("sidecar HTTP (wrk -t2 -c16)", name, res["req_per_s"], "req/s")
+    print(f"\n{name}: {res['req_per_s']:,.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")

@@ -1,0 +1,1308 @@
+"""The edge sidecar: an aiohttp server over a local LMDB list store.
+
+``recofast-sidecar --lmdb DIR [--port 8080] [--nats URL]`` serves
+
+- ``GET /v1/recommendations/{user_id}``: the user's list, filtered (stock, category, price,
+  exclusions), diversified (MMR over categories), with an optional exploration slot; when the
+  user has no list, the popular list of the context's segment, then of the whole shop, then a
+  static fallback list. It never answers 5xx for want of data.
+- ``GET /v1/items/{item_id}/similar``, ``GET /v1/popular``,
+- ``POST /v1/events`` (validated with :mod:`recofast_sidecar.events`, published to NATS),
+- ``GET /v1/track.js``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``.
+
+Every served list is published as an impression (with its ``rec_id``) from a background
+queue, so the answer never waits for NATS.
+
+>>> app = create_app(SidecarConfig(lmdb=None, fallback_items=("mug",)))
+>>> sorted(r.resource.canonical for r in app.router.routes() if r.method == "GET")[:3]
+['/healthz', '/metrics', '/openapi.json']
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+import uuid
+import zlib
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+from aiohttp import web
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from recofast_sidecar import __version__, events as ev
+from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListView, ListWriter, decode_item
+from recofast_sidecar.constants import (
+    DB_ITEMS,
+    DB_USER_LISTS,
+    DLQ_REASON_HEADER,
+    DLQ_SOURCE_HEADER,
+    DLQ_SUBJECT,
+    EVENTS_SUBJECT_PREFIX,
+    IMPRESSIONS_SUBJECT,
+    LISTS_BUCKET,
+    MSG_ID_HEADER,
+    PATH_EVENTS,
+    PATH_HEALTHZ,
+    PATH_METRICS,
+    PATH_OPENAPI,
+    PATH_POPULAR,
+    PATH_READYZ,
+    PATH_RECOMMENDATIONS,
+    PATH_SIMILAR,
+    PATH_TRACK_JS,
+    SCHEMA_BUCKET,
+    SCHEMA_KEY_PREFIX,
+)
+from recofast_sidecar.sync import Mirror
+from recofast_sidecar.rerank import Candidate, Filters, explore_slot, mmr, passes
+
+log = logging.getLogger("recofast.sidecar")
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class SidecarConfig:
+    """Every option of the sidecar, with its default. The CLI flags set these."""
+
+    lmdb: str | None = None
+    """The list store the engine writes (a directory). None or missing: static fallback only."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    processes: int = 1
+    """Server processes sharing the port (SO_REUSEPORT), each with its own reader and NATS
+    connection. More than 1 cannot be combined with ``sync`` (one writer per store)."""
+    nats: str | None = None
+    """NATS URL for ``POST /v1/events`` and impressions. None: events answer 503."""
+    partitions: int = 1
+    """Events go to ``recofast.events.p<crc32(user) % partitions>``."""
+    fallback_items: tuple[str, ...] = ()
+    """Served (source ``fallback``) when no list can be read at all."""
+    token_secret: str | None = None
+    """When set, ``/v1/recommendations/{user}`` needs ``hex(HMAC-SHA256(secret, user))`` as a
+    ``Bearer`` token or ``?token=``: a shopper can fetch only its own list."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS (``*`` for any). Empty: no CORS headers."""
+    max_body: int = 256 * 1024
+    """Largest request body in bytes (413 above)."""
+    max_events: int = 1000
+    """Most events in one ``POST /v1/events``."""
+    max_k: int = 200
+    impressions: bool = True
+    """Publish every served list to ``recofast.impressions`` (when NATS is configured)."""
+    impression_queue: int = 10000
+    """Impressions waiting beyond this are dropped (and counted), never awaited."""
+    reopen_seconds: float = 2.0
+    """How often to retry opening a missing or unreadable list store."""
+    similar_scan_limit: int = 100_000
+    """Most user lists scanned to derive co-listed items for ``/similar``."""
+    similar_cache_seconds: float = 60.0
+    publish_timeout: float = 2.0
+    schema_refresh_seconds: float = 30.0
+    """How often the event versions registered in the schema registry (NATS KV bucket
+    ``recofast_schemas``) are re-read; posted events must be of a registered version."""
+    seed: int | None = None
+    """Seed of the exploration draws (None: from the OS)."""
+    sync: bool = False
+    """Mirror the list store from the NATS KV bucket ``recofast_lists`` into ``lmdb`` (needs
+    ``nats``); this sidecar is then the one writer of its local store."""
+    sync_bucket: str = LISTS_BUCKET
+    map_size: int = 1 << 30
+    """LMDB map size when this sidecar writes the store (``sync``)."""
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+class Store:
+    """The LMDB reader, opened lazily and reopened when it goes missing. Every read returns
+    None instead of raising when the store is absent or a record is unreadable."""
+
+    def __init__(self, path: str | None, reader: ListReader | None = None) -> None:
+        self.path = path
+        self.reader = reader
+        self._owned = reader is None
+        self.error: str | None = None if reader is not None else "not opened yet"
+        # Decoded item records by id, with the raw bytes they came from (reused while equal).
+        self._decoded: dict[str, tuple[bytes, ItemRecord]] = {}
+
+    @property
+    def available(self) -> bool:
+        return self.reader is not None
+
+    def open(self) -> bool:
+        """Tries to open the store (blocking: call it in a thread). Logs one line per change."""
+        if self.reader is not None:
+            return True
+        if not self.path:
+            self._set_error("no --lmdb store configured")
+            return False
+        try:
+            if not os.path.isdir(self.path):
+                raise FileNotFoundError(f"{self.path} does not exist")
+            self.reader = ListReader(self.path)
+        except (lmdb.Error, OSError, CodecError) as e:
+            self._set_error(f"cannot open {self.path}: {e}")
+            return False
+        log.info("list store %s open", self.path)
+        self.error = None
+        return True
+
+    def _set_error(self, msg: str) -> None:
+        if msg != self.error:
+            log.warning("list store unavailable, serving fallback lists: %s", msg)
+        self.error = msg
+
+    def _fail(self, e: Exception) -> None:
+        self._set_error(f"read failed: {e}")
+        if self._owned and self.reader is not None:
+            try:
+                self.reader.close()
+            except lmdb.Error:
+                pass
+            self.reader = None
+
+    def user_list(self, user: str) -> ListView | None:
+        if self.reader is None:
+            return None
+        try:
+            return self.reader.user_list_view(user)
+        except (lmdb.Error, CodecError, UnicodeError) as e:
+            if isinstance(e, lmdb.Error):
+                self._fail(e)
+            return None
+
+    def segment(self, kind: str, seg: str) -> ListView | None:
+        if self.reader is None:
+            return None
+        try:
+            return self.reader.segment_view(kind, seg)
+        except (lmdb.Error, CodecError, UnicodeError) as e:
+            if isinstance(e, lmdb.Error):
+                self._fail(e)
+            return None
+
+    def select(
+        self, sources: Iterable[tuple[str, Iterable[Candidate]]], f: Filters, want: int
+    ) -> tuple[list[Candidate], dict[str, ItemRecord | None], str | None]:
+        """Walks the candidate lists in order (each read only when the ones before it did not
+        yield ``want`` items), reads each item's metadata in one read transaction, and keeps
+        the first ``want`` distinct items that pass ``f``. Returns them, their metadata, and
+        the name of the source of the first one."""
+        out: list[Candidate] = []
+        meta: dict[str, ItemRecord | None] = {}
+        first: str | None = None
+        seen: set[str] = set()
+        txn = None
+        if self.reader is not None:
+            r = self.reader
+            try:
+                txn = r.env.begin(db=r._dbs[DB_ITEMS])
+            except lmdb.Error as e:
+                self._fail(e)
+        try:
+            for name, cands in sources:
+                for c in cands:
+                    if c.item in seen:
+                        continue
+                    seen.add(c.item)
+                    rec = self._item(txn, c.item)
+                    if passes(c.item, rec, f):
+                        out.append(c)
+                        meta[c.item] = rec
+                        if first is None:
+                            first = name
+                        if len(out) >= want:
+                            return out, meta, first
+        except lmdb.Error as e:
+            self._fail(e)
+        finally:
+            if txn is not None:
+                try:
+                    txn.abort()
+                except lmdb.Error:
+                    pass
+        return out, meta, first
+
+    def _item(self, txn: Any, item: str) -> ItemRecord | None:
+        if txn is None:
+            return None
+        raw = txn.get(item.encode())
+        if raw is None:
+            return None
+        hit = self._decoded.get(item)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        try:
+            rec = decode_item(raw)
+        except (CodecError, UnicodeError):
+            return None
+        if len(self._decoded) >= 200_000:
+            self._decoded.clear()
+        self._decoded[item] = (raw, rec)
+        return rec
+
+    def meta_version(self) -> int:
+        if self.reader is None:
+            return 0
+        try:
+            m = self.reader.meta()
+        except (lmdb.Error, CodecError) as e:
+            if isinstance(e, lmdb.Error):
+                self._fail(e)
+            return 0
+        return 0 if m is None else m.model_version
+
+    def co_listed(self, item: str, limit: int) -> Counter[str]:
+        """Items that share user lists with ``item``, weighted by both positions (blocking)."""
+        out: Counter[str] = Counter()
+        if self.reader is None:
+            return out
+        from recofast_sidecar.codec import decode_list
+
+        r = self.reader
+        try:
+            with r.env.begin(db=r._dbs[DB_USER_LISTS]) as txn:
+                for n, v in enumerate(txn.cursor().iternext(keys=False, values=True)):
+                    if n >= limit:
+                        break
+                    try:
+                        rec = decode_list(v)
+                    except (CodecError, UnicodeError):
+                        continue
+                    if item not in rec.items:
+                        continue
+                    w = 1.0 / (1 + rec.items.index(item))
+                    for pos, other in enumerate(rec.items):
+                        if other != item:
+                            out[other] += w / (1 + pos)
+        except lmdb.Error as e:
+            self._fail(e)
+        return out
+
+    def close(self) -> None:
+        if self._owned and self.reader is not None:
+            self.reader.close()
+        self.reader = None
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+class Metrics:
+    """Counters and gauges rendered in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.help: dict[str, tuple[str, str]] = {}
+        self.gauges: dict[str, Callable[[], float]] = {}
+
+    def counter(self, name: str, doc: str) -> None:
+        self.help[name] = ("counter", doc)
+
+    def gauge(self, name: str, doc: str, fn: Callable[[], float]) -> None:
+        self.help[name] = ("gauge", doc)
+        self.gauges[name] = fn
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0.0) + value
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        lines = []
+        for name, (kind, doc) in self.help.items():
+            lines.append(f"# HELP {name} {doc}")
+            lines.append(f"# TYPE {name} {kind}")
+            if kind == "gauge":
+                lines.append(f"{name} {self.gauges[name]():g}")
+                continue
+            for (n, labels), v in sorted(self.counters.items()):
+                if n == name:
+                    lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
+                    lines.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
+        return "\n".join(lines) + "\n"
+
+
+def _esc(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# -- application state ------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    config: SidecarConfig
+    store: Store
+    metrics: Metrics = field(default_factory=Metrics)
+    nc: Any = None  # nats.aio.client.Client once connected
+    js: Any = None
+    impressions: asyncio.Queue[dict[str, Any]] | None = None
+    exposure: Counter[str] = field(default_factory=Counter)
+    rng: random.Random = field(default_factory=random.Random)
+    similar_cache: dict[str, tuple[float, list[tuple[str, float]]]] = field(default_factory=dict)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    accepted: tuple[int, ...] = ev.ACCEPTED_VERSIONS
+    """Event versions posted events may have: this package's, narrowed to the registry's."""
+    writer: ListWriter | None = None
+    mirror: Mirror | None = None
+
+
+STATE = web.AppKey("state", State)
+
+
+class BadRequest(Exception):
+    """Bad input: answered with ``status`` (a 4xx) and a JSON error."""
+
+    def __init__(self, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.status = status
+
+
+# -- input parsing ----------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_ID_MAX = 512
+_INTENT = re.compile(r"^[\w .,'\-]{1,128}$", re.UNICODE)
+
+
+def _int(q: Any, name: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise BadRequest(f"`{name}` must be an integer") from None
+    if not lo <= v <= hi:
+        raise BadRequest(f"`{name}` must be between {lo} and {hi}")
+    return v
+
+
+def _float(q: Any, name: str, lo: float, hi: float) -> float | None:
+    raw = q.get(name)
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise BadRequest(f"`{name}` must be a number") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise BadRequest(f"`{name}` must be between {lo:g} and {hi:g}")
+    return v
+
+
+def _token(q: Any, name: str, pattern: re.Pattern[str] = _TOKEN) -> str | None:
+    raw = q.get(name)
+    if raw is None:
+        return None
+    if not pattern.match(raw):
+        raise BadRequest(f"`{name}` has an invalid value")
+    return raw
+
+
+def _id(raw: str, what: str) -> str:
+    if not raw or len(raw.encode()) > _ID_MAX or any(ord(ch) < 32 for ch in raw):
+        raise BadRequest(f"invalid {what}")
+    return raw
+
+
+def _hour_band(hour: int) -> str:
+    return ("night", "morning", "afternoon", "evening")[hour // 6]
+
+
+@dataclass(frozen=True)
+class Context:
+    device: str | None = None
+    country: str | None = None
+    hour: int | None = None
+    weather: str | None = None
+    intent: str | None = None
+
+    def segments(self) -> list[str]:
+        """Segment keys to try, most specific first (as the engine writes them), then ``all``."""
+        out = []
+        if self.country and self.device and self.hour is not None:
+            out.append(f"country={self.country}|device={self.device}|hour={_hour_band(self.hour)}")
+        if self.country:
+            out.append(f"country={self.country}")
+        if self.device:
+            out.append(f"device={self.device}")
+        if self.hour is not None:
+            out.append(f"hour={_hour_band(self.hour)}")
+        out.append("all")
+        return out
+
+
+def _context(q: Any) -> Context:
+    country = _token(q, "country")
+    if country is not None:
+        if not re.fullmatch(r"[A-Za-z]{2,3}", country):
+            raise BadRequest("`country` must be a 2 or 3 letter code")
+        country = country.upper()
+    device = _token(q, "device")
+    return Context(
+        device=None if device is None else device.lower(),
+        country=country,
+        hour=_int(q, "hour", -1, 0, 23) if "hour" in q else None,
+        weather=_token(q, "weather"),
+        intent=_token(q, "intent", _INTENT),
+    )
+
+
+def _filters(q: Any) -> Filters:
+    lo = _float(q, "min_price", 0.0, 1e12)
+    hi = _float(q, "max_price", 0.0, 1e12)
+    if lo is not None and hi is not None and lo > hi:
+        raise BadRequest("`min_price` is above `max_price`")
+    exclude: frozenset[str] = frozenset()
+    raw = q.get("exclude")
+    if raw:
+        ids = [x for x in raw.split(",") if x]
+        if len(ids) > 1000:
+            raise BadRequest("`exclude` holds at most 1000 ids")
+        exclude = frozenset(_id(x, "id in `exclude`") for x in ids)
+    cat = q.get("category")
+    if cat is not None and (not cat or len(cat) > 256):
+        raise BadRequest("`category` must be 1 to 256 characters")
+    return Filters(category=cat, min_price=lo, max_price=hi, exclude=exclude)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def _check_token(request: web.Request, user: str) -> None:
+    secret = request.app[STATE].config.token_secret
+    if not secret:
+        return
+    auth = request.headers.get("Authorization", "")
+    tok = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+    if not tok:
+        raise BadRequest("a user token is required", 401)
+    if not hmac.compare_digest(tok, user_token(secret, user)):
+        raise BadRequest("the token does not belong to this user", 403)
+
+
+def user_token(secret: str, user: str) -> str:
+    """The token a shop backend hands to ``user``: hex HMAC-SHA256 of the user id.
+
+    >>> user_token("s3cret", "u1")[:16]
+    '8f0d05b747219f7d'
+    """
+    return hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
+
+
+def _cands(rec: ListView | None, reason: str) -> Iterator[Candidate]:
+    """The list's items as candidates, decoded only as far as they are read (a truncated
+    record ends where it breaks)."""
+    if rec is not None:
+        try:
+            for i, sc in rec:
+                yield Candidate(i, sc, reason)
+        except (CodecError, UnicodeDecodeError):
+            return
+
+
+def _finite(score: float) -> float:
+    """A score as JSON can carry it (a NaN or infinite score in the store becomes 0)."""
+    return round(score, 6) if math.isfinite(score) else 0.0
+
+
+def _fallback(cfg: SidecarConfig) -> list[Candidate]:
+    return [Candidate(i, 0.0, "fallback") for i in cfg.fallback_items]
+
+
+def _queue_impression(st: State, rec: dict[str, Any]) -> None:
+    q = st.impressions
+    if q is None:
+        return
+    try:
+        q.put_nowait(rec)
+    except asyncio.QueueFull:
+        st.metrics.inc("recofast_sidecar_impressions_dropped_total")
+
+
+def _answer_list(
+    st: State, kind: str, key: str, source: str, model_version: int, items: list[Candidate], extra: dict[str, Any]
+) -> web.Response:
+    rec_id = uuid.uuid4().hex
+    ids = [c.item for c in items]
+    if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
+        st.exposure.clear()
+    st.exposure.update(ids)
+    st.metrics.inc("recofast_sidecar_lists_served_total", endpoint=kind, source=source)
+    if ids:
+        _queue_impression(
+            st,
+            {"v": 1, "rec_id": rec_id, "kind": kind, key: extra[key], "items": ids, "source": source,
+             "model_version": model_version, "ts": int(time.time() * 1000)},
+        )
+    body = {
+        **extra,
+        "rec_id": rec_id,
+        "model_version": model_version,
+        "source": source,
+        "items": [{"item": c.item, "score": _finite(c.score), "reason": c.reason} for c in items],
+    }
+    return web.json_response(body)
+
+
+async def recommendations(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    cfg = st.config
+    user = _id(request.match_info["user_id"], "user id")
+    q = request.query
+    k = _int(q, "k", 10, 1, cfg.max_k)
+    ctx = _context(q)
+    flt = _filters(q)
+    diversity = _float(q, "diversity", 0.0, 1.0) or 0.0
+    explore = _float(q, "explore", 0.0, 1.0) or 0.0
+    _check_token(request, user)
+
+    store = st.store
+    personal = store.user_list(user)
+    segs = ctx.segments()
+
+    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+        if personal is not None:
+            yield "personal", _cands(personal, "personal")
+        for seg in segs:
+            yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
+        yield "fallback", _fallback(cfg)
+
+    # Diversity looks a little beyond k, so it has something to choose from.
+    want = max(k * 3, k + 10) if diversity > 0 else k
+    ok, meta, first = store.select(sources(), flt, want)
+    source = first or "fallback"
+    chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
+    if explore > 0 and st.rng.random() < explore:
+        trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+        pool, _, _ = store.select(trending, flt, 1000)
+        chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
+    version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
+    return _answer_list(st, "recommendations", "user", source, version, chosen, {"user": user})
+
+
+async def similar(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    cfg = st.config
+    item = _id(request.match_info["item_id"], "item id")
+    q = request.query
+    k = _int(q, "k", 10, 1, cfg.max_k)
+    ctx = _context(q)
+    flt = _filters(q)
+    flt = Filters(flt.category, flt.min_price, flt.max_price, flt.exclude | {item})
+    now = time.monotonic()
+    hit = st.similar_cache.get(item)
+    if hit is None or now - hit[0] > cfg.similar_cache_seconds:
+        counts = await asyncio.to_thread(st.store.co_listed, item, cfg.similar_scan_limit)
+        pairs = counts.most_common(max(cfg.max_k * 2, 50))
+        if len(st.similar_cache) > 10000:
+            st.similar_cache.clear()
+        st.similar_cache[item] = (now, pairs)
+    else:
+        pairs = hit[1]
+    # Co-listed items when there are any; the context's segment list (then the shop's) when
+    # there are none.
+    store = st.store
+
+    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+        if pairs:
+            yield "co-listed", (Candidate(i, sc, "co-listed") for i, sc in pairs)
+        else:
+            for seg in ctx.segments():
+                yield "popular", _cands(store.segment("popular", seg), f"popular in {seg}")
+        yield "fallback", _fallback(cfg)
+
+    src = sources()
+    chosen, _, first = st.store.select(src, flt, k)
+    source = first or ("co-listed" if pairs else "popular" if st.store.available else "fallback")
+    return _answer_list(st, "similar", "item", source, st.store.meta_version(), chosen, {"item": item})
+
+
+async def popular(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    q = request.query
+    k = _int(q, "k", 10, 1, st.config.max_k)
+    seg = q.get("segment", "all")
+    if not seg or len(seg) > 256 or not re.fullmatch(r"[A-Za-z0-9=|_.:\-]+", seg):
+        raise BadRequest("invalid `segment`")
+    kind = q.get("kind", "popular")
+    if kind not in ("popular", "trending"):
+        raise BadRequest("`kind` must be popular or trending")
+    flt = _filters(q)
+    rec = st.store.segment(kind, seg)
+    chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st.config))], flt, k)
+    source = first or "fallback"
+    version = rec.model_version if rec is not None else 0
+    return _answer_list(st, "popular", "segment", source, version, chosen, {"segment": seg, "kind": kind})
+
+
+async def _dead_letters(st: State, bad: list[ev.Rejected]) -> None:
+    """Rejected events go to the dead-letter subject with their reason (as the engine's do),
+    so a drifting producer shows where operators look; best effort, never awaited long."""
+    nc = st.nc
+    if nc is None or not nc.is_connected:
+        return
+    for r in bad[:100]:
+        try:
+            await nc.publish(DLQ_SUBJECT, r.raw, headers={DLQ_REASON_HEADER: r.reason[:1000], DLQ_SOURCE_HEADER: "sidecar"})
+        except Exception as e:  # noqa: BLE001
+            log.warning("dead-lettering a rejected event failed: %s", e)
+            return
+
+
+def _subject(user: str, partitions: int) -> str:
+    part = zlib.crc32(user.encode()) % partitions if partitions > 1 else 0
+    return f"{EVENTS_SUBJECT_PREFIX}.p{part}"
+
+
+async def post_events(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    cfg = st.config
+    body = await request.read()
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the body is not JSON (or nested too deeply)") from None
+    if isinstance(doc, dict) and "events" in doc:
+        doc = doc["events"]
+        if not isinstance(doc, list):
+            raise BadRequest("`events` must be an array")
+    items = doc if isinstance(doc, list) else [doc]
+    if not items:
+        raise BadRequest("no events")
+    if len(items) > cfg.max_events:
+        raise BadRequest(f"at most {cfg.max_events} events per request", 413)
+    try:
+        raws = [json.dumps(x, separators=(",", ":")).encode() for x in items]
+    except (ValueError, RecursionError):
+        raise BadRequest("an event is nested too deeply") from None
+    ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]", st.accepted)
+    st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
+    rejected = [{"index": r.index, "reason": r.reason} for r in bad]
+    if not ok:
+        return web.json_response(
+            {"error": "no valid events", "status": 400, "accepted": 0, "rejected": len(bad), "errors": rejected}, status=400
+        )
+    if st.js is None or st.nc is None or not st.nc.is_connected:
+        st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
+        msg = "no NATS configured" if not cfg.nats else "NATS is not connected"
+        return web.json_response({"error": f"{msg}: events cannot be accepted", "status": 503}, status=503)
+    if bad:
+        await _dead_letters(st, bad)
+    groups: dict[str, list[ev.Event]] = {}
+    for e in ok:
+        groups.setdefault(_subject(str(e.user), cfg.partitions), []).append(e)
+    try:
+        for subject, evs in groups.items():
+            if len(evs) == 1:
+                msg_id, data = evs[0].id, ev.encode(evs[0])
+            else:
+                msg_id = "pack-" + hashlib.blake2b("\n".join(e.id for e in evs).encode(), digest_size=12).hexdigest()
+                data = ev.encode(evs)
+            await st.js.publish(subject, data, headers={MSG_ID_HEADER: msg_id}, timeout=cfg.publish_timeout)
+    except Exception as e:  # noqa: BLE001 - any NATS failure is "unavailable", not a crash
+        log.warning("publishing events failed: %s", e)
+        st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
+        return web.json_response({"error": f"publishing to NATS failed: {type(e).__name__}", "status": 503}, status=503)
+    st.metrics.inc("recofast_sidecar_events_total", len(ok), result="accepted")
+    return web.json_response({"accepted": len(ok), "rejected": len(bad), "errors": rejected}, status=202)
+
+
+TRACK_JS = """\
+/* recofast track.js: recofast.track(type, user, item, extra) sends one event v1 to the sidecar. */
+(function (w) {
+  var s = document.currentScript && document.currentScript.src;
+  var ep = (s ? s.replace(/\\/v1\\/track\\.js.*$/, "") : "") + "/v1/events";
+  function id() {
+    return w.crypto && crypto.randomUUID ? crypto.randomUUID() : Date.now() + "-" + Math.random().toString(36).slice(2);
+  }
+  w.recofast = w.recofast || {};
+  w.recofast.track = function (type, user, item, extra) {
+    var e = {v: 1, id: id(), type: type, user: String(user), ts: Date.now(), context: {ua: navigator.userAgent}};
+    if (item != null) e.item = String(item);
+    for (var k in extra || {}) e[k] = extra[k];
+    var body = JSON.stringify(e);
+    /* text/plain keeps a cross-origin beacon a simple request (no CORS preflight). */
+    if (!(navigator.sendBeacon && navigator.sendBeacon(ep, new Blob([body], {type: "text/plain"})))) {
+      fetch(ep, {method: "POST", body: body, keepalive: true, headers: {"Content-Type": "text/plain"}});
+    }
+  };
+})(window);
+"""
+
+
+async def track_js(request: web.Request) -> web.Response:
+    return web.Response(
+        text=TRACK_JS, content_type="application/javascript", charset="utf-8", headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    store_ok = st.store.available
+    nats_ok = (not st.config.nats) or (st.nc is not None and st.nc.is_connected)
+    synced = st.mirror is None or st.mirror.synced.is_set()
+    ready = (store_ok or bool(st.config.fallback_items)) and nats_ok and synced
+    body = {
+        "status": "ready" if ready else "not ready",
+        "lmdb": "open" if store_ok else st.store.error,
+        "nats": "not configured" if not st.config.nats else ("connected" if nats_ok else "disconnected"),
+    }
+    if st.mirror is not None:
+        body["sync"] = "live" if synced else "catching up"
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[STATE].metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+
+def _q(name: str, schema: dict[str, Any], doc: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": doc}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every endpoint."""
+    err = {"description": "bad input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    lst = {"description": "a ranked list", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/List"}}}}
+    k = _q("k", {"type": "integer", "minimum": 1, "maximum": 200, "default": 10}, "list length")
+    filters = [
+        _q("category", {"type": "string", "maxLength": 256}, "only items of this category"),
+        _q("min_price", {"type": "number", "minimum": 0}, "only items at or above this price"),
+        _q("max_price", {"type": "number", "minimum": 0}, "only items at or below this price"),
+        _q("exclude", {"type": "string"}, "comma-separated item ids to leave out"),
+    ]
+    context = [
+        _q("device", {"type": "string", "pattern": _TOKEN.pattern}, "mobile, tablet, desktop, ..."),
+        _q("country", {"type": "string", "pattern": "^[A-Za-z]{2,3}$"}, "country code"),
+        _q("hour", {"type": "integer", "minimum": 0, "maximum": 23}, "local hour of day"),
+        _q("weather", {"type": "string", "pattern": _TOKEN.pattern}, "weather label"),
+        _q("intent", {"type": "string", "maxLength": 128}, "session intent"),
+    ]
+    get = lambda summary, params, resp: {  # noqa: E731
+        "get": {"summary": summary, "parameters": params, "responses": {"200": resp, "400": err}}
+    }
+    text = lambda ct: {"description": "ok", "content": {ct: {"schema": {"type": "string"}}}}  # noqa: E731
+    rec = get(
+        "A user's recommendations, filtered, diversified, with fallbacks",
+        [
+            {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            k,
+            *context,
+            *filters,
+            _q("diversity", {"type": "number", "minimum": 0, "maximum": 1}, "MMR weight over categories"),
+            _q("explore", {"type": "number", "minimum": 0, "maximum": 1}, "probability of one exploration slot"),
+            _q("token", {"type": "string"}, "HMAC user token (or an Authorization: Bearer header)"),
+        ],
+        lst,
+    )
+    rec["get"]["responses"]["401"] = err
+    rec["get"]["responses"]["403"] = err
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "recofast sidecar", "version": __version__},
+        "paths": {
+            PATH_RECOMMENDATIONS: rec,
+            PATH_SIMILAR: get(
+                "Items similar to an item (co-listed), else the popular list",
+                [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *context, *filters],
+                lst,
+            ),
+            PATH_POPULAR: get(
+                "Popular or trending list of a segment",
+                [
+                    k,
+                    _q("segment", {"type": "string", "default": "all"}, "e.g. country=GB or all"),
+                    _q("kind", {"type": "string", "enum": ["popular", "trending"], "default": "popular"}, "list kind"),
+                    *filters,
+                ],
+                lst,
+            ),
+            PATH_EVENTS: {
+                "post": {
+                    "summary": "One event v1, an array, or {events: [...]}; validated and published to NATS",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {}}}},
+                    "responses": {
+                        "202": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        "400": err,
+                        "413": err,
+                        "503": err,
+                    },
+                }
+            },
+            PATH_TRACK_JS: {"get": {"summary": "sendBeacon tracking snippet", "responses": {"200": text("application/javascript")}}},
+            PATH_HEALTHZ: {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+            PATH_READYZ: {"get": {"summary": "readiness", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            PATH_METRICS: {"get": {"summary": "Prometheus metrics", "responses": {"200": text("text/plain")}}},
+            PATH_OPENAPI: {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+                "List": {
+                    "type": "object",
+                    "required": ["rec_id", "model_version", "source", "items"],
+                    "properties": {
+                        "user": {"type": "string"},
+                        "item": {"type": "string"},
+                        "segment": {"type": "string"},
+                        "rec_id": {"type": "string"},
+                        "model_version": {"type": "integer"},
+                        "source": {"type": "string", "enum": ["personal", "segment", "popular", "co-listed", "fallback"]},
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["item", "score", "reason"],
+                                "properties": {"item": {"type": "string"}, "score": {"type": "number"}, "reason": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+                "Accepted": {
+                    "type": "object",
+                    "properties": {"accepted": {"type": "integer"}, "rejected": {"type": "integer"}, "errors": {"type": "array"}},
+                },
+            }
+        },
+    }
+
+
+# -- middlewares ------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _cors_headers(cfg: SidecarConfig, request: web.Request) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if not origin or not cfg.cors_origins:
+        return {}
+    if "*" in cfg.cors_origins:
+        allow = "*"
+    elif origin in cfg.cors_origins:
+        allow = origin
+    else:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": allow,
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON errors for every failure, CORS headers, request counts and latency."""
+    st = request.app[STATE]
+    t0 = time.perf_counter()
+    cors = _cors_headers(st.config, request)
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        if request.method == "OPTIONS" and cors:
+            resp: web.StreamResponse = web.Response(status=204)
+        else:
+            resp = await handler(request)
+    except BadRequest as e:
+        resp = web.json_response({"error": e.msg, "status": e.status}, status=e.status)
+    except web.HTTPException as e:
+        resp = web.json_response({"error": e.reason, "status": e.status}, status=e.status)
+        if isinstance(e, web.HTTPMethodNotAllowed):
+            resp.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        resp = web.json_response({"error": "internal error", "status": 500}, status=500)
+    resp.headers.update(cors)
+    st.metrics.inc("recofast_sidecar_requests_total", route=route, status=str(resp.status))
+    st.latencies.append(time.perf_counter() - t0)
+    return resp
+
+
+# -- background tasks -------------------------------------------------------------------------
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    st = app[STATE]
+
+    async def reopen() -> None:
+        while True:
+            if not st.store.available:
+                await asyncio.to_thread(st.store.open)
+            await asyncio.sleep(st.config.reopen_seconds)
+
+    cfg = st.config
+    if cfg.sync and cfg.lmdb and not st.store.available:
+        # This sidecar mirrors the bucket into its own store: it writes, and reads through the
+        # writer's environment (one process opens an LMDB environment once).
+        st.writer = await asyncio.to_thread(ListWriter, cfg.lmdb, cfg.map_size)
+        st.store.reader = st.writer.reader()
+        st.store._owned = False
+        st.store.error = None
+        st.mirror = Mirror(st.writer, cfg.sync_bucket)
+    if not st.store.available:
+        await asyncio.to_thread(st.store.open)
+    task = asyncio.create_task(reopen())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    st.store.close()
+    if st.writer is not None:
+        st.writer.close()
+        st.writer = None
+
+
+async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
+    st = app[STATE]
+    cfg = st.config
+    if not cfg.nats:
+        yield
+        return
+    import nats
+
+    async def connect() -> None:
+        delay = 0.2
+        while True:
+            try:
+                nc = await nats.connect(
+                    cfg.nats, name="recofast-sidecar", max_reconnect_attempts=-1, connect_timeout=2, allow_reconnect=True
+                )
+            except Exception as e:  # noqa: BLE001 - keep serving lists; retry
+                log.warning("cannot connect to NATS at %s (%s); retrying", cfg.nats, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            st.nc, st.js = nc, nc.jetstream()
+            log.info("connected to NATS at %s", cfg.nats)
+            return
+
+    async def registry() -> None:
+        await connecting
+        while True:
+            st.accepted = await _registered_versions(st.js)
+            await asyncio.sleep(cfg.schema_refresh_seconds)
+
+    async def mirror() -> None:
+        await connecting
+        if st.mirror is not None:
+            await st.mirror.run(st.js)
+
+    connecting = asyncio.create_task(connect())
+    if cfg.impressions:
+        st.impressions = asyncio.Queue(maxsize=cfg.impression_queue)
+    tasks = [connecting, *(asyncio.create_task(c) for c in (_publish_impressions(st), mirror(), registry()))]
+    yield
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+    if st.mirror is not None and st.mirror.inflight is not None:
+        await asyncio.gather(st.mirror.inflight, return_exceptions=True)
+    if st.nc is not None:
+        await _flush_impressions(st)
+        try:
+            await asyncio.wait_for(st.nc.drain(), 5)
+        except Exception as e:  # noqa: BLE001
+            log.warning("NATS drain failed: %s", e)
+        st.nc = st.js = None
+
+
+async def _registered_versions(js: Any) -> tuple[int, ...]:
+    """The event versions this package decodes that the schema registry holds; all of this
+    package's when there is no registry (or it cannot be read)."""
+    try:
+        kv = await js.key_value(SCHEMA_BUCKET)
+        keys = await kv.keys()
+    except Exception as e:  # noqa: BLE001 - no bucket, no keys, or NATS trouble: no narrowing
+        log.debug("schema registry not read: %s", e)
+        return ev.ACCEPTED_VERSIONS
+    n = len(SCHEMA_KEY_PREFIX)
+    registered = {int(k[n:]) for k in keys if k.startswith(SCHEMA_KEY_PREFIX) and k[n:].isdigit()}
+    return tuple(v for v in ev.ACCEPTED_VERSIONS if v in registered)
+
+
+def _take_batch(q: asyncio.Queue[dict[str, Any]], first: dict[str, Any], most: int = 100) -> list[dict[str, Any]]:
+    batch = [first]
+    while len(batch) < most:
+        try:
+            batch.append(q.get_nowait())
+        except asyncio.QueueEmpty:
+            break
+    return batch
+
+
+async def _publish_batch(st: State, batch: list[dict[str, Any]]) -> None:
+    nc = st.nc
+    if nc is None or not nc.is_connected:
+        st.metrics.inc("recofast_sidecar_impressions_dropped_total", len(batch))
+        return
+    try:
+        await nc.publish(IMPRESSIONS_SUBJECT, json.dumps(batch, separators=(",", ":")).encode())
+        st.metrics.inc("recofast_sidecar_impressions_published_total", len(batch))
+    except Exception as e:  # noqa: BLE001
+        log.warning("publishing impressions failed: %s", e)
+        st.metrics.inc("recofast_sidecar_impressions_dropped_total", len(batch))
+
+
+async def _publish_impressions(st: State) -> None:
+    """Publishes queued impressions, up to 100 records to a message (a JSON array)."""
+    q = st.impressions
+    if q is None:
+        return
+    while True:
+        first = await q.get()
+        await _publish_batch(st, _take_batch(q, first))
+
+
+async def _flush_impressions(st: State) -> None:
+    q = st.impressions
+    while q is not None and not q.empty():
+        await _publish_batch(st, _take_batch(q, q.get_nowait()))
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.Application:
+    """The sidecar app. ``reader`` reuses an open :class:`ListReader` (a process that also
+    writes the store must not open it twice); otherwise ``config.lmdb`` is opened read-only
+    at startup and retried while missing."""
+    st = State(config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed))
+    m = st.metrics
+    m.counter("recofast_sidecar_requests_total", "HTTP requests by route and status.")
+    m.counter("recofast_sidecar_lists_served_total", "Lists served by endpoint and source.")
+    m.counter("recofast_sidecar_events_total", "Events posted, by result (accepted, rejected, unavailable).")
+    m.counter("recofast_sidecar_impressions_published_total", "Impression records published to NATS.")
+    m.counter("recofast_sidecar_impressions_dropped_total", "Impression records dropped (queue full or NATS down).")
+    m.gauge(
+        "recofast_sidecar_sync_records_applied", "Records mirrored from the list bucket into the store (--sync).",
+        lambda: float(st.mirror.applied if st.mirror is not None else 0),
+    )
+    m.gauge("recofast_sidecar_lmdb_available", "1 when the list store is open.", lambda: float(st.store.available))
+    m.gauge("recofast_sidecar_nats_connected", "1 when connected to NATS.", lambda: float(st.nc is not None and st.nc.is_connected))
+    m.gauge(
+        "recofast_sidecar_impression_queue", "Impressions waiting to be published.",
+        lambda: float(st.impressions.qsize() if st.impressions is not None else 0),
+    )
+    m.gauge(
+        "recofast_sidecar_request_seconds_p99", "p99 request handling time over the last 4096 requests.",
+        lambda: sorted(st.latencies)[int(0.99 * (len(st.latencies) - 1))] if st.latencies else 0.0,
+    )
+
+    app = web.Application(client_max_size=config.max_body, middlewares=[_guard])
+    app[STATE] = st
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_nats_ctx)
+    r = app.router
+    r.add_get(PATH_RECOMMENDATIONS, recommendations)
+    r.add_get(PATH_SIMILAR, similar)
+    r.add_get(PATH_POPULAR, popular)
+    r.add_post(PATH_EVENTS, post_events)
+    r.add_get(PATH_TRACK_JS, track_js)
+    r.add_get(PATH_HEALTHZ, healthz)
+    r.add_get(PATH_READYZ, readyz)
+    r.add_get(PATH_METRICS, metrics)
+    r.add_get(PATH_OPENAPI, openapi)
+    return app
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+ENV_PREFIX = "RECOFAST_SIDECAR_"
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """A configuration value of the option's type (TOML values, or text from the environment)."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, tuple):
+            return tuple(x for x in (value.split(",") if isinstance(value, str) else value) if x)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if name == "seed":
+            return None if value in (None, "") else int(value)
+        return None if value in (None, "") else str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name!r}: cannot use {value!r}") from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SidecarConfig:
+    """The defaults, then the ``[sidecar]`` table of a TOML file (the annotated
+    ``sidecar/recofast-sidecar.toml`` shows every option), then ``RECOFAST_SIDECAR_<OPTION>``
+    variables of ``env``, then ``overrides`` (None values are ignored).
+
+    >>> cfg = load_config(env={"RECOFAST_SIDECAR_PORT": "9000", "RECOFAST_SIDECAR_FALLBACK_ITEMS": "a,b"})
+    >>> cfg.port, cfg.fallback_items, cfg.max_k
+    (9000, ('a', 'b'), 200)
+    """
+    cfg = SidecarConfig()
+    fields = {f.name for f in dataclasses.fields(SidecarConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f).get("sidecar", {}))
+    env = os.environ if env is None else env
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in fields:
+            values[key[len(ENV_PREFIX) :].lower()] = raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"unknown sidecar option {key!r}")
+        setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+    if not 1 <= cfg.partitions <= 1024:
+        raise ValueError("partitions must be between 1 and 1024")
+    if cfg.sync and not (cfg.nats and cfg.lmdb):
+        raise ValueError("sync needs nats and lmdb")
+    if not 1 <= cfg.processes <= 256:
+        raise ValueError("processes must be between 1 and 256")
+    if cfg.sync and cfg.processes > 1:
+        raise ValueError("sync needs a single process (one writer per store)")
+    return cfg
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recofast-sidecar",
+        description="Serve recofast recommendation lists from a local LMDB store, with filters, "
+        "context, diversity, exploration and fallbacks; accept events and publish them to NATS. "
+        "Options come from the defaults, then --config, then RECOFAST_SIDECAR_<OPTION> variables, then these flags.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file with a [sidecar] table (see sidecar/recofast-sidecar.toml)")
+    p.add_argument("--lmdb", metavar="DIR", help="the list store the engine writes (opened read-only; retried while missing)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    p.add_argument("--nats", metavar="URL", help="NATS URL for POST /v1/events and impressions (without it, events answer 503)")
+    p.add_argument("--partitions", type=int, help="publish events to recofast.events.p0..pN-1 by user (default 1)")
+    p.add_argument("--fallback", metavar="IDS", help="comma-separated item ids served when no list can be read")
+    p.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this CORS origin (repeatable; * for any)")
+    p.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body (default 262144)")
+    p.add_argument("--processes", type=int, metavar="N", help="server processes sharing the port (default 1)")
+    p.add_argument(
+        "--sync", action="store_true", default=None,
+        help=f"mirror the list store from the NATS KV bucket {LISTS_BUCKET} into --lmdb (needs --nats; this sidecar then writes its own store)",
+    )
+    p.add_argument("--no-impressions", action="store_true", help="do not publish served lists to recofast.impressions")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.epilog = (
+        "User tokens: set RECOFAST_SIDECAR_TOKEN_SECRET; then GET /v1/recommendations/{user} needs "
+        "hex(HMAC-SHA256(secret, user)) as a Bearer token or ?token=."
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> SidecarConfig:
+    """The configuration a command line asks for (file, environment, then flags)."""
+    overrides = {
+        "lmdb": args.lmdb,
+        "host": args.host,
+        "port": args.port,
+        "nats": args.nats,
+        "partitions": args.partitions,
+        "fallback_items": args.fallback,
+        "cors_origins": tuple(args.cors) if args.cors else None,
+        "max_body": args.max_body,
+        "processes": args.processes,
+        "sync": args.sync,
+        "impressions": False if args.no_impressions else None,
+    }
+    try:
+        cfg = load_config(args.config, env, overrides)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise SystemExit(f"recofast-sidecar: {e}") from None
+    if not cfg.lmdb:
+        raise SystemExit("recofast-sidecar: give --lmdb DIR (or lmdb in the [sidecar] table)")
+    return cfg
+
+
+def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if cfg.processes == 1:
+        _serve(cfg, args.log_level, False)
+        return 0
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve, args=(cfg, args.log_level, True), name=f"recofast-sidecar-{i}") for i in range(cfg.processes)]
+    for p in procs:
+        p.start()
+
+    def stop(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGINT)  # each child shuts down gracefully (drains NATS)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+    return max((p.exitcode or 0) for p in procs)
+
+
+__all__ = ["STATE", "SidecarConfig", "Store", "create_app", "load_config", "main", "openapi_document", "user_token"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
