@@ -609,3 +609,39 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_them(
+    tmp_path, nats_url, engine_config, running_engine, wait_applied
+):
+    """The engine on one host (its LMDB), the sidecar on another (its own LMDB, --sync)."""
+    from recofast import events as ev
+    from recofast.publish import subject_for
+    from recofast_sidecar.constants import MSG_ID_HEADER
+
+    cfg = engine_config(tmp_path / "engine-host", nats_url, publish_lists=True)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        batch = [ev.make_event(f"kv{i}", "purchase", f"u{i % 4}", f"i{i % 37}", ts_ms=1_700_000_000_000 + i) for i in range(40)]
+        await js.publish(subject_for(0), ev.encode(batch), headers={MSG_ID_HEADER: "kv-batch"})
+        await wait_applied(engine, js)
+        want = engine.writer.reader().user_list("u1").items  # what the engine committed
+        assert len(want) == 5
+        deadline = time.monotonic() + 20
+        while engine.kv_published == 0:
+            assert time.monotonic() < deadline, "the engine published nothing to the bucket"
+            await asyncio.sleep(0.02)
+        edge = SidecarConfig(lmdb=str(tmp_path / "edge-host"), nats=nats_url, sync=True)
+        async with sidecar(edge) as c:
+            deadline = time.monotonic() + 20
+            while (r := await c.get("/readyz")).status != 200:
+                assert time.monotonic() < deadline, await r.text()
+                await asyncio.sleep(0.02)
+            while True:
+                body = await get_json(c, "/v1/recommendations/u1?k=5")
+                if body["source"] == "personal":
+                    break
+                assert time.monotonic() < deadline, body
+                await asyncio.sleep(0.05)
+            assert items_of(body) == want
+        assert engine.kv_published > 0

@@ -52,6 +52,8 @@ class EngineConfig:
     # LMDB
     lmdb_map_size: int = 1 << 32
     lmdb_sync: bool = True
+    # mirror every LMDB commit into the NATS KV bucket recofast_lists (for remote edges)
+    publish_lists: bool = False
     # weather provider: "none", "static" (weather_table) or "http" (weather_url)
     weather: str = "static"
     weather_table: dict[str, str] = field(default_factory=dict)

@@ -31,6 +31,7 @@ duplicate window) and by the engine (the last ``dedupe_window`` ids, kept in the
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import logging
 import os
@@ -249,6 +250,11 @@ class Engine:
         self._next_periodic = 0.0
         self.users: dict[str, None] = {}  # every user seen, in first-seen order (for refreshes)
         self._refresh_users: list[str] | None = None
+        # Commits waiting to be mirrored to the list bucket (appended by worker threads,
+        # drained by the publisher task on the loop; deque appends are thread-safe).
+        self._kv_pending: collections.deque[codec.Commit] = collections.deque()
+        self._kv_task: asyncio.Task[None] | None = None
+        self.kv_published = 0
         self._refresh_pos = 0
         self._refresh_t0 = 0.0
         self._setup_metrics()
@@ -317,7 +323,7 @@ class Engine:
         cp = self.store.save(self.model, m, self._state_bytes())
         self.model_version = cp.version
         assert self.writer is not None
-        self.writer.commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time())))
+        self._commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time())))
         self.writer.sync()
         self.m_checkpoints.inc()
         log.info("checkpoint v%06d at stream seq %d", cp.version, self.applied_seq)
@@ -377,7 +383,7 @@ class Engine:
             meta=codec.MetaRecord(self.model_version, last_seq, stamp),
         )
         assert self.writer is not None
-        self.writer.commit(commit)
+        self._commit(commit)
         done = time.time()
         t3 = time.perf_counter()
         res.applied = len(unique)
@@ -415,6 +421,38 @@ class Engine:
             )
         return out
 
+    def _commit(self, c: codec.Commit) -> None:
+        """Writes to LMDB and, with ``publish_lists``, queues the same records for the bucket."""
+        assert self.writer is not None
+        self.writer.commit(c)
+        if self.cfg.publish_lists:
+            self._kv_pending.append(c)
+
+    async def _publish_lists(self) -> None:
+        """Mirrors committed records into the NATS KV bucket for edges on other hosts, in
+        the background: pending commits are merged (the newest record of a key wins) and put
+        together, so a slow bucket delays the remote edges, never the batches."""
+        from recofast_sidecar.constants import LISTS_BUCKET
+        from recofast_sidecar.sync import put_commit
+
+        kv = await self.js.create_key_value(bucket=LISTS_BUCKET, history=1)
+        while True:
+            if not self._kv_pending:
+                await asyncio.sleep(0.02)
+                continue
+            merged = codec.Commit()
+            while self._kv_pending:
+                c = self._kv_pending.popleft()
+                merged.user_lists.update(c.user_lists)
+                merged.items.update(c.items)
+                merged.segments.update(c.segments)
+                merged.meta = c.meta or merged.meta
+            try:
+                self.kv_published += await put_commit(kv, merged)
+            except Exception as e:  # noqa: BLE001 - keep mirroring; the next commit retries these keys
+                log.warning("publishing lists to %s: %s", LISTS_BUCKET, e)
+                await asyncio.sleep(0.5)
+
     def refresh_step(self) -> bool:
         """One step of the periodic work (runs in a worker thread, between batches): the
         next ``refresh_chunk`` users' lists; then the segment lists; then a checkpoint.
@@ -432,13 +470,13 @@ class Engine:
             part = self._refresh_users[pos : pos + self.cfg.refresh_chunk]
             lists = self.model.recommend_many(part, k=self.cfg.top_n)
             stamp = time.time()
-            self.writer.commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
+            self._commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
             self.m_list_writes.inc(len(part))
             self._refresh_pos = pos + len(part)
             return False
         if pos == n:  # the segment lists, as one step
             now = time.time()
-            self.writer.commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, now)))
+            self._commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, now)))
             self._refresh_pos = n + 1
             return False
         self.checkpoint()
@@ -547,6 +585,8 @@ class Engine:
         if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
             await self.enricher.weather_provider.start()
         self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
+        if self.cfg.publish_lists:
+            self._kv_task = asyncio.create_task(self._publish_lists())
         self._sync_gauges()
         self.ready.set()
 
@@ -555,6 +595,18 @@ class Engine:
             if self.writer is not None and exc[0] is None:
                 await asyncio.to_thread(self.checkpoint)  # a graceful stop leaves nothing to replay
         finally:
+            if self._kv_task is not None:
+                # Let the publisher put what is pending (bounded), then stop it.
+                for _ in range(100):
+                    if not self._kv_pending:
+                        break
+                    await asyncio.sleep(0.02)
+                self._kv_task.cancel()
+                try:
+                    await self._kv_task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+                self._kv_task = None
             if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
                 await self.enricher.weather_provider.close()
             if self.nc is not None and not self.nc.is_closed:
