@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation", "recofast.kernels"]
+MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation", "recofast.kernels", "recofast.up"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -15,6 +15,7 @@ _COMMAND_MODULES = [
     "recofast.publish",
     "recofast.checkpoints",
     "recofast.schema",
+    "recofast.up",
 ]
 
 

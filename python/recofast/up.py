@@ -1,0 +1,178 @@
+"""`recofast up`: the whole stack on one machine, in one command.
+
+It starts an embedded nats-server with JetStream (``DATA/nats``), the engine
+(``recofast serve``, lists in ``DATA/lmdb``, checkpoints in ``DATA/models``) and the edge
+sidecar (``recofast-sidecar`` on ``--port``), waits until the sidecar answers, and prints
+the URLs. ``--events FILE`` replays a log (v1 JSON Lines or a CSV purchase log) into the
+stream at ``--rate`` events per second; ``--demo`` generates shop traffic instead
+(shoppers browsing, carting and buying in their favourite categories). Ctrl-C (or SIGTERM)
+stops everything, engine last but one and NATS last, so the engine checkpoints on its way
+out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from recofast.natsserver import NatsServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_demo_events(path: Path, events: int = 200_000, users: int = 500, categories: int = 12,
+                      items_per_category: int = 40, seed: int = 0) -> int:
+    """Writes generated shop traffic as v1 JSON Lines: each shopper has a favourite
+    category and mostly views, sometimes carts and buys there (popular items more often).
+    Returns the number of events.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "demo.jsonl"
+    >>> write_demo_events(p, events=3)
+    3
+    >>> sorted(json.loads(p.read_text().splitlines()[0]))
+    ['id', 'item', 'ts', 'type', 'user', 'v']
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    taste = rng.integers(0, categories, users)
+    pop = 1.0 / (np.arange(items_per_category) + 2.0)
+    pop /= pop.sum()
+    kinds = np.array(["view", "add_to_cart", "purchase"])
+    kind_p = np.array([0.8, 0.12, 0.08])
+    start_ms = int(time.time() * 1000)
+    with open(path, "w") as f:
+        for t in range(events):
+            u = int(rng.integers(0, users))
+            c = int(taste[u]) if rng.random() < 0.85 else int(rng.integers(0, categories))
+            j = int(rng.choice(items_per_category, p=pop))
+            ev = {"v": 1, "id": f"demo-{seed}-{t}", "type": str(rng.choice(kinds, p=kind_p)),
+                  "user": f"shopper{u}", "item": f"c{c}-item{j}", "ts": start_ms + t}
+            f.write(json.dumps(ev) + "\n")
+    return events
+
+
+def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[2] if len(p.args) > 2 else p.args} exited with code {p.returncode} while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _stop(p: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start NATS, the engine and the sidecar together and print the URLs",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=8080, help="the sidecar's HTTP port (default 8080)")
+    p.add_argument("--data-dir", default="data", help="where NATS, LMDB and checkpoints live (default ./data)")
+    p.add_argument("--engine-http-port", type=int, default=0, help="the engine's /metrics port (default: a free one)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--demo", action="store_true", help="feed generated shop traffic")
+    g.add_argument("--events", default=None, help="replay this log (v1 JSON Lines or a CSV purchase log)")
+    p.add_argument("--rate", type=float, default=200.0, help="events per second of --demo/--events (default 200)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.rate <= 0:
+        raise ValueError(f"--rate must be positive, got {args.rate}")
+    if args.events and not os.path.exists(args.events):
+        raise FileNotFoundError(f"no such event log: {args.events}")
+    data = Path(args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    engine_port = args.engine_http_port or free_port()
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    nats = NatsServer(data / "nats", port=-1)
+    engine = sidecar = feeder = None
+    try:
+        url = nats.start()
+        py = sys.executable
+        engine = subprocess.Popen([py, "-m", "recofast.engine", "serve", "--nats", url, "--lmdb", str(data / "lmdb"),
+                                   "--model-dir", str(data / "models"), "--http-port", str(engine_port)])
+        _wait_http(f"http://127.0.0.1:{engine_port}/healthz", 60, [engine])
+        sidecar = subprocess.Popen([py, "-m", "recofast_sidecar.server", "--lmdb", str(data / "lmdb"),
+                                    "--port", str(args.port), "--nats", url])
+        _wait_http(f"http://127.0.0.1:{args.port}/healthz", 60, [engine, sidecar])
+        source = args.events
+        if args.demo:
+            source = str(data / "demo-events.jsonl")
+            write_demo_events(Path(source))
+        if source:
+            feeder = subprocess.Popen([py, "-m", "recofast.publish", "publish", "--events", source, "--nats", url,
+                                       "--rate", str(args.rate), "--pack", "10", "--stamp-now", "--quiet"])
+        base = f"http://127.0.0.1:{args.port}"
+        print(f"recofast is up (data in {data})", flush=True)
+        print(f"  recommendations  {base}/v1/recommendations/<user>?k=10", flush=True)
+        print(f"  popular          {base}/v1/popular?k=10", flush=True)
+        print(f"  events (POST)    {base}/v1/events     tracker {base}/v1/track.js", flush=True)
+        print(f"  API              {base}/openapi.json", flush=True)
+        print(f"  engine metrics   http://127.0.0.1:{engine_port}/metrics", flush=True)
+        print(f"  NATS             {url}", flush=True)
+        if args.demo:
+            print(f"  demo shoppers    {base}/v1/recommendations/shopper1?k=10", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        deadline = time.monotonic() + args.duration if args.duration > 0 else None
+        while not stopping and (deadline is None or time.monotonic() < deadline):
+            for name, p in (("engine", engine), ("sidecar", sidecar)):
+                if p.poll() is not None:
+                    print(f"recofast up: the {name} exited with code {p.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        print("stopping...", flush=True)
+        _stop(feeder, 10)
+        _stop(sidecar)
+        _stop(engine, 60)
+        nats.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+if __name__ == "__main__":
+    from recofast._cmd import run_module
+
+    sys.exit(run_module(register))

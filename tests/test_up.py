@@ -1,0 +1,60 @@
+"""`recofast up`: NATS, the engine and the sidecar started together, fed demo traffic."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from recofast.cli import main
+from recofast.up import free_port
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.timeout(240)
+def test_up_serves_personal_lists_from_demo_traffic_and_stops_cleanly(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        body = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                body = get_json(f"http://127.0.0.1:{port}/v1/recommendations/shopper1?k=5")
+                if body["source"] == "personal":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert body is not None and body["source"] == "personal", body
+        assert len(body["items"]) == 5 and body["model_version"] >= 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "recofast is up" in out and f"http://127.0.0.1:{port}/v1/recommendations" in out
+    # The engine checkpointed on its way out, and nothing listens on the port any more.
+    assert any(p.name.startswith("v") for p in (tmp_path / "models").iterdir())
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_up_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["up", "--rate", "0", "--data-dir", str(tmp_path)]) == 2
+    assert "--rate must be positive" in capsys.readouterr().err
+    assert main(["up", "--events", str(tmp_path / "missing.csv"), "--data-dir", str(tmp_path)]) == 2
+    assert "no such event log" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "nats")  # nothing was started
