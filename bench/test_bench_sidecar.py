@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -116,8 +117,8 @@ def _wrk(url_template: str, tmp: Path) -> dict[str, float]:
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     assert "Non-2xx" not in out and "Socket errors" not in out, out
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     return {"req_per_s": rps, "p50_ms": p50, "p99_ms": p99}
 
 
@@ -153,3 +154,62 @@ def test_http_throughput(benchmark, record_rate, store, tmp_path, name):
     benchmark.extra_info.update(res)
     record_rate("sidecar HTTP (wrk -t2 -c16)", name, res["req_per_s"], "req/s")
     print(f"\n{name}: {res['req_per_s']:,.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
+
+
+PACED_LUA = """
+math.randomseed(11)
+request = function()
+  return wrk.format("GET", string.format(wrk.path, math.random(0, %d)))
+end
+-- Each connection waits this many ms before its next request: 16 connections pace the
+-- load near 2,000 requests a second (wrk has no open-loop rate of its own).
+delay = function()
+  return %d
+end
+"""
+
+
+def test_latency_near_2000_rps_while_the_engine_writes(benchmark, record_rate, tmp_path):
+    """`recofast up --demo --rate 2000`: the engine applies 2,000 events a second and writes
+    lists to the LMDB the sidecar reads; wrk paces ~2,000 requests a second against it."""
+    port = _port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+         "--demo", "--rate", "2000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert up.poll() is None, "recofast up exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/recommendations/shopper1?k=10", timeout=2) as r:
+                    if json.loads(r.read())["source"] == "personal":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "no personal list was served"
+            time.sleep(0.3)
+        script = tmp_path / "paced.lua"
+        script.write_text(PACED_LUA % (499, 7))
+
+        def run() -> dict[str, float]:
+            out = subprocess.run(
+                ["wrk", "-t2", "-c16", f"-d{SECONDS}s", "--latency", "-s", str(script),
+                 f"http://127.0.0.1:{port}/v1/recommendations/shopper%d?k=10"],
+                capture_output=True, text=True, timeout=SECONDS + 30, check=True,
+            ).stdout
+            assert "Non-2xx" not in out and "Socket errors" not in out, out
+            return {
+                "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+                "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+            }
+
+        res = benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(120)
+    benchmark.extra_info.update(res)
+    record_rate("sidecar HTTP, paced, engine writing", "sidecar personal", res["req_per_s"], "req/s")
+    print(f"\npaced with the engine writing: {res['req_per_s']:,.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")

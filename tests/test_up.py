@@ -58,3 +58,39 @@ def test_up_rejects_bad_arguments(tmp_path, capsys):
     assert main(["up", "--events", str(tmp_path / "missing.csv"), "--data-dir", str(tmp_path)]) == 2
     assert "no such event log" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "nats")  # nothing was started
+
+
+@pytest.mark.timeout(240)
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
+    """schemathesis against the sidecar's /openapi.json, with the whole stack up (NATS, the
+    engine writing lists, the sidecar). Every check but `positive_data_acceptance`, which
+    flags requests the server rightly refuses for constraints OpenAPI cannot state (for
+    example min_price > max_price)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(0.3)
+        st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+        run = subprocess.run(
+            [st, "run", f"http://127.0.0.1:{port}/openapi.json", "-c", "all", "--exclude-checks", "positive_data_acceptance",
+             "-n", "40", "--generation-deterministic"],
+            capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"},
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "passed" in run.stdout and "Tested: 8" in run.stdout, run.stdout[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
