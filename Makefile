@@ -1,4 +1,4 @@
-# recofast: the two commands of the README are `make eval` and `make test`.
+# recofast: the two commands of the README are `make up` and `make test` (and `make eval`).
 # Each sets everything up first (a virtualenv in .venv with the package built in release
 # mode and its dev extras), so they work on a fresh machine.
 
@@ -11,7 +11,7 @@ K      ?= 20
 MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
 OUT    ?= runs
 
-.PHONY: setup eval test test-rust test-python bench clean
+.PHONY: setup up eval test test-rust test-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ./sidecar -e '.[dev]'
 
-# The main job: prequential evaluation of the bundled shop log against the baselines.
+# The main job: the whole stack (embedded NATS, engine, sidecar on :8080) fed generated
+# shop traffic; Ctrl-C stops it. PORT=... and RATE=... change the defaults.
+PORT   ?= 8080
+RATE   ?= 200
+up: setup
+	$(BIN)/recofast up --demo --port $(PORT) --rate $(RATE) --data-dir $(OUT)/stack
+
+# Prequential evaluation of the bundled shop log against the baselines.
 eval: setup
 	mkdir -p $(OUT)
 	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --model $(MODELS) --json $(OUT)/eval.json
