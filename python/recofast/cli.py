@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "recofast.checkpoints",
     "recofast.schema",
     "recofast.up",
+    "recofast.simulate",
 ]
 
 

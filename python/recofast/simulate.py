@@ -1,0 +1,165 @@
+"""`recofast simulate`: a seeded shop simulator writing v1 events with known ground truth.
+
+The shop has categories, each with items (a price and a latent vector); new items arrive
+during the stream. Shoppers have a latent taste (a mix of categories), a home country and a
+device; new shoppers arrive too. Each event is drawn from the shopper's taste *in the
+context of the moment*, with known context effects:
+
+- device: on mobile, cheaper items are more likely;
+- hour of day: each category has a time of day it sells best (a morning, afternoon,
+  evening or night peak);
+- weather: rain boosts the categories marked as rain categories, sun the sun categories;
+- drift (optional): at each ``--drift-at`` event, a share of the shoppers switch taste.
+
+Events are views, add-to-carts and purchases (a session views a few items, sometimes carts
+and buys one), and searches whose query names the category looked for. The same seed gives
+the same file, byte for byte.
+
+>>> import io
+>>> buf = io.StringIO()
+>>> stats = simulate(buf, users=20, items=30, events=50, seed=3)
+>>> stats["events"], stats["new_items"] > 0
+(50, True)
+>>> first = json.loads(buf.getvalue().splitlines()[0])
+>>> sorted(first["context"])
+['country', 'device', 'weather']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, Any
+
+import numpy as np
+
+CATEGORY_NAMES = ["lamps", "mugs", "tea", "umbrellas", "sunglasses", "candles", "garden", "toys",
+                  "books", "bags", "scarves", "kitchen", "games", "socks", "plants", "prints"]
+COUNTRIES = ["GB", "FR", "DE", "NL", "ES", "US"]
+DEVICES = ["mobile", "desktop", "tablet"]
+WEATHER = ["sun", "cloud", "rain"]
+RAIN_CATEGORIES = {"umbrellas", "tea", "books", "candles", "games"}
+SUN_CATEGORIES = {"sunglasses", "garden", "plants", "toys"}
+
+
+def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int = 100_000, seed: int = 0,
+             categories: int = 12, drift_at: tuple[int, ...] = (), drift_share: float = 0.5,
+             new_item_share: float = 0.2, new_user_share: float = 0.3, start_ts_ms: int = 1_700_000_000_000,
+             catalog: IO[str] | None = None) -> dict[str, Any]:
+    """Writes `events` v1 events as JSON Lines to `out` (and item metadata to `catalog`).
+    Returns counts of what was generated."""
+    if users <= 0 or items <= 0 or events < 0 or not 1 <= categories <= len(CATEGORY_NAMES):
+        raise ValueError("users and items must be positive, events ≥ 0, categories between 1 and "
+                         f"{len(CATEGORY_NAMES)}")
+    rng = np.random.default_rng(seed)
+    cats = CATEGORY_NAMES[:categories]
+    # Items: a category, a price, a popularity; the last `new_item_share` arrive mid-stream.
+    item_cat = rng.integers(0, categories, items)
+    price = np.round(np.exp(rng.normal(2.5, 0.7, items)), 2)
+    item_pop = rng.pareto(1.5, items) + 1.0
+    n_new_items = int(items * new_item_share)
+    item_arrival = np.zeros(items, dtype=np.int64)
+    item_arrival[items - n_new_items:] = np.sort(rng.integers(events // 10, max(events, 1), n_new_items))
+    # Categories sell best at one time of day.
+    peak_hour = rng.choice([9, 14, 19, 23], categories)
+    # Shoppers: a taste over categories, a country, a device; some arrive mid-stream.
+    taste = rng.dirichlet(np.full(categories, 0.3), users)
+    country = rng.integers(0, len(COUNTRIES), users)
+    device = rng.choice(len(DEVICES), users, p=[0.6, 0.3, 0.1])
+    n_new_users = int(users * new_user_share)
+    user_arrival = np.zeros(users, dtype=np.int64)
+    user_arrival[users - n_new_users:] = np.sort(rng.integers(0, max(events, 1), n_new_users))
+    drift_points = sorted(d for d in drift_at if 0 <= d < events)
+    if catalog is not None:
+        for j in range(items):
+            catalog.write(json.dumps({"v": 1, "item": f"i{j}", "category": cats[item_cat[j]],
+                                      "title": f"{cats[item_cat[j]]} item {j}", "price": float(price[j])}) + "\n")
+    ts = start_ts_ms
+    n = 0
+    session = 0
+    stats = {"events": 0, "purchases": 0, "searches": 0, "new_items": n_new_items, "new_users": n_new_users,
+             "drifts": len(drift_points)}
+    while n < events:
+        if drift_points and n >= drift_points[0]:
+            drift_points.pop(0)
+            movers = rng.random(users) < drift_share
+            taste[movers] = rng.dirichlet(np.full(categories, 0.3), int(movers.sum()))
+        ts += int(rng.exponential(20_000))
+        hour = (ts // 3_600_000) % 24
+        weather = int(rng.choice(3, p=[0.4, 0.35, 0.25]))
+        live_users = np.flatnonzero(user_arrival <= n)
+        u = int(rng.choice(live_users))
+        dev = DEVICES[device[u]]
+        # The category in this context: taste × time-of-day peak × weather.
+        hour_gap = np.minimum(np.abs(peak_hour - hour), 24 - np.abs(peak_hour - hour))
+        w = taste[u] * np.exp(-hour_gap / 4.0)
+        for c, name in enumerate(cats):
+            if WEATHER[weather] == "rain" and name in RAIN_CATEGORIES or WEATHER[weather] == "sun" and name in SUN_CATEGORIES:
+                w[c] *= 3.0
+        c = int(rng.choice(categories, p=w / w.sum()))
+        live = np.flatnonzero((item_cat == c) & (item_arrival <= n))
+        if len(live) == 0:
+            continue
+        p = item_pop[live] * (np.exp(-price[live] / 10.0) if dev == "mobile" else 1.0)
+        session += 1
+        ctx = {"device": dev, "country": COUNTRIES[country[u]], "weather": WEATHER[weather]}
+        base = {"v": 1, "user": f"u{u}", "session": f"s{session}", "context": ctx}
+        if rng.random() < 0.15 and n < events:
+            out.write(json.dumps({**base, "id": f"sim{seed}-{n}", "type": "search", "query": cats[c],
+                                  "ts": int(ts)}) + "\n")
+            n += 1
+            stats["searches"] += 1
+        views = rng.choice(live, size=min(len(live), int(rng.integers(1, 4))), replace=False, p=p / p.sum())
+        for k, j in enumerate(views):
+            if n >= events:
+                break
+            kind = "view"
+            if k == len(views) - 1:
+                r = rng.random()
+                kind = "purchase" if r < 0.25 else "add_to_cart" if r < 0.45 else "view"
+            ev = {**base, "id": f"sim{seed}-{n}", "type": kind, "item": f"i{int(j)}", "ts": int(ts) + k * 1000}
+            if kind == "purchase":
+                ev["price"] = float(price[j])
+                ev["qty"] = 1
+                stats["purchases"] += 1
+            out.write(json.dumps(ev) + "\n")
+            n += 1
+    stats["events"] = n
+    return stats
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="write a seeded, simulated shop stream (v1 events with context)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=2_000, help="shoppers (default 2000)")
+    p.add_argument("--items", type=int, default=1_000, help="items (default 1000)")
+    p.add_argument("--events", type=int, default=100_000, help="events (default 100000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--categories", type=int, default=12, help=f"categories, 1 to {len(CATEGORY_NAMES)} (default 12)")
+    p.add_argument("--drift-at", type=int, action="append", default=[], metavar="EVENT",
+                   help="at this event, half of the shoppers switch taste (repeatable)")
+    p.add_argument("--out", required=True, help="the JSON Lines file to write ('-' for stdout)")
+    p.add_argument("--catalog", default=None, help="also write item metadata (catalog upserts) here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    cat = open(args.catalog, "w") if args.catalog else None
+    try:
+        stats = simulate(out, users=args.users, items=args.items, events=args.events, seed=args.seed,
+                         categories=args.categories, drift_at=tuple(args.drift_at), catalog=cat)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if cat is not None:
+            cat.close()
+    print(json.dumps(stats), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from recofast._cmd import run_module
+
+    sys.exit(run_module(register))
