@@ -107,3 +107,14 @@ async def test_http_weather_provider_answers_at_once_and_fills_in_the_background
             assert wp.weather("europe-west", 0.0) == "fog" and calls == ["europe-west"]
         finally:
             await wp.close()
+
+
+def test_malformed_arrays_are_rejected_never_raised():
+    from recofast_sidecar.events import decode_events, decode_item_upserts
+
+    for decode, what in ((decode_events, "events"), (decode_item_upserts, "catalog upserts")):
+        ok, bad = decode(b'[{"v": 1, "item": "mug"}, {"v": 1, broken')
+        assert ok == [] and len(bad) == 1 and bad[0].reason.startswith(f"not a JSON array of {what}")
+    ok, bad = decode_item_upserts(b'[{"v": 1, "item": "mug"}, {"v": 9, "item": "cup"}, {"item": 3}]')
+    assert [u.item for u in ok] == ["mug"]
+    assert [r.index for r in bad] == [1, 2] and "unknown schema version 9" in bad[0].reason

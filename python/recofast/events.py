@@ -21,6 +21,7 @@ See :mod:`recofast_sidecar.events` for every field.
 
 from __future__ import annotations
 
+from recofast_sidecar import events as _v1
 from recofast_sidecar.events import (
     ACCEPTED_VERSIONS,
     EVENT_TYPES,
@@ -39,18 +40,5 @@ from recofast_sidecar.events import (
     make_event,
 )
 
-__all__ = [
-    "ACCEPTED_VERSIONS",
-    "EVENT_TYPES",
-    "SCHEMA_VERSION",
-    "Context",
-    "Event",
-    "ItemUpsert",
-    "Rejected",
-    "decode_events",
-    "decode_item_upserts",
-    "encode",
-    "json_schema",
-    "make_event",
-]
+__all__ = list(_v1.__all__)
 _ = (TYPES_WITHOUT_ITEM, EventType, _seconds)  # also used by the engine

@@ -130,6 +130,17 @@ def encode_list(rec: ListRecord) -> bytes:
     return b"".join(parts)
 
 
+def _read_str(buf: bytes, off: int, length: struct.Struct, record: str) -> tuple[str, int]:
+    """A length-prefixed UTF-8 string at ``off``; returns it and the offset after it."""
+    if off + length.size > len(buf):
+        raise CodecError(f"{record} record truncated")
+    (ln,) = length.unpack_from(buf, off)
+    off += length.size
+    if off + ln > len(buf):
+        raise CodecError(f"{record} record truncated")
+    return buf[off : off + ln].decode(), off + ln
+
+
 def decode_list(buf: bytes | memoryview) -> ListRecord:
     buf = bytes(buf)
     if len(buf) < _LIST_HEAD.size:
@@ -145,14 +156,8 @@ def decode_list(buf: bytes | memoryview) -> ListRecord:
     off = end
     items = []
     for _ in range(n):
-        if off + 2 > len(buf):
-            raise CodecError("list record truncated")
-        (ln,) = _U16.unpack_from(buf, off)
-        off += 2
-        if off + ln > len(buf):
-            raise CodecError("list record truncated")
-        items.append(buf[off : off + ln].decode())
-        off += ln
+        item, off = _read_str(buf, off, _U16, "list")
+        items.append(item)
     if off != len(buf):
         raise CodecError("trailing bytes after list record")
     return ListRecord(items=items, scores=scores, model_version=version, time=t)
@@ -222,14 +227,8 @@ def decode_item(buf: bytes | memoryview) -> ItemRecord:
     off = _ITEM_HEAD.size
     strings = []
     for _ in range(3):
-        if off + 4 > len(buf):
-            raise CodecError("item record truncated")
-        (ln,) = _U32.unpack_from(buf, off)
-        off += 4
-        if off + ln > len(buf):
-            raise CodecError("item record truncated")
-        strings.append(buf[off : off + ln].decode())
-        off += ln
+        text, off = _read_str(buf, off, _U32, "item")
+        strings.append(text)
     if off != len(buf):
         raise CodecError("trailing bytes after item record")
     return ItemRecord(

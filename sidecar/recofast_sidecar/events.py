@@ -161,57 +161,55 @@ def _is_list(body: bytes) -> bool:
     return body.lstrip()[:1] == b"["
 
 
+def _split(body: bytes, what: str) -> tuple[list[bytes], list[Rejected]]:
+    """The raw items of a message body (an object, or an array of them)."""
+    if not _is_list(body):
+        return [body], []
+    try:
+        return [bytes(r) for r in _raws.decode(body)], []
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return [], [Rejected(0, f"not a JSON array of {what}: {e}", body)]
+
+
+def _decode_each(raws: list[bytes], decoder: Any, accepted: tuple[int, ...]) -> tuple[list[Any], list[Rejected]]:
+    """Decodes items one by one: the valid ones in order, the others with a reason each."""
+    ok: list[Any] = []
+    bad: list[Rejected] = []
+    for i, raw in enumerate(raws):
+        try:
+            x = decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            bad.append(Rejected(i, _reason(raw, e, accepted), raw))
+            continue
+        if x.v not in accepted:
+            bad.append(Rejected(i, f"unknown schema version {x.v}", raw))
+        else:
+            ok.append(x)
+    return ok, bad
+
+
 def decode_events(body: bytes, accepted: tuple[int, ...] = ACCEPTED_VERSIONS) -> tuple[list[Event], list[Rejected]]:
     """Decodes one message body (an event or an array of events); returns the valid events
     in order and the rejected ones with a reason each. Never raises on bad input."""
     try:
-        if _is_list(body):
-            evs = _events.decode(body)
-        else:
-            evs = [_event.decode(body)]
+        evs = _events.decode(body) if _is_list(body) else [_event.decode(body)]
         if all(e.v in accepted for e in evs):
             return evs, []
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
         pass
     # The slow path: find the bad ones one by one.
-    if _is_list(body):
-        try:
-            raws = [bytes(r) for r in _raws.decode(body)]
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            return [], [Rejected(0, f"not a JSON array of events: {e}", body)]
-    else:
-        raws = [body]
-    ok: list[Event] = []
-    bad: list[Rejected] = []
-    for i, raw in enumerate(raws):
-        try:
-            ev = _event.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            bad.append(Rejected(i, _reason(raw, e, accepted), raw))
-            continue
-        if ev.v not in accepted:
-            bad.append(Rejected(i, f"unknown schema version {ev.v}", raw))
-        else:
-            ok.append(ev)
-    return ok, bad
+    raws, bad = _split(body, "events")
+    return _decode_each(raws, _event, accepted) if not bad else ([], bad)
 
 
 def decode_item_upserts(body: bytes, accepted: tuple[int, ...] = ACCEPTED_VERSIONS) -> tuple[list[ItemUpsert], list[Rejected]]:
-    """Like :func:`decode_events`, for catalog upserts."""
-    raws = [bytes(r) for r in _raws.decode(body)] if _is_list(body) else [body]
-    ok: list[ItemUpsert] = []
-    bad: list[Rejected] = []
-    for i, raw in enumerate(raws):
-        try:
-            up = _item.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            bad.append(Rejected(i, _reason(raw, e, accepted), raw))
-            continue
-        if up.v not in accepted:
-            bad.append(Rejected(i, f"unknown schema version {up.v}", raw))
-        else:
-            ok.append(up)
-    return ok, bad
+    """Like :func:`decode_events`, for catalog upserts. Never raises on bad input.
+
+    >>> decode_item_upserts(b'[{"v": 1, "item": "mug"}, {"v": 1, broken')[1][0].reason[:35]
+    'not a JSON array of catalog upserts'
+    """
+    raws, bad = _split(body, "catalog upserts")
+    return _decode_each(raws, _item, accepted) if not bad else ([], bad)
 
 
 def encode(obj: Event | ItemUpsert | list[Any]) -> bytes:
