@@ -1,5 +1,7 @@
 """Reading event logs: CSV or CSV.gz with `user_id`, `item_id`, `timestamp` and an optional
-`event` column (other columns are kept as extra columns)."""
+`event` column (other columns are kept as extra columns), or JSON Lines of v1 events (what
+`recofast simulate` writes; their context fields and search queries become extra columns);
+and item catalogues (CSV, or JSON Lines of catalog upserts)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ class EventLog:
     file has no `event` column."""
 
     users: list[str]
-    items: list[str]
+    #: The item of each event; None for a search (whose words are in ``extra["query"]``).
+    items: list[str | None]
     ts: np.ndarray
     events: list[str] | None = None
     extra: dict[str, list[str]] = field(default_factory=dict)
@@ -60,11 +63,58 @@ def parse_time(value: str) -> float:
     return x / 1000.0 if x > 1e11 else x
 
 
+def _is_jsonl(path: str | os.PathLike[str]) -> bool:
+    p = os.fspath(path).lower()
+    if p.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
+        return True
+    with _open_text(path) as f:
+        return f.read(1) == "{"
+
+
+#: Context fields of v1 events kept as extra columns of a JSON Lines log.
+JSONL_CONTEXT = ("device", "country", "region", "weather", "intent")
+
+
+def _read_jsonl_events(path: str | os.PathLike[str], limit: int | None) -> EventLog:
+    from recofast_sidecar.events import decode_events
+
+    users: list[str] = []
+    items: list[str | None] = []
+    ts: list[float] = []
+    events: list[str] = []
+    extra: dict[str, list[str]] = {c: [] for c in (*JSONL_CONTEXT, "query")}
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if limit is not None and len(users) >= limit:
+                break
+            if not line.strip():
+                continue
+            ok, bad = decode_events(line.encode())
+            if bad:
+                raise ValueError(f"{os.fspath(path)}, line {lineno}: {bad[0].reason}")
+            for e in ok:
+                t = e.ts_seconds
+                if t is None:
+                    raise ValueError(f"{os.fspath(path)}, line {lineno}: the event has no ts")
+                users.append(e.user)
+                items.append(e.item)
+                ts.append(t)
+                events.append(e.type)
+                c = e.context
+                for k in JSONL_CONTEXT:
+                    extra[k].append((getattr(c, k) or "") if c is not None else "")
+                extra["query"].append(e.query or "")
+    return EventLog(users, items, np.asarray(ts, dtype=np.float64), events, extra)
+
+
 def read_events(path: str | os.PathLike[str], limit: int | None = None, keep: tuple[str, ...] = ()) -> EventLog:
     """Reads an event log. Raises ValueError naming the line of a malformed row.
 
-    ``keep`` names extra columns to return in ``EventLog.extra``.
+    ``keep`` names extra columns to return in ``EventLog.extra`` (a JSON Lines log always
+    returns its context fields and ``query``).
     """
+    if _is_jsonl(path):
+        return _read_jsonl_events(path, limit)
     with _open_text(path) as f:
         reader = csv.reader(f)
         try:
@@ -121,3 +171,34 @@ def read_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
             ids.append(row["item_id"])
             texts.append(" ".join(row[c] or "" for c in cols))
     return ids, texts
+
+
+@dataclass
+class CatalogEntry:
+    """An item's text and when it entered the catalogue (None: from the start)."""
+
+    item: str
+    text: str
+    ts: float | None = None
+
+
+def read_catalog(path: str | os.PathLike[str]) -> list[CatalogEntry]:
+    """Item texts from a CSV catalogue (see :func:`read_items`) or from JSON Lines of catalog
+    upserts (category, title and text joined; ``ts`` when the item arrives), in file order."""
+    if not _is_jsonl(path):
+        ids, texts = read_items(path)
+        return [CatalogEntry(i, t) for i, t in zip(ids, texts)]
+    from recofast_sidecar.events import _seconds, decode_item_upserts
+
+    out: list[CatalogEntry] = []
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            ok, bad = decode_item_upserts(line.encode())
+            if bad:
+                raise ValueError(f"{os.fspath(path)}, line {lineno}: {bad[0].reason}")
+            for u in ok:
+                text = " ".join(x for x in (u.category, u.title, u.text) if x)
+                out.append(CatalogEntry(u.item, text, _seconds(u.ts)))
+    return out

@@ -5,6 +5,14 @@ every model recommends its top K excluding what the user has already interacted 
 we score Recall@K (a hit when the item is in the list; one relevant item per test, so
 Recall@K is the hit rate) and NDCG@K (1 / log2(rank + 2)). Then every model learns from
 the event, repeats included.
+
+With ``--context FIELDS`` recofast recommends and learns with each event's context (the
+fields of the log, and ``hour``/``weekday`` from its time in UTC); ``recofast-noctx`` is the
+same model without context (nor searches), for the comparison in one run. Searches (JSON
+Lines logs) are no tests; recofast takes them as session intent. Also reported: Recall@K
+over the tests of users in their first ``--cold-events`` events (cold start), and for items
+that enter the catalogue mid-stream (``--items`` upserts with a ``ts``), their impressions
+and hits within ``--new-item-window`` events of arriving.
 """
 
 from __future__ import annotations
@@ -18,15 +26,20 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from recofast.data import EventLog, read_events, read_items
+from recofast.data import CatalogEntry, EventLog, read_catalog, read_events
 from recofast.recommender import Recommender
 from recofast.train import make_recommender, parse_options
 
 ALL_MODELS = ("recofast", "itemknn", "recentpop", "pop", "river", "als-daily")
+#: Models `--model` also takes (not run by default).
+EXTRA_MODELS = ("recofast-noctx",)
+#: What ``--context all`` means.
+CONTEXT_ALL = ("device", "hour", "weekday", "country", "region", "weather", "segment", "intent")
 
 
 class Baseline:
@@ -39,6 +52,19 @@ class Baseline:
 
     def learn(self, user: str, item: str, event: str, ts: float) -> None:
         raise NotImplementedError
+
+    def recommend_ctx(self, user: str, k: int, seen: set[str], ctx: dict[str, Any] | None) -> Sequence[str]:
+        """:meth:`recommend` in a context (ignored unless the model uses context)."""
+        return self.recommend(user, k, seen)
+
+    def learn_ctx(self, user: str, item: str, event: str, ts: float, ctx: dict[str, Any] | None) -> None:
+        self.learn(user, item, event, ts)
+
+    def search(self, user: str, query: str, ts: float) -> None:
+        """A search event (most models ignore it)."""
+
+    def add_items(self, items: list[str], texts: list[str]) -> None:
+        """Items entering the catalogue, with their text (most models ignore it)."""
 
 
 class ItemIndex:
@@ -116,17 +142,34 @@ class RecentPop(Pop):
 
 
 class RecofastModel(Baseline):
-    """recofast's Recommender (also the item-kNN baseline, with co-occurrence alone)."""
+    """recofast's Recommender; with ``use_context`` it learns and recommends with each
+    event's context and takes searches as intent."""
 
-    def __init__(self, name: str, rec: Recommender) -> None:
+    def __init__(self, name: str, rec: Recommender, use_context: bool = True, explore: int = 0) -> None:
         self.name = name
         self.rec = rec
+        self.use_context = use_context
+        self.explore = explore
 
     def recommend(self, user, k, seen):
-        return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True)]
+        return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True, explore=self.explore)]
+
+    def recommend_ctx(self, user, k, seen, ctx):
+        c = ctx if self.use_context else None
+        return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True, context=c, explore=self.explore)]
 
     def learn(self, user, item, event, ts):
         self.rec.learn_one(user, item, event, ts)
+
+    def learn_ctx(self, user, item, event, ts, ctx):
+        self.rec.learn_one(user, item, event, ts, context=ctx if self.use_context else None)
+
+    def search(self, user, query, ts):
+        if self.use_context:
+            self.rec.search(user, query, ts)
+
+    def add_items(self, items, texts):
+        self.rec.set_item_text(items, texts)
 
 
 class ItemKNN(Baseline):
@@ -298,18 +341,32 @@ class Score:
     hits: int
     tests: int
     seconds: float
+    #: Recall@K over tests of users in their first ``cold_events`` events.
+    cold_recall: float = 0.0
+    cold_hits: int = 0
+    cold_tests: int = 0
+    #: Items entering the catalogue mid-stream: how many were shown (and hit) within
+    #: ``new_item_window`` events of arriving, and the impressions and hits in all.
+    new_items: int = 0
+    new_items_shown: int = 0
+    new_items_hit: int = 0
+    new_impressions: int = 0
+    new_hits: int = 0
 
 
-def build_models(names: Sequence[str], options: dict[str, str], item_text: tuple[list[str], list[str]] | None = None,
-                 knn_window: int = 2) -> list[Baseline]:
+def build_models(names: Sequence[str], options: dict[str, str], catalog: list[CatalogEntry] | None = None,
+                 knn_window: int = 2, explore: int = 0) -> list[Baseline]:
+    """The models to compare. recofast models get the catalogue's text from the start when
+    no entry has a time (a static catalogue); timed entries arrive during the run."""
     items = ItemIndex()
     out: list[Baseline] = []
+    static = [c for c in catalog or () if c.ts is None]
     for name in names:
-        if name == "recofast":
+        if name in ("recofast", "recofast-noctx"):
             rec = make_recommender({"snapshot_ms": "0", **options})
-            if item_text is not None:
-                rec.set_item_text(*item_text)
-            out.append(RecofastModel("recofast", rec))
+            if static:
+                rec.set_item_text([c.item for c in static], [c.text for c in static])
+            out.append(RecofastModel(name, rec, use_context=name == "recofast", explore=explore))
         elif name == "itemknn":
             out.append(ItemKNN(items, window=knn_window))
         elif name == "pop":
@@ -321,57 +378,143 @@ def build_models(names: Sequence[str], options: dict[str, str], item_text: tuple
         elif name == "als-daily":
             out.append(ALSDaily(items))
         else:
-            raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS + EXTRA_MODELS)}")
     return out
 
 
+def event_contexts(log: EventLog, fields: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Each event's context from the log's columns; ``hour`` and ``weekday`` come from the
+    event time (UTC)."""
+    if not fields:
+        return None
+    unknown = [f for f in fields if f not in CONTEXT_ALL]
+    if unknown:
+        raise ValueError(f"unknown context field(s) {', '.join(unknown)}; choose from {', '.join(CONTEXT_ALL)} or all")
+    cols: dict[str, Sequence[Any]] = {}
+    for f in fields:
+        if f == "hour":
+            cols[f] = ((log.ts // 3600) % 24).astype(int).tolist()
+        elif f == "weekday":
+            cols[f] = (((log.ts // 86400) + 3) % 7).astype(int).tolist()  # 1970-01-01 was a Thursday
+        elif f in log.extra:
+            cols[f] = log.extra[f]
+    if not cols:
+        raise ValueError(f"the log has none of the context fields {', '.join(fields)} "
+                         f"(its extra columns: {', '.join(log.extra) or 'none'})")
+    names = list(cols)
+    return [{f: v for f, v in zip(names, vals) if v != ""} for vals in zip(*(cols[f] for f in names))]
+
+
 def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_event: str = "purchase",
-                progress: bool = True) -> list[Score]:
-    """Runs the test-then-learn protocol over `log` and returns one Score per model."""
+                progress: bool = True, contexts: list[dict[str, Any]] | None = None,
+                catalog: list[CatalogEntry] | None = None, cold_events: int = 5,
+                new_item_window: int = 1000) -> list[Score]:
+    """Runs the test-then-learn protocol over `log` and returns one Score per model.
+
+    ``contexts`` holds each event's context; ``catalog`` entries with a time are given to
+    the models when the stream reaches it (entries without one are the starting catalogue)."""
     if k <= 0:
         raise ValueError(f"k must be a positive integer, got {k}")
+    if contexts is not None and len(contexts) != len(log):
+        raise ValueError(f"{len(contexts)} contexts for {len(log)} events")
     seen: dict[str, set[str]] = defaultdict(set)
-    hits = [0] * len(models)
-    gains = [0.0] * len(models)
-    secs = [0.0] * len(models)
-    tests = 0
+    n_events: dict[str, int] = defaultdict(int)
+    nm = len(models)
+    hits, gains, secs = [0] * nm, [0.0] * nm, [0.0] * nm
+    cold_hits = [0] * nm
+    tests = cold_tests = 0
+    timed = sorted((c for c in catalog or () if c.ts is not None), key=lambda c: c.ts)  # type: ignore[arg-type,return-value]
+    next_cat = 0
+    first_ts = float(log.ts[0]) if len(log) else 0.0
+    arrived: dict[str, int] = {}  # new item -> event index of its arrival
+    shown: list[dict[str, int]] = [{} for _ in models]
+    hit_new: list[set[str]] = [set() for _ in models]
+    new_hits = [0] * nm
     events = log.events
+    queries = log.extra.get("query")
     clock = time.perf_counter
     for j in tqdm(range(len(log)), unit="ev", desc="eval", disable=not progress, mininterval=1.0, file=sys.stderr):
         user, item, ts = log.users[j], log.items[j], float(log.ts[j])
         event = events[j] if events is not None else default_event
+        ctx = contexts[j] if contexts is not None else None
+        if next_cat < len(timed) and timed[next_cat].ts <= ts:  # type: ignore[operator]
+            batch = []
+            while next_cat < len(timed) and timed[next_cat].ts <= ts:  # type: ignore[operator]
+                batch.append(timed[next_cat])
+                next_cat += 1
+            for c in batch:
+                if c.ts > first_ts and c.item not in arrived:  # type: ignore[operator]
+                    arrived[c.item] = j
+            for m, model in enumerate(models):
+                t0 = clock()
+                model.add_items([c.item for c in batch], [c.text for c in batch])
+                secs[m] += clock() - t0
+        if item is None:  # a search
+            if queries is not None and queries[j]:
+                for m, model in enumerate(models):
+                    t0 = clock()
+                    model.search(user, queries[j], ts)
+                    secs[m] += clock() - t0
+            continue
         s = seen.get(user)
         if s and item not in s:
             tests += 1
+            cold = n_events[user] < cold_events
+            cold_tests += cold
             for m, model in enumerate(models):
                 t0 = clock()
-                recs = model.recommend(user, k, s)
+                recs = list(model.recommend_ctx(user, k, s, ctx))
                 secs[m] += clock() - t0
+                if arrived:
+                    for r in recs:
+                        a = arrived.get(r)
+                        if a is not None and j - a < new_item_window:
+                            shown[m][r] = shown[m].get(r, 0) + 1
                 try:
-                    rank = list(recs).index(item)
+                    rank = recs.index(item)
                 except ValueError:
                     continue
                 hits[m] += 1
+                cold_hits[m] += cold
                 gains[m] += 1.0 / math.log2(rank + 2)
+                a = arrived.get(item)
+                if a is not None and j - a < new_item_window:
+                    new_hits[m] += 1
+                    hit_new[m].add(item)
         for m, model in enumerate(models):
             t0 = clock()
-            model.learn(user, item, event, ts)
+            model.learn_ctx(user, item, event, ts, ctx)
             secs[m] += clock() - t0
         seen[user].add(item)
+        n_events[user] += 1
     return [
-        Score(model.name, hits[m] / max(tests, 1), gains[m] / max(tests, 1), hits[m], tests, secs[m])
+        Score(model.name, hits[m] / max(tests, 1), gains[m] / max(tests, 1), hits[m], tests, secs[m],
+              cold_hits[m] / max(cold_tests, 1), cold_hits[m], cold_tests,
+              len(arrived), len(shown[m]), len(hit_new[m]), sum(shown[m].values()), new_hits[m])
         for m, model in enumerate(models)
     ]
 
 
-def format_table(scores: Sequence[Score], k: int) -> str:
-    best_base = max((s.recall for s in scores if s.model != "recofast"), default=0.0)
-    lines = [f"{'model':<12}{'Recall@' + str(k):>12}{'NDCG@' + str(k):>12}{'hits':>10}{'tests':>10}{'seconds':>10}"]
+def format_table(scores: Sequence[Score], k: int, cold_events: int = 5, new_item_window: int = 1000) -> str:
+    best_base = max((s.recall for s in scores if not s.model.startswith("recofast")), default=0.0)
+    cold = f"cold R@{k}"
+    lines = [f"{'model':<15}{'Recall@' + str(k):>10}{'NDCG@' + str(k):>10}{'hits':>9}{'tests':>9}{cold:>11}{'seconds':>9}"]
     for s in sorted(scores, key=lambda s: -s.recall):
-        lines.append(f"{s.model:<12}{s.recall:>12.4f}{s.ndcg:>12.4f}{s.hits:>10,}{s.tests:>10,}{s.seconds:>10.1f}")
-    rf = next((s for s in scores if s.model == "recofast"), None)
+        lines.append(f"{s.model:<15}{s.recall:>10.4f}{s.ndcg:>10.4f}{s.hits:>9,}{s.tests:>9,}{s.cold_recall:>11.4f}{s.seconds:>9.1f}")
+    by = {s.model: s for s in scores}
+    rf = by.get("recofast")
     if rf is not None and best_base > 0:
         lines.append(f"recofast / best baseline (Recall@{k}): {rf.recall / best_base:.3f}")
+    if rf is not None and "recofast-noctx" in by and by["recofast-noctx"].recall > 0:
+        lines.append(f"recofast with context / without (Recall@{k}): {rf.recall / by['recofast-noctx'].recall:.3f}")
+    if rf is not None and "pop" in by and by["pop"].cold_recall > 0:
+        lines.append(f"cold start ({by['pop'].cold_tests:,} tests of users in their first {cold_events} events): "
+                     f"recofast / pop Recall@{k} = {rf.cold_recall / by['pop'].cold_recall:.3f}")
+    for s in scores:
+        if s.new_items:
+            lines.append(f"{s.model}: of {s.new_items} items arriving mid-stream, {s.new_items_shown} shown and "
+                         f"{s.new_items_hit} hit within {new_item_window} events of arriving "
+                         f"({s.new_impressions:,} impressions, {s.new_hits} hits)")
     return "\n".join(lines)
 
 
@@ -383,10 +526,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", required=True, help="CSV or CSV.gz with user_id, item_id, timestamp[, event]")
     p.add_argument("--k", type=int, default=20, help="list length K (default 20)")
     p.add_argument("--model", default=",".join(ALL_MODELS),
-                   help=f"comma-separated models to run (default: all of {','.join(ALL_MODELS)})")
+                   help=f"comma-separated models to run (default: all of {','.join(ALL_MODELS)}; also "
+                        f"{','.join(EXTRA_MODELS)}: recofast without context)")
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a recofast model option (repeatable)")
     p.add_argument("--items", default=None, metavar="FILE",
-                   help="item catalogue CSV (item_id and description/title/text): recofast uses the item text")
+                   help="item catalogue: CSV (item_id and description/title/text), or JSON Lines of catalog "
+                        "upserts whose ts says when an item arrives (recofast simulate --catalog); recofast uses the text")
+    p.add_argument("--context", default="", metavar="FIELDS",
+                   help="context fields recofast learns and recommends with, comma-separated, or 'all' "
+                        f"({','.join(CONTEXT_ALL)}); hour and weekday come from the event time (UTC)")
+    p.add_argument("--explore", type=int, default=0, metavar="N",
+                   help="recofast gives up to N of the last slots to new items (default 0)")
+    p.add_argument("--cold-events", type=int, default=5, metavar="N",
+                   help="report Recall@K over tests of users in their first N events (default 5)")
+    p.add_argument("--new-item-window", type=int, default=1000, metavar="N",
+                   help="count impressions and hits of new items within N events of arriving (default 1000)")
     p.add_argument("--knn-window", type=int, default=2,
                    help="itemknn's co-occurrence window in items (default 2, the best plain setting on the shop log)")
     p.add_argument("--default-event", default="purchase", help="event type when the log has no event column (default: purchase)")
@@ -402,12 +556,22 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.model.split(",") if n.strip()]
     if args.knn_window <= 0:
         raise ValueError(f"--knn-window must be a positive integer, got {args.knn_window}")
-    item_text = read_items(args.items) if args.items else None
-    models = build_models(names, parse_options(args.option), item_text, args.knn_window)
-    log = read_events(args.events, limit=args.limit)
+    for opt in ("explore", "cold_events", "new_item_window"):
+        if getattr(args, opt) < 0:
+            raise ValueError(f"--{opt.replace('_', '-')} must be ≥ 0, got {getattr(args, opt)}")
+    fields = [f.strip() for f in args.context.split(",") if f.strip()]
+    if fields == ["all"]:
+        fields = list(CONTEXT_ALL)
+    catalog = read_catalog(args.items) if args.items else None
+    models = build_models(names, parse_options(args.option), catalog, args.knn_window, args.explore)
+    keep = tuple(f for f in fields if f not in ("hour", "weekday"))
+    log = read_events(args.events, limit=args.limit, keep=keep)
+    contexts = event_contexts(log, fields)
     t0 = time.perf_counter()
-    scores = prequential(log, models, k=args.k, default_event=args.default_event, progress=not args.no_progress)
-    table = format_table(scores, args.k)
+    scores = prequential(log, models, k=args.k, default_event=args.default_event, progress=not args.no_progress,
+                         contexts=contexts, catalog=catalog, cold_events=args.cold_events,
+                         new_item_window=args.new_item_window)
+    table = format_table(scores, args.k, args.cold_events, args.new_item_window)
     print(table)
     if args.json:
         d = os.path.dirname(args.json)
@@ -417,7 +581,8 @@ def run(args: argparse.Namespace) -> int:
             json.dump({
                 "events_file": os.fspath(args.events), "events": len(log), "k": args.k,
                 "seconds": time.perf_counter() - t0, "options": parse_options(args.option),
-                "items_file": args.items, "knn_window": args.knn_window,
+                "items_file": args.items, "knn_window": args.knn_window, "context": fields,
+                "explore": args.explore, "cold_events": args.cold_events, "new_item_window": args.new_item_window,
                 "scores": [asdict(s) for s in scores],
             }, f, indent=2)
         print(f"wrote {args.json}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -14,6 +15,69 @@ from recofast import _core
 Id = str | int
 
 _OPTION_NAMES = {name for name, _ in _core.default_options()}
+
+#: The context fields the model learns from; other fields are ignored.
+CONTEXT_FIELDS: tuple[str, ...] = tuple(_core.CONTEXT_FIELDS)
+
+Context = Mapping[str, Any]
+
+
+def _ctx_value(v: Any) -> str | None:
+    """A context value as text; None (ignored) for missing values and types no field takes."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return None
+        return str(int(v)) if float(v).is_integer() else str(float(v))
+    return None
+
+
+def _ctx_pairs(context: Context | None) -> list[tuple[str, str]] | None:
+    """One event's or request's context as (field, value) pairs."""
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise ValueError(f"context must be a mapping of field to value (e.g. {{'device': 'mobile'}}), got {type(context).__name__}")
+    pairs = []
+    for f, v in context.items():
+        if isinstance(f, str) and f in CONTEXT_FIELDS:
+            t = _ctx_value(v)
+            if t is not None:
+                pairs.append((f, t))
+    return pairs
+
+
+def _ctx_columns(context: Any, n: int) -> list[tuple[str, list[str | None]]] | None:
+    """The batch form of a context: a mapping of field to one value per event (a list or a
+    numpy array), or a sequence of per-event mappings (None for an event without one)."""
+    if context is None:
+        return None
+    if isinstance(context, Mapping):
+        cols = []
+        for f, col in context.items():
+            if not (isinstance(f, str) and f in CONTEXT_FIELDS) or col is None:
+                continue
+            if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+                raise ValueError(f"context[{f!r}] must hold one value per event (a list or an array), got {type(col).__name__}")
+            if len(col) != n:
+                raise ValueError(f"context[{f!r}] has {len(col)} values, expected {n} (one per event)")
+            values = col.tolist() if isinstance(col, np.ndarray) else col
+            cols.append((f, [_ctx_value(v) for v in values]))
+        return cols
+    if isinstance(context, (str, bytes)) or not hasattr(context, "__len__"):
+        raise ValueError("context must be a mapping of field to values, or one mapping per event")
+    if len(context) != n:
+        raise ValueError(f"context has {len(context)} entries, expected {n} (one per event)")
+    fields: dict[str, list[str | None]] = {}
+    for j, c in enumerate(context):
+        for f, v in _ctx_pairs(c) or ():
+            fields.setdefault(f, [None] * n)[j] = v
+    return list(fields.items())
 
 
 def _text(value: Any) -> str:
@@ -87,10 +151,52 @@ class Recommender:
     # -- learning -----------------------------------------------------------------------
 
     def learn_one(
-        self, user: Id, item: Id, event: str = "view", ts: Any = None, weight: float | None = None
+        self, user: Id, item: Id | None = None, event: str = "view", ts: Any = None, weight: float | None = None,
+        context: Context | None = None, query: str | None = None,
     ) -> None:
-        """Learns from one event. ``ts`` is seconds since the epoch (or a datetime)."""
-        self._m.learn_one(user, item, event, None if ts is None else _seconds(ts), weight)
+        """Learns from one event. ``ts`` is seconds since the epoch (or a datetime).
+
+        ``context`` is what was true when it happened: ``device``, ``hour`` (0–23 or a band:
+        night, morning, afternoon, evening), ``weekday`` (0 = Monday, or a name), ``country``,
+        ``region``, ``weather``, ``segment`` and ``intent`` (words). Each value is an
+        embedding learned with the event; missing or unknown fields and values are ignored.
+        A ``search`` event takes ``query`` instead of an item (see :meth:`search`).
+        """
+        if event == "search":
+            if not isinstance(query, str):
+                raise ValueError("a search event needs query= (the search terms)")
+            self.search(user, query, ts)
+            return
+        if item is None:
+            raise ValueError(f"a {event} event needs an item")
+        self._m.learn_one(user, item, event, None if ts is None else _seconds(ts), weight, _ctx_pairs(context))
+
+    def search(self, user: Id, query: str, ts: Any = None) -> None:
+        """A search: the query becomes the user's session intent until the session ends
+        (``session_gap`` seconds without events), so items whose text matches move up, and
+        the words are learned as context of what the user does next.
+
+        >>> rec = Recommender(dim=4, seed=1)
+        >>> rec.set_item_text(["l1", "l2", "m1", "m2"], ["desk lamp", "floor lamp", "tea mug", "big mug"])
+        >>> for u in range(20):
+        ...     rec.learn_many([f"p{u}", f"p{u}"], ["m1", "m2"])
+        2
+        ...
+        >>> rec.learn_one("me", "m1", ts=100)
+        >>> rec.recommend("me", k=1)[0][0]
+        'm2'
+        >>> rec.search("me", "lamp", ts=110)
+        >>> sorted(i for i, _ in rec.recommend("me", k=2))
+        ['l1', 'l2']
+        """
+        if not isinstance(query, str):
+            raise ValueError(f"query must be text, got {type(query).__name__}")
+        ts_arr = None if ts is None else np.array([_seconds(ts)], dtype=np.float64)
+        self._m.search_many([user], [query], ts_arr)
+
+    def intent(self, user: Id) -> str | None:
+        """The user's session intent (their last search in this session), or None."""
+        return self._m.user_intent(user)
 
     def learn_many(
         self,
@@ -99,17 +205,20 @@ class Recommender:
         events: str | Sequence[str] | None = None,
         ts: Sequence[float] | np.ndarray | None = None,
         weights: Sequence[float] | np.ndarray | None = None,
+        context: Mapping[str, Any] | Sequence[Context | None] | None = None,
     ) -> int:
         """Learns from many events in order, with the GIL released; returns their number.
 
         ``users`` and ``items`` are lists of ids or numpy integer arrays; ``events`` is one
         event type for all, or one per event; ``ts`` seconds since the epoch; ``weights``
-        overrides the event type's weight.
+        overrides the event type's weight; ``context`` maps each field to one value per
+        event (lists or arrays, None where missing), or is one mapping per event.
         """
         n = len(users)
         ts_arr = None if ts is None else _float_array(ts, "ts", np.float64, n)
         w_arr = None if weights is None else _float_array(weights, "weights", np.float32, n)
-        return self._m.learn_many(users, items, events, ts_arr, w_arr)
+        cols = _ctx_columns(context, n)
+        return self._m.learn_many(users, items, events, ts_arr, w_arr, cols or None)
 
     def set_item_text(self, items: Sequence[Id], texts: Sequence[str]) -> None:
         """Sets the text (title, description) of items, creating the ones not seen yet.
@@ -139,18 +248,46 @@ class Recommender:
         exclude: Iterable[Id] | None = None,
         allow: Iterable[Id] | None = None,
         exclude_seen: bool = True,
+        context: Context | None = None,
+        explore: int = 0,
     ) -> list[tuple[str, float]]:
         """The top ``k`` (item, score) pairs for ``user``, best first.
 
         ``exclude`` removes items, ``allow`` restricts to a set of items, ``exclude_seen``
-        removes what the user already interacted with. An unknown user gets popular items.
+        removes what the user already interacted with. ``context`` (the fields of
+        :meth:`learn_one`) re-weighs the list by what sells in that context; an ``intent``
+        there replaces the session's. ``explore`` gives up to that many of the last slots to
+        new items (introduced by :meth:`set_item_text`, still without many events).
+        An unknown user gets popular items (in the context, when one is given).
         """
         k = _check_k(k)
-        return self._m.recommend(user, k, _id_list(exclude), _id_list(allow), exclude_seen)
+        return self._m.recommend(user, k, _id_list(exclude), _id_list(allow), exclude_seen, _ctx_pairs(context),
+                                 _check_explore(explore))
 
-    def recommend_many(self, users: Sequence[Id], k: int = 10, exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
-        """:meth:`recommend` for many users, in parallel with the GIL released."""
-        return self._m.recommend_many(users, _check_k(k), exclude_seen)
+    def recommend_many(self, users: Sequence[Id], k: int = 10, exclude_seen: bool = True,
+                       context: Context | None = None, explore: int = 0) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many users (one context for all), in parallel with the GIL released."""
+        return self._m.recommend_many(users, _check_k(k), exclude_seen, _ctx_pairs(context), _check_explore(explore))
+
+    def context_affinities(self, top: int = 100) -> dict[str, list[tuple[str, float]]]:
+        """Each learned context value (``"device=mobile"``, ``"hour=evening"``, ...) with its
+        ``top`` items by affinity (a z-score of the context vector with the item's, positive
+        only): what serving needs to apply context without the model."""
+        return dict(self._m.context_affinities(_check_k(top)))
+
+    def fresh_items(self) -> list[str]:
+        """New items (introduced by :meth:`set_item_text` before their first events) that are
+        still candidates for exploration, newest first."""
+        return self._m.fresh_items()
+
+    @staticmethod
+    def context_keys(context: Context) -> list[str]:
+        """The embedding keys of a context, as the model normalises it.
+
+        >>> Recommender.context_keys({"device": "Mobile", "hour": 20, "weekday": 6, "mood": "x"})
+        ['device=mobile', 'hour=evening', 'weekday=sun']
+        """
+        return _core.Model.context_keys(_ctx_pairs(context) or [])
 
     def similar_items(self, item: Id, k: int = 10) -> list[tuple[str, float]]:
         """Items most like ``item`` (co-occurrence and factor similarity); [] if unknown."""
@@ -244,6 +381,12 @@ class Recommender:
 
     def __repr__(self) -> str:
         return f"Recommender(dim={self.options()['dim']}, users={self.n_users}, items={self.n_items})"
+
+
+def _check_explore(explore: Any) -> int:
+    if isinstance(explore, bool) or not isinstance(explore, (int, np.integer)) or explore < 0:
+        raise ValueError(f"explore must be a non-negative integer, got {explore!r}")
+    return int(explore)
 
 
 def _check_k(k: Any) -> int:

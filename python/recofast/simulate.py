@@ -71,10 +71,16 @@ def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int =
     user_arrival = np.zeros(users, dtype=np.int64)
     user_arrival[users - n_new_users:] = np.sort(rng.integers(0, max(events, 1), n_new_users))
     drift_points = sorted(d for d in drift_at if 0 <= d < events)
-    if catalog is not None:
-        for j in range(items):
+    def upsert(j: int, ts_ms: int) -> None:
+        if catalog is not None:
             catalog.write(json.dumps({"v": 1, "item": f"i{j}", "category": cats[item_cat[j]],
-                                      "title": f"{cats[item_cat[j]]} item {j}", "price": float(price[j])}) + "\n")
+                                      "title": f"{cats[item_cat[j]]} item {j}", "price": float(price[j]),
+                                      "ts": int(ts_ms)}) + "\n")
+
+    # The catalog: the first items at the start, each new item when it arrives.
+    for j in range(items - n_new_items):
+        upsert(j, start_ts_ms)
+    next_new = items - n_new_items
     ts = start_ts_ms
     n = 0
     session = 0
@@ -86,6 +92,9 @@ def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int =
             movers = rng.random(users) < drift_share
             taste[movers] = rng.dirichlet(np.full(categories, 0.3), int(movers.sum()))
         ts += int(rng.exponential(20_000))
+        while next_new < items and item_arrival[next_new] <= n:
+            upsert(next_new, ts)
+            next_new += 1
         hour = (ts // 3_600_000) % 24
         weather = int(rng.choice(3, p=[0.4, 0.35, 0.25]))
         live_users = np.flatnonzero(user_arrival <= n)
@@ -140,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-at", type=int, action="append", default=[], metavar="EVENT",
                    help="at this event, half of the shoppers switch taste (repeatable)")
     p.add_argument("--out", required=True, help="the JSON Lines file to write ('-' for stdout)")
-    p.add_argument("--catalog", default=None, help="also write item metadata (catalog upserts) here")
+    p.add_argument("--catalog", default=None,
+                   help="also write item metadata here: catalog upserts (JSON Lines), each new item's with the time it arrives")
     p.set_defaults(func=run)
 
 

@@ -59,6 +59,17 @@ pub struct Config {
     pub w_text: f32,
     /// Recent items whose text similarity counts when scoring.
     pub text_window: usize,
+    /// Strength of the context (device, hour, weather, ...) when scoring: each item's score
+    /// is multiplied by `exp(w_ctx * z)`, z the item's context affinity as a z-score
+    /// (0 turns context off).
+    pub w_ctx: f32,
+    /// Learning rate of the context embeddings, relative to `lr`.
+    pub ctx_lr: f32,
+    /// Weight of the session intent (the last search's words matched against item text).
+    pub w_intent: f32,
+    /// An item introduced by its metadata stays a candidate for exploration until its
+    /// positive events weigh this much.
+    pub explore_until: f32,
     /// Half-life of the trending popularity, in events.
     pub pop_half_life: f64,
     /// Seed of the initial factors and of the negative sampling.
@@ -99,6 +110,10 @@ impl Default for Config {
             w_pop: 0.05,
             w_text: 0.3,
             text_window: 3,
+            w_ctx: 1.0,
+            ctx_lr: 0.2,
+            w_intent: 4.0,
+            explore_until: 5.0,
             pop_half_life: 20_000.0,
             seed: 42,
             snapshot_every: 1000,
@@ -133,6 +148,10 @@ macro_rules! fields {
         $m!(w_pop, f32);
         $m!(w_text, f32);
         $m!(text_window, usize);
+        $m!(w_ctx, f32);
+        $m!(ctx_lr, f32);
+        $m!(w_intent, f32);
+        $m!(explore_until, f32);
         $m!(pop_half_life, f64);
         $m!(seed, u64);
         $m!(snapshot_every, u64);
@@ -222,7 +241,7 @@ impl Config {
                 return err(format!("{n} must be between 0 and 1, got {v}"));
             }
         }
-        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("w_ctx", self.w_ctx), ("ctx_lr", self.ctx_lr), ("w_intent", self.w_intent), ("explore_until", self.explore_until), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }

@@ -2,6 +2,7 @@
 //! scoring kernels and the snapshot format. The Python bindings live in `rust/py`.
 
 pub mod config;
+pub mod context;
 pub mod cooc;
 pub mod drift;
 pub mod error;

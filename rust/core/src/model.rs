@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 
 use crate::config::{event_index, Config};
+use crate::context::{keys_of_all, MAX_EVENT_CTX};
 use crate::error::Result;
 use crate::invalid;
 use crate::kernels::{self, SimdLevel, TopK};
@@ -46,11 +47,24 @@ pub struct UserState {
     pub last_ts: f64,
     /// Current session number.
     pub session: u32,
+    /// The session's intent: the last search, while its session lasts.
+    pub intent: Option<Box<Intent>>,
+}
+
+/// What a shopper is looking for in this session (from a search).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Intent {
+    /// The search terms, as given.
+    pub query: String,
+    /// Context rows of the intent words (`intent=<word>`).
+    pub rows: Vec<u32>,
+    /// The session the search was made in; the intent ends with it.
+    pub session: u32,
 }
 
 impl Default for UserState {
     fn default() -> Self {
-        UserState { recent: [(0, 0); RECENT_CAP], n_recent: 0, seen: Vec::new(), events: 0, last_ts: f64::NAN, session: 0 }
+        UserState { recent: [(0, 0); RECENT_CAP], n_recent: 0, seen: Vec::new(), events: 0, last_ts: f64::NAN, session: 0, intent: None }
     }
 }
 
@@ -80,6 +94,20 @@ impl UserState {
 }
 
 impl UserState {
+    /// Starts a new session after `gap` seconds of silence (the session's intent ends with
+    /// it) and records the event time.
+    pub fn advance_session(&mut self, ts: f64, gap: f64) {
+        if ts.is_finite() && self.last_ts.is_finite() && ts - self.last_ts > gap {
+            self.session += 1;
+        }
+        if ts.is_finite() {
+            self.last_ts = ts;
+        }
+        if self.intent.as_ref().is_some_and(|i| i.session != self.session) {
+            self.intent = None;
+        }
+    }
+
     /// Items with a positive event, sorted.
     pub fn seen(&self) -> &[u32] {
         &self.seen
@@ -112,9 +140,16 @@ pub struct ItemSnapshot {
     pub pop: Vec<f32>,
     /// Items by trending popularity, best first (at most 1,000).
     pub popular: Vec<u32>,
+    /// Items introduced by their metadata that are still new (candidates for exploration).
+    pub fresh: Vec<u32>,
     events: u64,
     built: Instant,
 }
+
+/// The context rows of one event (`NO_CTX` pads).
+pub type CtxRows = [u32; MAX_EVENT_CTX];
+/// Padding of [`CtxRows`].
+pub const NO_CTX: u32 = u32::MAX;
 
 /// One event, with rows already resolved.
 #[derive(Clone, Copy, Debug)]
@@ -124,6 +159,8 @@ pub struct Event {
     pub kind: u8,
     pub weight: f32,
     pub ts: f64,
+    /// Context rows of the event ([`NO_CTX`] pads).
+    pub ctx: CtxRows,
 }
 
 /// Options of one scoring call.
@@ -133,6 +170,12 @@ pub struct Query<'a> {
     pub exclude: &'a [u32],
     pub allow: Option<&'a [u32]>,
     pub exclude_seen: bool,
+    /// Context rows of the request (from [`Model::context_rows`]).
+    pub ctx: &'a [u32],
+    /// Intent words of the request; `None` uses the session's intent (the last search).
+    pub intent: Option<&'a str>,
+    /// Slots at the end of the list given to new items (exploration); 0 gives none.
+    pub explore: usize,
 }
 
 /// A small, fast random generator (SplitMix64); one per learning call.
@@ -163,6 +206,10 @@ impl Rng {
 }
 
 const RING: usize = 4096;
+/// Items whose text a new item's starting vector is averaged from.
+const COLD_START_NEIGHBORS: usize = 10;
+/// The most new items kept as exploration candidates.
+const MAX_FRESH: usize = 1000;
 /// The largest event weight (in absolute value): larger steps would blow the factors up.
 pub const MAX_WEIGHT: f32 = 1000.0;
 /// How many events ahead [`Model::learn_events`] prefetches.
@@ -217,6 +264,10 @@ pub struct Model {
     snap: ArcSwap<ItemSnapshot>,
     snap_lock: Mutex<()>,
     text: crate::text::TextIndex,
+    /// Context embeddings (`field=value` rows), zero until learned.
+    ctx: EmbeddingTable,
+    /// Items introduced by their metadata, until they are no longer new.
+    fresh: Mutex<Vec<u32>>,
 }
 
 impl Model {
@@ -251,6 +302,8 @@ impl Model {
             snap: ArcSwap::from_pointee(ItemSnapshot::empty()),
             snap_lock: Mutex::new(()),
             text: crate::text::TextIndex::default(),
+            ctx: EmbeddingTable::new(dim),
+            fresh: Mutex::new(Vec::new()),
             cfg,
         })
     }
@@ -269,6 +322,36 @@ impl Model {
 
     pub fn items(&self) -> &EmbeddingTable {
         &self.items
+    }
+
+    /// The context embeddings (`field=value` keys).
+    pub fn contexts(&self) -> &EmbeddingTable {
+        &self.ctx
+    }
+
+    /// Context rows of `field=value` keys (see [`crate::context`]); with `create`, unseen
+    /// keys get new rows (zero vectors), otherwise they are left out.
+    pub fn context_rows<S: AsRef<str>>(&self, keys: &[S], create: bool) -> Vec<u32> {
+        if create {
+            self.ctx.resolve_many(keys, |_, row| row.iter().for_each(|a| a.store(0.0)))
+        } else {
+            self.ctx.ids().get_many(keys).into_iter().filter(|&r| r != u32::MAX).collect()
+        }
+    }
+
+    /// Context rows of each event from its (field, value) pairs, creating unseen keys.
+    pub fn event_context<F: AsRef<str>, V: AsRef<str>>(&self, pairs: &[Vec<(F, V)>]) -> Vec<CtxRows> {
+        pairs
+            .iter()
+            .map(|p| {
+                let keys = keys_of_all(p);
+                let mut out = [NO_CTX; MAX_EVENT_CTX];
+                for (o, r) in out.iter_mut().zip(self.context_rows(&keys, true)) {
+                    *o = r;
+                }
+                out
+            })
+            .collect()
     }
 
     pub fn n_users(&self) -> usize {
@@ -349,6 +432,7 @@ impl Model {
                     kind,
                     weight: weights.get(j).copied().unwrap_or(self.cfg.event_weights[kind as usize]),
                     ts: ts.get(j).copied().unwrap_or(f64::NAN),
+                    ctx: [NO_CTX; MAX_EVENT_CTX],
                 }
             })
             .collect())
@@ -365,6 +449,49 @@ impl Model {
     ) -> Result<()> {
         let evs = self.prepare(users, items, events, ts, weights)?;
         self.learn_events(&evs);
+        Ok(())
+    }
+
+    /// [`Model::learn_many`] with each event's context as (field, value) pairs (one list
+    /// per event, or none at all). Unknown fields and values a field cannot take are ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn learn_many_ctx<S: AsRef<str>, T: AsRef<str>, F: AsRef<str>, V: AsRef<str>>(
+        &self,
+        users: &[S],
+        items: &[T],
+        events: &[u8],
+        ts: &[f64],
+        weights: &[f32],
+        ctx: &[Vec<(F, V)>],
+    ) -> Result<()> {
+        if !ctx.is_empty() && ctx.len() != users.len() {
+            return invalid!("context has length {}, expected {} (the length of users) or none", ctx.len(), users.len());
+        }
+        let mut evs = self.prepare(users, items, events, ts, weights)?;
+        for (e, c) in evs.iter_mut().zip(self.event_context(ctx)) {
+            e.ctx = c;
+        }
+        self.learn_events(&evs);
+        Ok(())
+    }
+
+    /// Search events: each query becomes its user's session intent (until the session
+    /// ends), which moves matching items up and is learned as context of the session's
+    /// next events. Counts as events learned. `ts` may be empty.
+    pub fn search_many<S: AsRef<str>, Q: AsRef<str>>(&self, users: &[S], queries: &[Q], ts: &[f64]) -> Result<()> {
+        if queries.len() != users.len() || (!ts.is_empty() && ts.len() != users.len()) {
+            return invalid!("users, queries and ts differ in length ({}, {}, {})", users.len(), queries.len(), ts.len());
+        }
+        let rows = self.resolve_users(users);
+        for (j, (&u, q)) in rows.iter().zip(queries).enumerate() {
+            let q = q.as_ref();
+            let keys = keys_of_all(&[("intent", q)]);
+            let crow = self.context_rows(&keys, true);
+            let mut us = self.user_state.get(u as usize).lock();
+            us.advance_session(ts.get(j).copied().unwrap_or(f64::NAN), self.cfg.session_gap);
+            us.intent = (!keys.is_empty()).then(|| Box::new(Intent { query: q.chars().take(256).collect(), rows: crow, session: us.session }));
+        }
+        self.events.fetch_add(users.len() as u64, Relaxed);
         Ok(())
     }
 
@@ -457,18 +584,23 @@ impl Model {
         }
         let cfg = &self.cfg;
         s.recent.clear();
+        s.ctx.clear();
+        s.ctx.extend(e.ctx.iter().copied().filter(|&c| c != NO_CTX));
         let new_user;
         {
             let mut us = self.user_state.get(e.user as usize).lock();
             new_user = us.events == 0;
             if w > 0.0 {
-                if e.ts.is_finite() && us.last_ts.is_finite() && e.ts - us.last_ts > cfg.session_gap {
-                    us.session += 1;
-                }
-                if e.ts.is_finite() {
-                    us.last_ts = e.ts;
-                }
+                us.advance_session(e.ts, cfg.session_gap);
                 let session = us.session;
+                if let Some(it) = &us.intent {
+                    // The session's search is context of what the shopper does next.
+                    for &r in &it.rows {
+                        if !s.ctx.contains(&r) {
+                            s.ctx.push(r);
+                        }
+                    }
+                }
                 s.recent.extend(us.recent().iter().take(cfg.pair_window).map(|&(h, sess)| (h, sess == session)));
                 us.push_recent(e.item, session, cfg.window);
                 us.see(e.item);
@@ -531,6 +663,16 @@ impl Model {
         load_row(urow, &mut s.u);
         load_row(irow, &mut s.i);
         s.du.iter_mut().for_each(|x| *x = 0.0);
+        // Factorisation machine over (user, context..., item): items are ranked by
+        // (u + Σ c)·v_i, so the query vector is the user plus the event's context.
+        let has_ctx = !s.ctx.is_empty() && cfg.ctx_lr > 0.0;
+        s.q.copy_from_slice(&s.u);
+        if has_ctx {
+            for &c in &s.ctx {
+                load_row(self.ctx.row(c), &mut s.c);
+                s.q.iter_mut().zip(&s.c).for_each(|(q, c)| *q += c);
+            }
+        }
         let bi = self.item_bias.get(i as usize);
         let mut gi = 0.0f32;
         for &j in negs {
@@ -542,7 +684,7 @@ impl Model {
             let bj = self.item_bias.get(j as usize);
             // Four partial sums: independent chains the compiler can vectorise.
             let mut acc = [0f32; 4];
-            let (u4, i4, j4) = (s.u.chunks_exact(4), s.i.chunks_exact(4), s.j.chunks_exact(4));
+            let (u4, i4, j4) = (s.q.chunks_exact(4), s.i.chunks_exact(4), s.j.chunks_exact(4));
             let tail: f32 = u4.remainder().iter().zip(i4.remainder()).zip(j4.remainder()).map(|((u, i), j)| u * (i - j)).sum();
             for ((u, i), j) in u4.zip(i4).zip(j4) {
                 for l in 0..4 {
@@ -553,7 +695,7 @@ impl Model {
             let g = w * sigmoid(-x);
             gi += g;
             // New values are computed in plain arrays (vectorised), then stored.
-            let (reg, u) = (cfg.reg, &s.u);
+            let (reg, u) = (cfg.reg, &s.q);
             for ((du, j), (i, u)) in s.du.iter_mut().zip(s.j.iter_mut()).zip(s.i.iter().zip(u)) {
                 *du += g * (i - *j);
                 *j += lr * (-g * u - reg * *j);
@@ -565,7 +707,7 @@ impl Model {
             return;
         }
         let reg = cfg.reg;
-        for (i, u) in s.i.iter_mut().zip(&s.u) {
+        for (i, u) in s.i.iter_mut().zip(&s.q) {
             *i += lr * (gi * u - reg * *i);
         }
         store_row(irow, &s.i);
@@ -574,6 +716,18 @@ impl Model {
             *u += lr * (du - reg * *u);
         }
         store_row(urow, &s.u);
+        if has_ctx {
+            // A context row has the user's gradient (both add to the query vector).
+            let lc = lr * cfg.ctx_lr;
+            for &c in &s.ctx {
+                let row = self.ctx.row(c);
+                load_row(row, &mut s.c);
+                for (c, du) in s.c.iter_mut().zip(&s.du) {
+                    *c += lc * (du - reg * *c);
+                }
+                store_row(row, &s.c);
+            }
+        }
     }
 
     /// Lowers the score of (user, item): the step for a negative-weight event.
@@ -712,7 +866,23 @@ impl Model {
             pop.iter_mut().for_each(|p| *p /= max);
         }
         let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| x.0).collect();
-        ItemSnapshot { n, vecs, norms, bias, pop, popular, events, built: Instant::now() }
+        let fresh = self.update_fresh(events);
+        ItemSnapshot { n, vecs, norms, bias, pop, popular, fresh, events, built: Instant::now() }
+    }
+
+    /// Drops the new items whose positive events now weigh `explore_until` (decayed like
+    /// the co-occurrence), keeps the newest [`MAX_FRESH`]; returns them newest first.
+    fn update_fresh(&self, events: u64) -> Vec<u32> {
+        let hl = self.cfg.cooc_half_life;
+        let growth = if hl > 0.0 { (events.saturating_sub(self.cooc_base()) as f64 * std::f64::consts::LN_2 / hl).exp() as f32 } else { 1.0 };
+        let limit = self.cfg.explore_until * growth;
+        let mut f = self.fresh.lock();
+        f.retain(|&r| self.item_weight.get(r as usize).load() < limit);
+        if f.len() > MAX_FRESH {
+            let cut = f.len() - MAX_FRESH;
+            f.drain(..cut);
+        }
+        f.iter().rev().copied().collect()
     }
 
     /// The current scoring snapshot, rebuilt first when it is due.
@@ -752,6 +922,14 @@ impl Model {
         let mut recent: Vec<(u32, bool)> = Vec::new();
         let mut seen: Vec<u32> = Vec::new();
         let mut has_history = false;
+        let mut ctx: Vec<u32> = q.ctx.to_vec();
+        let mut intent: Vec<String> = Vec::new();
+        if let Some(text) = q.intent {
+            intent = crate::text::tokenize(text);
+            intent.truncate(crate::context::MAX_INTENT_WORDS);
+            let keys: Vec<String> = intent.iter().map(|w| format!("intent={w}")).collect();
+            ctx.extend(self.context_rows(&keys, false));
+        }
         if let Some(u) = user {
             let us = self.user_state.get(u as usize).lock();
             has_history = us.events > 0;
@@ -759,7 +937,14 @@ impl Model {
             if q.exclude_seen {
                 seen.extend_from_slice(us.seen());
             }
+            if let (None, Some(it)) = (q.intent, &us.intent) {
+                intent = crate::text::tokenize(&it.query);
+                intent.truncate(crate::context::MAX_INTENT_WORDS);
+                ctx.extend_from_slice(&it.rows);
+            }
         }
+        ctx.sort_unstable();
+        ctx.dedup();
         SCORES.with(|cell| {
             let mut bufs = cell.borrow_mut();
             let (scores, tmp) = &mut *bufs;
@@ -771,16 +956,24 @@ impl Model {
                 *s = wp * p;
             }
             if has_history {
-                if let Some(u) = user {
-                    if cfg.w_mf > 0.0 && snap.n > 0 {
-                        self.add_mf(u, &snap, scores, tmp);
-                    }
-                }
                 if cfg.w_cooc > 0.0 {
                     self.add_cooc(&recent, scores, tmp);
                 }
                 if cfg.w_text > 0.0 && cfg.text_window > 0 {
                     self.add_text(&recent, scores, tmp);
+                }
+            }
+            if !intent.is_empty() && cfg.w_intent > 0.0 {
+                self.add_intent(&intent, scores, tmp);
+            }
+            if !ctx.is_empty() && cfg.w_ctx > 0.0 && snap.n > 0 {
+                self.apply_context(&ctx, &snap, scores, tmp);
+            }
+            if has_history {
+                if let Some(u) = user {
+                    if cfg.w_mf > 0.0 && snap.n > 0 {
+                        self.add_mf(u, &ctx, &snap, scores, tmp);
+                    }
                 }
             }
             for &s in &seen {
@@ -793,7 +986,7 @@ impl Model {
                     *x = f32::NEG_INFINITY;
                 }
             }
-            if let Some(allow) = q.allow {
+            let mut top = if let Some(allow) = q.allow {
                 let mut t = TopK::new(q.k);
                 for &a in allow {
                     if let Some(&s) = scores.get(a as usize) {
@@ -802,17 +995,104 @@ impl Model {
                         }
                     }
                 }
-                return t.into_sorted();
+                t.into_sorted()
+            } else {
+                kernels::topk_of_scores(scores, q.k)
+            };
+            if q.explore > 0 && !snap.fresh.is_empty() {
+                explore(&mut top, &snap.fresh, scores, q);
             }
-            kernels::topk_of_scores(scores, q.k)
+            top
         })
     }
 
-    /// Adds `w_mf * z(u·v_i + b_i)` (a z-score over the snapshot's items).
-    fn add_mf(&self, u: u32, snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    /// Multiplies each score by `exp(w_ctx * z)`, z the item's context affinity
+    /// `(Σ c)·v_i` as a z-score over the items (clamped to ±4): the context re-weighs what
+    /// the shopper's history and popularity propose, as `P(i | ctx) ∝ P(i) · lift(i, ctx)`.
+    fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
+        if !self.context_z(ctx, snap, tmp) {
+            return;
+        }
+        let w = self.cfg.w_ctx;
+        for (s, z) in scores.iter_mut().zip(tmp.iter()) {
+            *s *= (w * z).exp();
+        }
+    }
+
+    /// The context affinity of every snapshot item as a z-score (clamped to ±4) into `out`;
+    /// false when the context vectors are all zero (nothing learned yet).
+    fn context_z(&self, ctx: &[u32], snap: &ItemSnapshot, out: &mut Vec<f32>) -> bool {
+        let dim = self.cfg.dim;
+        let mut qv = vec![0f32; dim];
+        let mut row = vec![0f32; dim];
+        for &c in ctx {
+            load_row(self.ctx.row(c), &mut row);
+            qv.iter_mut().zip(&row).for_each(|(q, r)| *q += r);
+        }
+        if qv.iter().all(|&x| x == 0.0) {
+            return false;
+        }
+        out.clear();
+        out.resize(snap.n, 0.0);
+        kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &qv, out);
+        let nn = snap.n as f64;
+        let (sum, sq) = out.iter().fold((0f64, 0f64), |(a, b), &t| (a + t as f64, b + (t as f64) * (t as f64)));
+        let mean = sum / nn;
+        let sd = ((sq / nn - mean * mean).max(1e-12)).sqrt();
+        let (m, inv) = (mean as f32, 1.0f32);
+        out.iter_mut().for_each(|t| *t = ((*t - m) * inv).clamp(-4.0, 4.0));
+        true
+    }
+
+    /// Adds `w_intent * match / max(match)`: the TF-IDF match of the intent words (the
+    /// session's last search, or the request's intent) with each item's text.
+    fn add_intent(&self, words: &[String], scores: &mut [f32], tmp: &mut Vec<f32>) {
+        tmp.clear();
+        tmp.resize(scores.len(), 0.0);
+        let max = self.text.add_query(words, tmp);
+        if max > 0.0 {
+            let a = self.cfg.w_intent / max;
+            for (s, t) in scores.iter_mut().zip(tmp.iter()) {
+                *s += a * t;
+            }
+        }
+    }
+
+    /// Each context key with its `top` items by affinity (z-score of `c·v_i`, positive
+    /// only), for serving context without the core (the sidecar's re-rank).
+    pub fn context_affinities(&self, top: usize) -> Vec<(String, Vec<(u32, f32)>)> {
+        let snap = self.snapshot();
+        let keys = self.ctx.ids().all();
+        let mut tmp = Vec::new();
+        let mut out = Vec::new();
+        for (r, key) in keys.into_iter().enumerate() {
+            if snap.n == 0 || !self.context_z(&[r as u32], &snap, &mut tmp) {
+                continue;
+            }
+            let best: Vec<(u32, f32)> = kernels::topk_of_scores(&tmp, top.min(snap.n)).into_iter().filter(|x| x.1 > 0.0).collect();
+            if !best.is_empty() {
+                out.push((key, best));
+            }
+        }
+        out
+    }
+
+    /// Items introduced by their metadata that are still new, newest first.
+    pub fn fresh_items(&self) -> Vec<u32> {
+        self.snapshot().fresh.clone()
+    }
+
+    /// Adds `w_mf * z((u + Σ c)·v_i + b_i)` (a z-score over the snapshot's items).
+    fn add_mf(&self, u: u32, ctx: &[u32], snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
         let dim = self.cfg.dim;
         let mut uv = vec![0f32; dim];
         load_row(self.users.row(u), &mut uv);
+        // The factorisation machine's score: the user plus the context.
+        let mut row = vec![0f32; dim];
+        for &c in ctx {
+            load_row(self.ctx.row(c), &mut row);
+            uv.iter_mut().zip(&row).for_each(|(q, r)| *q += r);
+        }
         tmp.clear();
         tmp.resize(snap.n, 0.0);
         kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &uv, tmp);
@@ -900,6 +1180,39 @@ impl Model {
         for (r, t) in rows.iter().zip(texts) {
             self.text.set(*r, t.as_ref());
         }
+        // Cold start: an item nobody has taken yet starts where the items with the most
+        // similar text are (factors and bias), and is marked for exploration.
+        let learned = |j: u32| self.item_weight.get(j as usize).load() > 0.0;
+        let mut fresh_new = Vec::new();
+        for &r in &rows {
+            if learned(r) {
+                continue;
+            }
+            fresh_new.push(r);
+            if self.events() == 0 {
+                continue;
+            }
+            let near = self.text.similar_to(r, COLD_START_NEIGHBORS, learned);
+            let total: f32 = near.iter().map(|n| n.1).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let dim = self.cfg.dim;
+            let (mut v, mut row) = (vec![0f32; dim], vec![0f32; dim]);
+            let mut b = 0f32;
+            for &(j, w) in &near {
+                load_row(self.items.row(j), &mut row);
+                v.iter_mut().zip(&row).for_each(|(v, x)| *v += w / total * x);
+                b += w / total * self.item_bias.get(j as usize).load();
+            }
+            store_row(self.items.row(r), &v);
+            self.item_bias.get(r as usize).store(b);
+        }
+        if !fresh_new.is_empty() {
+            let mut f = self.fresh.lock();
+            f.retain(|x| !fresh_new.contains(x));
+            f.extend(fresh_new);
+        }
         Ok(())
     }
 
@@ -976,12 +1289,43 @@ impl Model {
     pub(crate) fn set_events(&self, n: u64) {
         self.events.store(n, Relaxed);
     }
+    /// Exploration candidates, oldest first.
+    pub(crate) fn fresh_raw(&self) -> Vec<u32> {
+        self.fresh.lock().clone()
+    }
+    /// Sets an item's text without the cold-start step (snapshot loading).
+    pub(crate) fn restore_text(&self, r: u32, text: &str) {
+        self.text.set(r, text);
+    }
+    pub(crate) fn set_fresh(&self, f: Vec<u32>) {
+        *self.fresh.lock() = f;
+    }
 }
 
 impl ItemSnapshot {
     fn empty() -> Self {
-        ItemSnapshot { n: 0, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), events: 0, built: Instant::now() }
+        ItemSnapshot { n: 0, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), fresh: Vec::new(), events: 0, built: Instant::now() }
     }
+}
+
+/// Gives the last slots of `top` (at most `q.explore`) to the best-scored new items not in
+/// it already (exploration), skipping excluded, seen and not-allowed items.
+fn explore(top: &mut Vec<(u32, f32)>, fresh: &[u32], scores: &[f32], q: &Query) {
+    let have = top.iter().filter(|t| fresh.contains(&t.0)).count();
+    let want = q.explore.min(q.k).saturating_sub(have);
+    if want == 0 {
+        return;
+    }
+    let mut cands: Vec<(u32, f32)> = fresh
+        .iter()
+        .filter_map(|&f| scores.get(f as usize).map(|&s| (f, s)))
+        .filter(|&(f, s)| s > f32::NEG_INFINITY && !top.iter().any(|t| t.0 == f) && q.allow.is_none_or(|a| a.contains(&f)))
+        .collect();
+    cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    cands.truncate(want);
+    let keep = q.k.saturating_sub(cands.len()).min(top.len());
+    top.truncate(keep);
+    top.extend(cands);
 }
 
 thread_local! {
@@ -993,13 +1337,18 @@ struct Scratch {
     i: Vec<f32>,
     j: Vec<f32>,
     du: Vec<f32>,
+    /// The query vector: the user plus the event's context.
+    q: Vec<f32>,
+    c: Vec<f32>,
+    ctx: Vec<u32>,
     recent: Vec<(u32, bool)>,
     pairs: Vec<(u32, f32)>,
 }
 
 impl Scratch {
     fn new(dim: usize) -> Self {
-        Scratch { u: vec![0.0; dim], i: vec![0.0; dim], j: vec![0.0; dim], du: vec![0.0; dim], recent: Vec::new(), pairs: Vec::new() }
+        let z = || vec![0.0; dim];
+        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new() }
     }
 }
 
@@ -1040,9 +1389,9 @@ mod tests {
         let a = m.items().ids().get("a").unwrap();
         let c = m.items().ids().get("c").unwrap();
         let u = m.users().ids().get("u");
-        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: true, exclude: &[c], allow: None });
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: true, exclude: &[c], allow: None, ..Default::default() });
         assert!(recs.is_empty(), "{recs:?}");
-        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, exclude: &[], allow: Some(&[a]) });
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, exclude: &[], allow: Some(&[a]), ..Default::default() });
         assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![a]);
     }
 
@@ -1081,6 +1430,98 @@ mod tests {
         let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, ..Default::default() });
         let in_group = recs.iter().filter(|r| m.items().ids().id(r.0).unwrap()[1..].parse::<usize>().unwrap() < 25).count();
         assert!(in_group >= 8, "{recs:?}");
+    }
+
+    fn names(m: &Model, recs: &[(u32, f32)]) -> Vec<String> {
+        recs.iter().map(|r| m.items().ids().id(r.0).unwrap()).collect()
+    }
+
+    #[test]
+    fn context_learned_online_reorders_the_list() {
+        // Everyone buys "m*" items on mobile and "d*" items on desktop.
+        let m = Model::new(Config { dim: 16, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
+        let mut rng = Rng::new(3);
+        for _ in 0..4000 {
+            let u = format!("u{}", rng.below(200));
+            let mobile = rng.below(2) == 0;
+            let item = format!("{}{}", if mobile { "m" } else { "d" }, rng.below(20));
+            let ctx = vec![vec![("device", if mobile { "mobile" } else { "desktop" })]];
+            m.learn_many_ctx(&[u.as_str()], &[item.as_str()], &[], &[], &[], &ctx).unwrap();
+        }
+        m.refresh();
+        for (dev, prefix) in [("mobile", 'm'), ("desktop", 'd')] {
+            let ctx = m.context_rows(&[format!("device={dev}")], false);
+            let recs = m.recommend_row(None, &Query { k: 10, ctx: &ctx, ..Default::default() });
+            let hits = names(&m, &recs).iter().filter(|n| n.starts_with(prefix)).count();
+            assert!(hits >= 9, "{dev}: {:?}", names(&m, &recs));
+        }
+        // Unknown context values are not learned yet: they change nothing.
+        assert!(m.context_rows(&["device=toaster"], false).is_empty());
+    }
+
+    #[test]
+    fn a_search_moves_matching_items_up_for_the_session() {
+        let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
+        m.set_item_text(&["lamp1", "lamp2", "mug1", "mug2", "sofa"], &["desk lamp", "floor lamp", "tea mug", "coffee mug", "sofa"]).unwrap();
+        for s in 0..30 {
+            let u = format!("p{s}");
+            m.learn_many(&[u.as_str(), u.as_str()], &["mug1", "mug2"], &[], &[], &[]).unwrap();
+        }
+        m.learn_one("me", "sofa", "view", Some(1000.0), None).unwrap();
+        let q = Query { k: 2, exclude_seen: true, ..Default::default() };
+        let me = m.users().ids().get("me");
+        assert!(names(&m, &m.recommend_row(me, &q)).iter().all(|n| n.starts_with("mug")));
+        m.search_many(&["me"], &["Lamp"], &[1010.0]).unwrap();
+        let mut top = names(&m, &m.recommend_row(me, &q));
+        top.sort();
+        assert_eq!(top, ["lamp1", "lamp2"]);
+        // A request's own intent wins over the session's.
+        let recs = m.recommend_row(me, &Query { k: 1, exclude_seen: true, intent: Some("coffee"), ..Default::default() });
+        assert_eq!(names(&m, &recs), ["mug2"]);
+        // The intent is context of the session's next event, and ends with the session.
+        m.learn_one("me", "lamp1", "view", Some(1020.0), None).unwrap();
+        assert!(m.user_state("me").unwrap().intent.is_some());
+        m.learn_one("me", "mug1", "view", Some(1020.0 + 4000.0), None).unwrap();
+        assert!(m.user_state("me").unwrap().intent.is_none());
+    }
+
+    #[test]
+    fn a_new_item_starts_from_its_text_and_is_explored() {
+        let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
+        m.set_item_text(&["lamp1", "lamp2", "mug1"], &["brass desk lamp", "brass floor lamp", "tea mug"]).unwrap();
+        let fillers: Vec<String> = (0..20).map(|k| format!("filler{k}")).collect();
+        m.set_item_text(&fillers, &fillers).unwrap();
+        let mut rng = Rng::new(1);
+        for k in 0..300 {
+            let u = format!("u{}", rng.below(40));
+            m.learn_one(&u, ["lamp1", "lamp2", "mug1"][k % 3], "view", None, None).unwrap();
+        }
+        m.set_item_text(&["lamp3"], &["brass table lamp"]).unwrap();
+        let row = |id: &str| {
+            let mut v = vec![0f32; 8];
+            load_row(m.items().row(m.items().ids().get(id).unwrap()), &mut v);
+            v
+        };
+        let (l1, l2, l3) = (row("lamp1"), row("lamp2"), row("lamp3"));
+        for d in 0..8 {
+            let (lo, hi) = (l1[d].min(l2[d]), l1[d].max(l2[d]));
+            assert!(l3[d] >= lo - 1e-6 && l3[d] <= hi + 1e-6, "dim {d}: {l3:?} not between the two lamps");
+        }
+        m.refresh();
+        let fresh = m.fresh_items();
+        assert!(names(&m, &fresh.iter().map(|&f| (f, 0.0)).collect::<Vec<_>>()).contains(&"lamp3".to_string()));
+        let u = m.users().ids().get("u1");
+        let recs = m.recommend_row(u, &Query { k: 2, exclude_seen: false, explore: 1, ..Default::default() });
+        assert_eq!(recs.len(), 2);
+        assert_eq!(names(&m, &recs)[1], "lamp3");
+        // Enough positive events and it is no longer new.
+        for k in 0..10 {
+            m.learn_one(&format!("u{k}"), "lamp3", "view", None, None).unwrap();
+        }
+        m.refresh();
+        let l3 = m.items().ids().get("lamp3").unwrap();
+        assert!(!m.fresh_items().contains(&l3));
+        assert_eq!(m.fresh_items().len(), 20, "the untouched fillers stay new");
     }
 
     #[test]

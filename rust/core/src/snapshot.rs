@@ -30,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::model::{Model, UserState};
 
 pub const MAGIC: &[u8; 8] = b"RCFSNAP\0";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads (version 1 has no context section).
+pub const OLDEST_VERSION: u32 = 1;
 
 struct W(Vec<u8>);
 
@@ -148,6 +150,24 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.u32(words.len() as u32);
         words.iter().for_each(|x| w.str(x));
     }
+    // Version 2: context embeddings, session intents, exploration candidates.
+    let ctx_ids = m.contexts().ids().all();
+    w.u32(ctx_ids.len() as u32);
+    ctx_ids.iter().for_each(|s| w.str(s));
+    m.contexts().copy_out(ctx_ids.len()).into_iter().for_each(|x| w.f32(x));
+    let intents: Vec<(u32, crate::model::Intent)> =
+        (0..nu as u32).filter_map(|r| m.user_state_of(r).intent.map(|i| (r, *i))).collect();
+    w.u32(intents.len() as u32);
+    for (r, it) in &intents {
+        w.u32(*r);
+        w.u32(it.session);
+        w.str(&it.query);
+        w.u32(it.rows.len() as u32);
+        it.rows.iter().for_each(|&c| w.u32(c));
+    }
+    let fresh = m.fresh_raw();
+    w.u32(fresh.len() as u32);
+    fresh.iter().for_each(|&f| w.u32(f));
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -165,8 +185,8 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         return Err(Error::Snapshot("not a recofast snapshot (bad magic or too short)".into()));
     }
     let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    if version != FORMAT_VERSION {
-        return Err(Error::Snapshot(format!("snapshot format version {version} is not supported (this build reads {FORMAT_VERSION})")));
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(Error::Snapshot(format!("snapshot format version {version} is not supported (this build reads {OLDEST_VERSION} to {FORMAT_VERSION})")));
     }
     let len = u64::from_le_bytes(b[12..20].try_into().unwrap_or_default());
     if len != (b.len() - 24) as u64 {
@@ -258,8 +278,36 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
     for i in 0..n as u32 {
         let words: Vec<String> = (0..r.count(4)?).map(|_| r.str()).collect::<Result<_>>()?;
         if !words.is_empty() {
-            m.set_item_text(&[ids[i as usize].as_str()], &[words.join(" ")]).map_err(|e| Error::Snapshot(e.to_string()))?;
+            m.restore_text(i, &words.join(" "));
         }
+    }
+    if version >= 2 {
+        let nc = r.count(4)?;
+        let cids: Vec<String> = (0..nc).map(|_| r.str()).collect::<Result<_>>()?;
+        let crows = m.context_rows(&cids, true);
+        if crows.iter().enumerate().any(|(i, &x)| x as usize != i) {
+            return Err(Error::Snapshot("snapshot is corrupt: duplicate context keys".into()));
+        }
+        for c in 0..nc as u32 {
+            for a in m.contexts().row(c) {
+                a.store(r.f32()?);
+            }
+        }
+        for _ in 0..r.count(12)? {
+            let (u, session, query) = (r.u32()?, r.u32()?, r.str()?);
+            let rows: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_>>()?;
+            if u as usize >= nu || rows.iter().any(|&c| c as usize >= nc) {
+                return Err(Error::Snapshot("snapshot is corrupt: an intent is out of range".into()));
+            }
+            let mut st = m.user_state_of(u);
+            st.intent = Some(Box::new(crate::model::Intent { query, rows, session }));
+            m.restore_user(u, st);
+        }
+        let fresh: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_>>()?;
+        if fresh.iter().any(|&f| f as usize >= n) {
+            return Err(Error::Snapshot("snapshot is corrupt: a new item is out of range".into()));
+        }
+        m.set_fresh(fresh);
     }
     if r.pos != r.b.len() {
         return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));
@@ -310,7 +358,10 @@ mod tests {
         let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
         let users: Vec<String> = (0..300).map(|i| format!("u{}", i % 37)).collect();
         let items: Vec<String> = (0..300).map(|i| format!("i{}", (i * 7) % 53)).collect();
-        m.learn_many(&users, &items, &[], &(0..300).map(|i| i as f64 * 100.0).collect::<Vec<_>>(), &[]).unwrap();
+        let ctx: Vec<Vec<(&str, &str)>> = (0..300).map(|i| vec![("device", ["mobile", "desktop"][i % 2]), ("hour", "20")]).collect();
+        m.learn_many_ctx(&users, &items, &[], &(0..300).map(|i| i as f64 * 100.0).collect::<Vec<_>>(), &[], &ctx).unwrap();
+        m.set_item_text(&["i1", "i2", "brand-new"], &["red lamp", "blue lamp", "green lamp"]).unwrap();
+        m.search_many(&["u1"], &["lamp"], &[30_000.0]).unwrap();
         m
     }
 
@@ -321,12 +372,35 @@ mod tests {
         let m2 = from_bytes(&b).unwrap();
         assert_eq!(to_bytes(&m2), b);
         m.refresh();
+        assert_eq!(m2.fresh_items(), m.fresh_items());
+        assert_eq!(m2.user_state("u1").unwrap().intent.unwrap().query, "lamp");
+        let ctx = m.context_rows(&["device=mobile", "hour=evening"], false);
+        assert_eq!(ctx.len(), 2);
         for u in ["u1", "u5", "nobody"] {
-            let q = Query { k: 10, exclude_seen: true, ..Default::default() };
+            let q = Query { k: 10, exclude_seen: true, ctx: &ctx, explore: 1, ..Default::default() };
             let a = m.recommend_row(m.users().ids().get(u), &q);
             let c = m2.recommend_row(m2.users().ids().get(u), &q);
             assert_eq!(a, c, "user {u}");
         }
+    }
+
+    #[test]
+    fn version_1_files_still_load() {
+        // A version-1 body is a version-2 body without the last three sections.
+        let m = Model::new(Config { dim: 4, ..Config::default() }).unwrap();
+        m.learn_many(&["u"], &["a"], &[], &[], &[]).unwrap();
+        let b = to_bytes(&m);
+        let body = &b[20..b.len() - 4];
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&((body.len() - 12) as u64).to_le_bytes());
+        v1.extend_from_slice(&body[..body.len() - 12]);
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let m1 = from_bytes(&v1).unwrap();
+        assert_eq!(m1.events(), 1);
+        assert_eq!(m1.contexts().len(), 0);
     }
 
     #[test]

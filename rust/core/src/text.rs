@@ -143,6 +143,63 @@ impl TextIndex {
     }
 }
 
+impl TextIndex {
+    /// Adds the TF-IDF match of a query (already tokenised words) to `acc[j]` for every
+    /// item `j` with one of the words: `Σ idf(w)² / norm(j)`. Returns the largest value
+    /// written (0 when no item has any of the words).
+    pub fn add_query<S: AsRef<str>>(&self, words: &[S], acc: &mut [f32]) -> f32 {
+        let g = self.inner.read();
+        if g.n_docs == 0 {
+            return 0.0;
+        }
+        let mut best = 0f32;
+        let mut norms: HashMap<u32, f32> = HashMap::new();
+        for w in words {
+            let Some(&t) = g.vocab.get(w.as_ref()) else { continue };
+            // Unlike item-to-item similarity, a query word is never too common: "lamp"
+            // must find the lamps even in a shop of lamps.
+            let idf2 = g.idf(t).powi(2).max(1e-3);
+            for &j in &g.postings[t as usize] {
+                let nj = *norms.entry(j).or_insert_with(|| g.norm(j));
+                if let Some(a) = acc.get_mut(j as usize) {
+                    *a += idf2 / nj.max(1e-3);
+                    best = best.max(*a);
+                }
+            }
+        }
+        best
+    }
+
+    /// The `k` items whose text is most like `item`'s (TF-IDF cosine), among the items
+    /// `keep` accepts; best first.
+    pub fn similar_to(&self, item: u32, k: usize, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        let g = self.inner.read();
+        let Some(ts) = g.item_tokens.get(item as usize) else { return Vec::new() };
+        let nh = g.norm(item);
+        if nh <= 0.0 || k == 0 {
+            return Vec::new();
+        }
+        let max_df = ((g.n_docs as f32 * MAX_DF_SHARE).ceil() as usize).max(2);
+        let mut acc: HashMap<u32, f32> = HashMap::new();
+        for &t in ts {
+            let post = &g.postings[t as usize];
+            if post.len() > max_df {
+                continue;
+            }
+            let idf2 = g.idf(t).powi(2);
+            for &j in post {
+                if j != item && keep(j) {
+                    *acc.entry(j).or_insert(0.0) += idf2;
+                }
+            }
+        }
+        let mut v: Vec<(u32, f32)> = acc.into_iter().map(|(j, s)| (j, s / (nh * g.norm(j).max(1e-6)))).filter(|x| x.1 > 0.0).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(k);
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +224,22 @@ mod tests {
         let mut acc = vec![0.0; 20];
         x.add_similar(&[(0, 1.0)], &mut acc);
         assert!(acc[2] > 0.0);
+    }
+
+    #[test]
+    fn queries_and_nearest_texts() {
+        let x = TextIndex::default();
+        x.set(0, "desk lamp brass");
+        x.set(1, "floor lamp");
+        x.set(2, "tea mug");
+        x.set(3, "brass candle holder");
+        let mut acc = vec![0.0; 4];
+        let best = x.add_query(&["lamp"], &mut acc);
+        assert!(acc[0] > 0.0 && acc[1] > 0.0 && acc[2] == 0.0 && acc[3] == 0.0, "{acc:?}");
+        assert_eq!(best, acc[0].max(acc[1]));
+        assert_eq!(x.add_query(&["sofa"], &mut vec![0.0; 4]), 0.0);
+        let near = x.similar_to(0, 5, |_| true);
+        assert_eq!(near.iter().map(|n| n.0).collect::<Vec<_>>(), vec![1, 3], "{near:?}");
+        assert_eq!(x.similar_to(0, 5, |j| j != 3).len(), 1);
     }
 }

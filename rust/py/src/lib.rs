@@ -213,8 +213,10 @@ impl PyModel {
         Ok(PyModel { m: Arc::new(m) })
     }
 
-    /// Learns from many events, in order, with the GIL released.
-    #[pyo3(signature = (users, items, events = None, ts = None, weights = None))]
+    /// Learns from many events, in order, with the GIL released. `context`: (field, column)
+    /// pairs, each column one text value (or None) per event.
+    #[pyo3(signature = (users, items, events = None, ts = None, weights = None, context = None))]
+    #[allow(clippy::too_many_arguments)]
     fn learn_many(
         &self,
         py: Python<'_>,
@@ -223,6 +225,7 @@ impl PyModel {
         events: Option<&Bound<'_, PyAny>>,
         ts: Option<PyReadonlyArray1<'_, f64>>,
         weights: Option<PyReadonlyArray1<'_, f32>>,
+        context: Option<Vec<(String, Vec<Option<String>>)>>,
     ) -> PyResult<usize> {
         let users = extract_ids(users, "users")?;
         let items = extract_ids(items, "items")?;
@@ -234,13 +237,73 @@ impl PyModel {
         };
         let m = self.m.clone();
         let n = users.len();
-        run(py, move || m.learn_many(&users.as_strs(), &items.as_strs(), &events, &ts, &weights))?;
+        let context = context.unwrap_or_default();
+        if let Some((f, col)) = context.iter().find(|(_, c)| c.len() != n) {
+            return Err(PyValueError::new_err(format!("context {f:?} has {} values, expected {n} (one per event)", col.len())));
+        }
+        run(py, move || {
+            if context.is_empty() {
+                return m.learn_many(&users.as_strs(), &items.as_strs(), &events, &ts, &weights);
+            }
+            let per_event: Vec<Vec<(&str, &str)>> =
+                (0..n).map(|j| context.iter().filter_map(|(f, c)| c[j].as_deref().map(|v| (f.as_str(), v))).collect()).collect();
+            m.learn_many_ctx(&users.as_strs(), &items.as_strs(), &events, &ts, &weights, &per_event)
+        })?;
         Ok(n)
     }
 
-    /// Learns from one event.
-    #[pyo3(signature = (user, item, event = "view", ts = None, weight = None))]
-    fn learn_one(&self, py: Python<'_>, user: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>, event: &str, ts: Option<f64>, weight: Option<f32>) -> PyResult<()> {
+    /// Search events: each query becomes the user's session intent.
+    #[pyo3(signature = (users, queries, ts = None))]
+    fn search_many(&self, py: Python<'_>, users: &Bound<'_, PyAny>, queries: Vec<String>, ts: Option<PyReadonlyArray1<'_, f64>>) -> PyResult<usize> {
+        let users = extract_ids(users, "users")?;
+        let ts = f64s(ts)?;
+        let m = self.m.clone();
+        let n = users.len();
+        run(py, move || m.search_many(&users.as_strs(), &queries, &ts))?;
+        Ok(n)
+    }
+
+    /// The embedding keys (`field=value`) of a context given as (field, value) pairs;
+    /// unknown fields and values a field cannot take give none.
+    #[staticmethod]
+    fn context_keys(pairs: Vec<(String, String)>) -> Vec<String> {
+        recofast_core::context::keys_of_all(&pairs)
+    }
+
+    /// Each learned context key with its `top` items by affinity (z-score), for export.
+    #[pyo3(signature = (top = 100))]
+    fn context_affinities(&self, py: Python<'_>, top: usize) -> Vec<(String, Vec<(String, f32)>)> {
+        let m = self.m.clone();
+        let aff = py.detach(move || m.context_affinities(top));
+        aff.into_iter().map(|(k, l)| (k, self.named(l))).collect()
+    }
+
+    /// Items introduced by their metadata that are still new (exploration candidates).
+    fn fresh_items(&self, py: Python<'_>) -> Vec<String> {
+        let m = self.m.clone();
+        let rows = py.detach(move || m.fresh_items());
+        self.m.items().ids().ids_of(&rows)
+    }
+
+    /// A user's session intent (the last search), or None.
+    fn user_intent(&self, user: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let u = one_id(user, "user")?;
+        Ok(self.m.user_state(&u).and_then(|st| st.intent.map(|i| i.query)))
+    }
+
+    /// Learns from one event; `context` as (field, value) pairs.
+    #[pyo3(signature = (user, item, event = "view", ts = None, weight = None, context = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn learn_one(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+        item: &Bound<'_, PyAny>,
+        event: &str,
+        ts: Option<f64>,
+        weight: Option<f32>,
+        context: Option<Vec<(String, String)>>,
+    ) -> PyResult<()> {
         let (u, i) = (one_id(user, "user")?, one_id(item, "item")?);
         if let Some(w) = weight {
             let max = recofast_core::model::MAX_WEIGHT;
@@ -248,11 +311,19 @@ impl PyModel {
                 return Err(PyValueError::new_err(format!("weight must be a finite number between -{max} and {max}, got {w}")));
             }
         }
-        self.m.learn_one(&u, &i, event, ts, weight).map_err(|e| to_py(py, e))
+        match context.filter(|c| !c.is_empty()) {
+            None => self.m.learn_one(&u, &i, event, ts, weight).map_err(|e| to_py(py, e)),
+            Some(ctx) => {
+                let kind = event_index(event).map_err(|e| to_py(py, e))?;
+                let (t, w): (Vec<f64>, Vec<f32>) = (ts.into_iter().collect(), weight.into_iter().collect());
+                self.m.learn_many_ctx(&[u], &[i], &[kind], &t, &w, &[ctx]).map_err(|e| to_py(py, e))
+            }
+        }
     }
 
     /// Top-k (item, score) for a user, best first.
-    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true))]
+    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0))]
+    #[allow(clippy::too_many_arguments)]
     fn recommend(
         &self,
         py: Python<'_>,
@@ -261,6 +332,8 @@ impl PyModel {
         exclude: Option<&Bound<'_, PyAny>>,
         allow: Option<&Bound<'_, PyAny>>,
         exclude_seen: bool,
+        context: Option<Vec<(String, String)>>,
+        explore: usize,
     ) -> PyResult<Vec<(String, f32)>> {
         let k = check_k(k)?;
         let u = one_id(user, "user")?;
@@ -279,22 +352,34 @@ impl PyModel {
             None => None,
         };
         let m = self.m.clone();
+        let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
         let recs = py.detach(move || {
             let row = m.users().ids().get(&u);
-            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen })
+            let ctx = m.context_rows(&recofast_core::context::keys_of_all(&ctx_pairs), false);
+            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore })
         });
         Ok(self.named(recs))
     }
 
     /// Top-k lists for many users, computed in parallel with the GIL released.
-    #[pyo3(signature = (users, k = 10, exclude_seen = true))]
-    fn recommend_many(&self, py: Python<'_>, users: &Bound<'_, PyAny>, k: i64, exclude_seen: bool) -> PyResult<Vec<Vec<(String, f32)>>> {
+    #[pyo3(signature = (users, k = 10, exclude_seen = true, context = None, explore = 0))]
+    fn recommend_many(
+        &self,
+        py: Python<'_>,
+        users: &Bound<'_, PyAny>,
+        k: i64,
+        exclude_seen: bool,
+        context: Option<Vec<(String, String)>>,
+        explore: usize,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
         let k = check_k(k)?;
         let ids = extract_ids(users, "users")?;
         let m = self.m.clone();
+        let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
         let lists = py.detach(move || {
             let rows: Vec<Option<u32>> = m.users().ids().get_many(&ids.as_strs()).into_iter().map(|r| (r != u32::MAX).then_some(r)).collect();
-            m.recommend_rows(&rows, &Query { k, exclude_seen, ..Default::default() })
+            let ctx = m.context_rows(&recofast_core::context::keys_of_all(&ctx_pairs), false);
+            m.recommend_rows(&rows, &Query { k, exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ..Default::default() })
         });
         Ok(lists.into_iter().map(|l| self.named(l)).collect())
     }
@@ -421,6 +506,24 @@ impl PyModel {
     }
 }
 
+/// Splits a request's context into its (field, value) pairs and its intent text: the
+/// intent is matched against item text and looked up as `intent=<word>` by the core.
+fn split_intent(pairs: Vec<(String, String)>) -> (Vec<(String, String)>, Option<String>) {
+    let mut intent = None;
+    let rest = pairs
+        .into_iter()
+        .filter(|(f, v)| {
+            if f == "intent" {
+                intent = Some(v.clone()).filter(|v| !v.trim().is_empty());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (rest, intent)
+}
+
 /// Version, build profile and SIMD level of this build.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -447,6 +550,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(default_options, m)?)?;
     m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
+    m.add("CONTEXT_FIELDS", recofast_core::context::CONTEXT_FIELDS.to_vec())?;
     m.add("__version__", recofast_core::VERSION)?;
     kernels::register(m)?;
     Ok(())
