@@ -589,4 +589,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ALL_MODELS", "Score", "build_models", "prequential", "format_table"]
+__all__ = ["ALL_MODELS", "CONTEXT_ALL", "EXTRA_MODELS", "Score", "build_models", "event_contexts", "format_table", "prequential"]

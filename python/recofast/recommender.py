@@ -179,15 +179,15 @@ class Recommender:
         >>> rec = Recommender(dim=4, seed=1)
         >>> rec.set_item_text(["l1", "l2", "m1", "m2"], ["desk lamp", "floor lamp", "tea mug", "big mug"])
         >>> for u in range(20):
-        ...     rec.learn_many([f"p{u}", f"p{u}"], ["m1", "m2"])
-        2
-        ...
+        ...     _ = rec.learn_many([f"p{u}", f"p{u}"], ["m1", "m2"])
         >>> rec.learn_one("me", "m1", ts=100)
         >>> rec.recommend("me", k=1)[0][0]
         'm2'
         >>> rec.search("me", "lamp", ts=110)
         >>> sorted(i for i, _ in rec.recommend("me", k=2))
         ['l1', 'l2']
+        >>> rec.intent("me")
+        'lamp'
         """
         if not isinstance(query, str):
             raise ValueError(f"query must be text, got {type(query).__name__}")
@@ -285,7 +285,7 @@ class Recommender:
         """The embedding keys of a context, as the model normalises it.
 
         >>> Recommender.context_keys({"device": "Mobile", "hour": 20, "weekday": 6, "mood": "x"})
-        ['device=mobile', 'hour=evening', 'weekday=sun']
+        ['device=mobile', 'hour=evening', 'hour=20', 'weekday=sun']
         """
         return _core.Model.context_keys(_ctx_pairs(context) or [])
 

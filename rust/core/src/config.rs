@@ -60,8 +60,8 @@ pub struct Config {
     /// Recent items whose text similarity counts when scoring.
     pub text_window: usize,
     /// Strength of the context (device, hour, weather, ...) when scoring: each item's score
-    /// is multiplied by `exp(w_ctx * z)`, z the item's context affinity as a z-score
-    /// (0 turns context off).
+    /// is multiplied by `exp(w_ctx * a)`, `a` the item's context affinity `(Σ c)·v_i`
+    /// centred on the items' mean (the factorisation machine's own logit; 0 turns context off).
     pub w_ctx: f32,
     /// Learning rate of the context embeddings, relative to `lr`.
     pub ctx_lr: f32,
@@ -110,7 +110,7 @@ impl Default for Config {
             w_pop: 0.05,
             w_text: 0.3,
             text_window: 3,
-            w_ctx: 1.0,
+            w_ctx: 0.4,
             ctx_lr: 0.2,
             w_intent: 4.0,
             explore_until: 5.0,

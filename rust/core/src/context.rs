@@ -3,7 +3,7 @@
 //! and their intent (search terms, the category browsed).
 //!
 //! Each context value is one embedding in the same space as users and items, keyed
-//! `field=value` (`device=mobile`, `hour=evening`, `intent=lamp`), learned online like a
+//! `field=value` (`device=mobile`, `hour=evening`, `hour=19`, `intent=lamp`), learned online like a
 //! factorisation machine's feature: the learner ranks with `user + Σ context` against item
 //! vectors. This module turns (field, value) text into those keys. Values are normalised
 //! (trimmed, lowercased); an unknown field, an empty value, or a value a field cannot take
@@ -40,7 +40,7 @@ pub fn hour_band(hour: u32) -> Option<&'static str> {
 /// recofast_core::context::keys_of("intent", "Desk LAMP", &mut keys);
 /// recofast_core::context::keys_of("hour", "25", &mut keys);      // not an hour: ignored
 /// recofast_core::context::keys_of("mood", "happy", &mut keys);   // not a field: ignored
-/// assert_eq!(keys, ["device=mobile", "hour=evening", "weekday=sat", "intent=desk", "intent=lamp"]);
+/// assert_eq!(keys, ["device=mobile", "hour=evening", "hour=19", "weekday=sat", "intent=desk", "intent=lamp"]);
 /// ```
 pub fn keys_of(field: &str, value: &str, out: &mut Vec<String>) {
     let v = value.trim();
@@ -109,7 +109,7 @@ mod tests {
     fn every_field_has_keys_and_bad_values_have_none() {
         let k = |f: &str, v: &str| keys_of_all(&[(f, v)]);
         assert_eq!(k("device", "Tablet"), ["device=tablet"]);
-        assert_eq!(k("hour", "0"), ["hour=night"]);
+        assert_eq!(k("hour", "0"), ["hour=night", "hour=0"]);
         assert_eq!(k("hour", "Afternoon"), ["hour=afternoon"]);
         assert_eq!(k("hour", "-1"), Vec::<String>::new());
         assert_eq!(k("weekday", "Sunday"), ["weekday=sun"]);

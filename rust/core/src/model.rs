@@ -1006,8 +1006,8 @@ impl Model {
         })
     }
 
-    /// Multiplies each score by `exp(w_ctx * z)`, z the item's context affinity
-    /// `(Σ c)·v_i` as a z-score over the items (clamped to ±4): the context re-weighs what
+    /// Multiplies each score by `exp(w_ctx * a)`, `a` the item's context affinity
+    /// `(Σ c)·v_i` centred on the items' mean (clamped to ±4): the context re-weighs what
     /// the shopper's history and popularity propose, as `P(i | ctx) ∝ P(i) · lift(i, ctx)`.
     fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if !self.context_z(ctx, snap, tmp) {
@@ -1019,8 +1019,8 @@ impl Model {
         }
     }
 
-    /// The context affinity of every snapshot item as a z-score (clamped to ±4) into `out`;
-    /// false when the context vectors are all zero (nothing learned yet).
+    /// The context affinity of every snapshot item, centred on the mean and clamped to ±4,
+    /// into `out`; false when the context vectors are all zero (nothing learned yet).
     fn context_z(&self, ctx: &[u32], snap: &ItemSnapshot, out: &mut Vec<f32>) -> bool {
         let dim = self.cfg.dim;
         let mut qv = vec![0f32; dim];
@@ -1036,11 +1036,9 @@ impl Model {
         out.resize(snap.n, 0.0);
         kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &qv, out);
         let nn = snap.n as f64;
-        let (sum, sq) = out.iter().fold((0f64, 0f64), |(a, b), &t| (a + t as f64, b + (t as f64) * (t as f64)));
-        let mean = sum / nn;
-        let sd = ((sq / nn - mean * mean).max(1e-12)).sqrt();
-        let (m, inv) = (mean as f32, 1.0f32);
-        out.iter_mut().for_each(|t| *t = ((*t - m) * inv).clamp(-4.0, 4.0));
+        let mean = out.iter().map(|&t| t as f64).sum::<f64>() / nn;
+        let m = mean as f32;
+        out.iter_mut().for_each(|t| *t = (*t - m).clamp(-4.0, 4.0));
         true
     }
 
@@ -1058,8 +1056,9 @@ impl Model {
         }
     }
 
-    /// Each context key with its `top` items by affinity (z-score of `c·v_i`, positive
-    /// only), for serving context without the core (the sidecar's re-rank).
+    /// Each context key with its `top` items by affinity (`c·v_i` centred on the items'
+    /// mean, positive only; the log-factor scoring applies before `w_ctx`), for serving
+    /// context without the core (the sidecar's re-rank).
     pub fn context_affinities(&self, top: usize) -> Vec<(String, Vec<(u32, f32)>)> {
         let snap = self.snapshot();
         let keys = self.ctx.ids().all();
@@ -1079,7 +1078,7 @@ impl Model {
 
     /// Items introduced by their metadata that are still new, newest first.
     pub fn fresh_items(&self) -> Vec<u32> {
-        self.snapshot().fresh.clone()
+        self.update_fresh(self.events())
     }
 
     /// Adds `w_mf * z((u + Σ c)·v_i + b_i)` (a z-score over the snapshot's items).
