@@ -53,7 +53,7 @@ class Baseline:
     def learn(self, user: str, item: str, event: str, ts: float) -> None:
         raise NotImplementedError
 
-    def recommend_ctx(self, user: str, k: int, seen: set[str], ctx: dict[str, Any] | None) -> Sequence[str]:
+    def recommend_ctx(self, user: str, k: int, seen: set[str], ctx: dict[str, Any] | None, ts: float | None = None) -> Sequence[str]:
         """:meth:`recommend` in a context (ignored unless the model uses context)."""
         return self.recommend(user, k, seen)
 
@@ -154,9 +154,9 @@ class RecofastModel(Baseline):
     def recommend(self, user, k, seen):
         return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True, explore=self.explore)]
 
-    def recommend_ctx(self, user, k, seen, ctx):
+    def recommend_ctx(self, user, k, seen, ctx, ts=None):
         c = ctx if self.use_context else None
-        return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True, context=c, explore=self.explore)]
+        return [i for i, _ in self.rec.recommend(user, k, exclude_seen=True, context=c, explore=self.explore, ts=ts)]
 
     def learn(self, user, item, event, ts):
         self.rec.learn_one(user, item, event, ts)
@@ -463,7 +463,7 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
             cold_tests += cold
             for m, model in enumerate(models):
                 t0 = clock()
-                recs = list(model.recommend_ctx(user, k, s, ctx))
+                recs = list(model.recommend_ctx(user, k, s, ctx, ts))
                 secs[m] += clock() - t0
                 if arrived:
                     for r in recs:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from recofast_sidecar.constants import EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER
+from recofast_sidecar.constants import CATALOG_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER
 
 from recofast import events as ev
 
@@ -152,6 +152,7 @@ async def publish(
     partitions: int = 1,
     progress: Any = None,
     max_pending: int = 2000,
+    subject: str | None = None,
 ) -> tuple[int, int]:
     """Publishes messages with JetStream acks (retrying a failed one with the same id);
     ``rate`` limits events per second. Returns (messages, events) published."""
@@ -176,9 +177,9 @@ async def publish(
 
         for msg_id, body, count in msgs:
             part = zlib.crc32(msg_id.encode()) % partitions if partitions > 1 else 0
-            subject = subject_for(part)
-            fut = await js.publish_async(subject, body, headers={MSG_ID_HEADER: msg_id})
-            pending.append((fut, subject, msg_id, body))
+            subj = subject or subject_for(part)
+            fut = await js.publish_async(subj, body, headers={MSG_ID_HEADER: msg_id})
+            pending.append((fut, subj, msg_id, body))
             if len(pending) >= max_pending // 2:
                 await settle()
             n_msgs += 1
@@ -195,6 +196,26 @@ async def publish(
     return n_msgs, n_events
 
 
+def catalog_messages(path: Path, pack: int = 100) -> Iterator[tuple[str, bytes, int]]:
+    """Catalog upserts (JSON Lines) packed ``pack`` to a message, as (msg id, body, count).
+    Each line is checked with the v1 upsert decoder first; a bad line is a ValueError
+    naming it."""
+    lines: list[str] = []
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            ok, bad = ev.decode_item_upserts(line.encode())
+            if bad or not ok:
+                raise ValueError(f"{path}, line {lineno}: {bad[0].reason if bad else 'not a catalog upsert'}")
+            lines.append(line)
+    for k in range(0, len(lines), pack):
+        chunk = lines[k : k + pack]
+        body = ("[" + ",".join(chunk) + "]").encode()
+        yield "catalog-" + hashlib.sha1(body).hexdigest()[:24], body, len(chunk)
+
+
 def _default_url() -> str:
     p = Path("data/nats/url")
     if p.is_file():
@@ -206,6 +227,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     url = args.nats or _default_url()
+    if args.pack <= 0:
+        raise ValueError(f"--pack must be a positive integer, got {args.pack}")
+    if not (args.events or args.catalog):
+        raise ValueError("give --events, --catalog or both")
+    if args.catalog:
+        n_msgs, n_items = asyncio.run(publish(url, catalog_messages(Path(args.catalog), args.pack), subject=CATALOG_SUBJECT))
+        print(f"published {n_items} catalog upserts in {n_msgs} messages to {url}")
+    if not args.events:
+        return 0
     evs: Iterable[ev.Event | bytes] = read_events(args.events)
     if args.skip or args.limit:
         evs = itertools.islice(evs, args.skip, None if args.limit is None else args.skip + args.limit)
@@ -220,7 +250,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Adds ``recofast publish``."""
     p = sub.add_parser("publish", help="replay events (v1 JSON Lines or a CSV purchase log) into the stream")
-    p.add_argument("--events", required=True, help=".jsonl[.gz] of v1 events or .csv[.gz] purchase log")
+    p.add_argument("--events", default=None, help=".jsonl[.gz] of v1 events or .csv[.gz] purchase log")
+    p.add_argument("--catalog", default=None,
+                   help="catalog upserts (JSON Lines, e.g. from recofast simulate --catalog), published first")
     p.add_argument("--nats", default=None, help="NATS URL (default: the embedded server's, data/nats/url, else nats://127.0.0.1:4222)")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as acks come)")
     p.add_argument("--limit", type=int, default=None, help="publish at most this many events")

@@ -250,6 +250,7 @@ class Recommender:
         exclude_seen: bool = True,
         context: Context | None = None,
         explore: int = 0,
+        ts: Any = None,
     ) -> list[tuple[str, float]]:
         """The top ``k`` (item, score) pairs for ``user``, best first.
 
@@ -258,11 +259,13 @@ class Recommender:
         :meth:`learn_one`) re-weighs the list by what sells in that context; an ``intent``
         there replaces the session's. ``explore`` gives up to that many of the last slots to
         new items (introduced by :meth:`set_item_text`, still without many events).
+        ``ts`` (the time of the request) lets the model tell a new session from the current
+        one (see the ``new_session_weight`` option).
         An unknown user gets popular items (in the context, when one is given).
         """
         k = _check_k(k)
         return self._m.recommend(user, k, _id_list(exclude), _id_list(allow), exclude_seen, _ctx_pairs(context),
-                                 _check_explore(explore))
+                                 _check_explore(explore), None if ts is None else _seconds(ts))
 
     def recommend_many(self, users: Sequence[Id], k: int = 10, exclude_seen: bool = True,
                        context: Context | None = None, explore: int = 0) -> list[list[tuple[str, float]]]:

@@ -46,7 +46,7 @@ SUN_CATEGORIES = {"sunglasses", "garden", "plants", "toys"}
 def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int = 100_000, seed: int = 0,
              categories: int = 12, drift_at: tuple[int, ...] = (), drift_share: float = 0.5,
              new_item_share: float = 0.2, new_user_share: float = 0.3, start_ts_ms: int = 1_700_000_000_000,
-             catalog: IO[str] | None = None) -> dict[str, Any]:
+             catalog: IO[str] | None = None, user_prefix: str = "u") -> dict[str, Any]:
     """Writes `events` v1 events as JSON Lines to `out` (and item metadata to `catalog`).
     Returns counts of what was generated."""
     if users <= 0 or items <= 0 or events < 0 or not 1 <= categories <= len(CATEGORY_NAMES):
@@ -113,7 +113,7 @@ def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int =
         p = item_pop[live] * (np.exp(-price[live] / 10.0) if dev == "mobile" else 1.0)
         session += 1
         ctx = {"device": dev, "country": COUNTRIES[country[u]], "weather": WEATHER[weather]}
-        base = {"v": 1, "user": f"u{u}", "session": f"s{session}", "context": ctx}
+        base = {"v": 1, "user": f"{user_prefix}{u}", "session": f"s{session}", "context": ctx}
         if rng.random() < 0.15 and n < events:
             out.write(json.dumps({**base, "id": f"sim{seed}-{n}", "type": "search", "query": cats[c],
                                   "ts": int(ts)}) + "\n")

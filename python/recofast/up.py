@@ -5,7 +5,8 @@ It starts an embedded nats-server with JetStream (``DATA/nats``), the engine
 sidecar (``recofast-sidecar`` on ``--port``), waits until the sidecar answers, and prints
 the URLs. ``--events FILE`` replays a log (v1 JSON Lines or a CSV purchase log) into the
 stream at ``--rate`` events per second; ``--demo`` generates shop traffic instead
-(shoppers browsing, carting and buying in their favourite categories). Ctrl-C (or SIGTERM)
+(``recofast simulate``: shoppers browsing, searching, carting and buying in their favourite
+categories, in context; its catalog is published first). Ctrl-C (or SIGTERM)
 stops everything, engine last but one and NATS last, so the engine checkpoints on its way
 out.
 """
@@ -33,37 +34,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_demo_events(path: Path, events: int = 200_000, users: int = 500, categories: int = 12,
-                      items_per_category: int = 40, seed: int = 0) -> int:
-    """Writes generated shop traffic as v1 JSON Lines: each shopper has a favourite
-    category and mostly views, sometimes carts and buys there (popular items more often).
-    Returns the number of events.
+def write_demo_events(path: Path, events: int = 200_000, users: int = 500, items: int = 600, seed: int = 0,
+                      catalog: Path | None = None) -> int:
+    """Writes simulated shop traffic (``recofast simulate``: shoppers ``shopper0``... with
+    tastes, context, searches, new items) as v1 JSON Lines, and its catalog upserts to
+    ``catalog``. Returns the number of events.
 
     >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "demo.jsonl"
-    >>> write_demo_events(p, events=3)
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> write_demo_events(d / "demo.jsonl", events=3, catalog=d / "catalog.jsonl")
     3
-    >>> sorted(json.loads(p.read_text().splitlines()[0]))
-    ['id', 'item', 'ts', 'type', 'user', 'v']
+    >>> sorted(json.loads((d / "demo.jsonl").read_text().splitlines()[0]))[:4]
+    ['context', 'id', 'item', 'session']
     """
-    import numpy as np
+    from recofast.simulate import simulate
 
-    rng = np.random.default_rng(seed)
-    taste = rng.integers(0, categories, users)
-    pop = 1.0 / (np.arange(items_per_category) + 2.0)
-    pop /= pop.sum()
-    kinds = np.array(["view", "add_to_cart", "purchase"])
-    kind_p = np.array([0.8, 0.12, 0.08])
-    start_ms = int(time.time() * 1000)
-    with open(path, "w") as f:
-        for t in range(events):
-            u = int(rng.integers(0, users))
-            c = int(taste[u]) if rng.random() < 0.85 else int(rng.integers(0, categories))
-            j = int(rng.choice(items_per_category, p=pop))
-            ev = {"v": 1, "id": f"demo-{seed}-{t}", "type": str(rng.choice(kinds, p=kind_p)),
-                  "user": f"shopper{u}", "item": f"c{c}-item{j}", "ts": start_ms + t}
-            f.write(json.dumps(ev) + "\n")
-    return events
+    with open(path, "w") as f, open(catalog or os.devnull, "w") as c:
+        stats = simulate(f, users=users, items=items, events=events, seed=seed, catalog=c, user_prefix="shopper")
+    return int(stats["events"])
 
 
 def _wait_http(url: str, timeout: float, procs: list[subprocess.Popen]) -> None:
@@ -137,12 +125,14 @@ def run(args: argparse.Namespace) -> int:
                                     "--port", str(args.port), "--nats", url])
         _wait_http(f"http://127.0.0.1:{args.port}/healthz", 60, [engine, sidecar])
         source = args.events
+        extra: list[str] = []
         if args.demo:
             source = str(data / "demo-events.jsonl")
-            write_demo_events(Path(source))
+            write_demo_events(Path(source), catalog=data / "demo-catalog.jsonl")
+            extra = ["--catalog", str(data / "demo-catalog.jsonl")]
         if source:
             feeder = subprocess.Popen([py, "-m", "recofast.publish", "publish", "--events", source, "--nats", url,
-                                       "--rate", str(args.rate), "--pack", "10", "--stamp-now", "--quiet"])
+                                       "--rate", str(args.rate), "--pack", "10", "--stamp-now", "--quiet", *extra])
         base = f"http://127.0.0.1:{args.port}"
         print(f"recofast is up (data in {data})", flush=True)
         print(f"  recommendations  {base}/v1/recommendations/<user>?k=10", flush=True)

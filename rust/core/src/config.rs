@@ -65,6 +65,9 @@ pub struct Config {
     pub w_ctx: f32,
     /// Learning rate of the context embeddings, relative to `lr`.
     pub ctx_lr: f32,
+    /// When a request's time says a new session has started, the user's history
+    /// (co-occurrence and text) counts this much (1 ignores sessions).
+    pub new_session_weight: f32,
     /// Weight of the session intent (the last search's words matched against item text).
     pub w_intent: f32,
     /// An item introduced by its metadata stays a candidate for exploration until its
@@ -113,6 +116,7 @@ impl Default for Config {
             w_ctx: 0.4,
             ctx_lr: 0.2,
             w_intent: 4.0,
+            new_session_weight: 0.2,
             explore_until: 5.0,
             pop_half_life: 20_000.0,
             seed: 42,
@@ -151,6 +155,7 @@ macro_rules! fields {
         $m!(w_ctx, f32);
         $m!(ctx_lr, f32);
         $m!(w_intent, f32);
+        $m!(new_session_weight, f32);
         $m!(explore_until, f32);
         $m!(pop_half_life, f64);
         $m!(seed, u64);
@@ -241,7 +246,7 @@ impl Config {
                 return err(format!("{n} must be between 0 and 1, got {v}"));
             }
         }
-        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("w_ctx", self.w_ctx), ("ctx_lr", self.ctx_lr), ("w_intent", self.w_intent), ("explore_until", self.explore_until), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("w_ctx", self.w_ctx), ("ctx_lr", self.ctx_lr), ("w_intent", self.w_intent), ("new_session_weight", self.new_session_weight), ("explore_until", self.explore_until), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }

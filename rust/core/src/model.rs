@@ -176,6 +176,9 @@ pub struct Query<'a> {
     pub intent: Option<&'a str>,
     /// Slots at the end of the list given to new items (exploration); 0 gives none.
     pub explore: usize,
+    /// The time of the request (seconds), when known: after `session_gap` seconds of
+    /// silence a new session starts, and the history counts `new_session_weight` times.
+    pub ts: Option<f64>,
 }
 
 /// A small, fast random generator (SplitMix64); one per learning call.
@@ -922,6 +925,7 @@ impl Model {
         let mut recent: Vec<(u32, bool)> = Vec::new();
         let mut seen: Vec<u32> = Vec::new();
         let mut has_history = false;
+        let mut hist = 1.0f32;
         let mut ctx: Vec<u32> = q.ctx.to_vec();
         let mut intent: Vec<String> = Vec::new();
         if let Some(text) = q.intent {
@@ -933,6 +937,11 @@ impl Model {
         if let Some(u) = user {
             let us = self.user_state.get(u as usize).lock();
             has_history = us.events > 0;
+            if let Some(t) = q.ts {
+                if t.is_finite() && us.last_ts.is_finite() && t - us.last_ts > cfg.session_gap {
+                    hist = cfg.new_session_weight;
+                }
+            }
             recent.extend(us.recent().iter().map(|r| (r.0, true)));
             if q.exclude_seen {
                 seen.extend_from_slice(us.seen());
@@ -957,10 +966,10 @@ impl Model {
             }
             if has_history {
                 if cfg.w_cooc > 0.0 {
-                    self.add_cooc(&recent, scores, tmp);
+                    self.add_cooc(&recent, hist, scores, tmp);
                 }
                 if cfg.w_text > 0.0 && cfg.text_window > 0 {
-                    self.add_text(&recent, scores, tmp);
+                    self.add_text(&recent, hist, scores, tmp);
                 }
             }
             if !intent.is_empty() && cfg.w_intent > 0.0 {
@@ -1113,7 +1122,7 @@ impl Model {
     }
 
     /// Adds `w_cooc * cooc / max(cooc)` from the user's recent items.
-    fn add_cooc(&self, recent: &[(u32, bool)], scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
         let cfg = &self.cfg;
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
@@ -1135,7 +1144,7 @@ impl Model {
             }
         }
         if max > 0.0 {
-            let a = cfg.w_cooc / max;
+            let a = scale * cfg.w_cooc / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
                 *s += a * t;
             }
@@ -1144,7 +1153,7 @@ impl Model {
 
     /// Adds `w_text * text / max(text)`: the item-text similarity to the user's most
     /// recent items, weighted by recency.
-    fn add_text(&self, recent: &[(u32, bool)], scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_text(&self, recent: &[(u32, bool)], scale: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if self.text.is_empty() {
             return;
         }
@@ -1162,7 +1171,7 @@ impl Model {
             .collect();
         let max = self.text.add_similar(&from, tmp);
         if max > 0.0 {
-            let a = self.cfg.w_text / max;
+            let a = scale * self.cfg.w_text / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
                 *s += a * t;
             }
@@ -1242,7 +1251,7 @@ impl Model {
             }
         }
         let mut tmp = Vec::new();
-        self.add_cooc(&[(item, true)], &mut scores, &mut tmp);
+        self.add_cooc(&[(item, true)], 1.0, &mut scores, &mut tmp);
         if let Some(s) = scores.get_mut(item as usize) {
             *s = f32::NEG_INFINITY;
         }

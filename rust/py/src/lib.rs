@@ -322,7 +322,7 @@ impl PyModel {
     }
 
     /// Top-k (item, score) for a user, best first.
-    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0))]
+    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0, ts = None))]
     #[allow(clippy::too_many_arguments)]
     fn recommend(
         &self,
@@ -334,6 +334,7 @@ impl PyModel {
         exclude_seen: bool,
         context: Option<Vec<(String, String)>>,
         explore: usize,
+        ts: Option<f64>,
     ) -> PyResult<Vec<(String, f32)>> {
         let k = check_k(k)?;
         let u = one_id(user, "user")?;
@@ -356,7 +357,7 @@ impl PyModel {
         let recs = py.detach(move || {
             let row = m.users().ids().get(&u);
             let ctx = m.context_rows(&recofast_core::context::keys_of_all(&ctx_pairs), false);
-            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore })
+            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts })
         });
         Ok(self.named(recs))
     }
