@@ -11,7 +11,7 @@ K      ?= 20
 MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
 OUT    ?= runs
 
-.PHONY: setup up eval test test-rust test-python bench clean
+.PHONY: setup up eval eval-context test test-rust test-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ up: setup
 eval: setup
 	mkdir -p $(OUT)
 	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --model $(MODELS) --json $(OUT)/eval.json
+
+# Context and cold start: a simulated shop with context effects (with context vs the same
+# model without, in one run; new items explored), then the shop log with its country.
+SIM    ?= $(OUT)/sim
+eval-context: setup
+	mkdir -p $(SIM)
+	$(BIN)/recofast simulate --users 2000 --items 1000 --events 100000 --seed 1 --out $(SIM)/events.jsonl --catalog $(SIM)/catalog.jsonl
+	$(BIN)/recofast eval --events $(SIM)/events.jsonl --items $(SIM)/catalog.jsonl --k $(K) --context all --explore 1 --model recofast,recofast-noctx,itemknn,pop --json $(OUT)/eval-sim-context.json
+	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --context country --model recofast,recofast-noctx,pop --json $(OUT)/eval-retail-context.json
 
 # Every test: Rust unit tests, then pytest (unit, integration, doctests).
 test: setup test-rust test-python

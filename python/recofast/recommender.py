@@ -66,8 +66,11 @@ def _ctx_columns(context: Any, n: int) -> list[tuple[str, list[str | None]]] | N
                 raise ValueError(f"context[{f!r}] must hold one value per event (a list or an array), got {type(col).__name__}")
             if len(col) != n:
                 raise ValueError(f"context[{f!r}] has {len(col)} values, expected {n} (one per event)")
-            values = col.tolist() if isinstance(col, np.ndarray) else col
-            cols.append((f, [_ctx_value(v) for v in values]))
+            if isinstance(col, np.ndarray) and col.dtype.kind in "iuU":
+                values = col.astype(str).tolist()  # ints and text: no per-value checks needed
+            else:
+                values = [v if type(v) is str else _ctx_value(v) for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
+            cols.append((f, values))
         return cols
     if isinstance(context, (str, bytes)) or not hasattr(context, "__len__"):
         raise ValueError("context must be a mapping of field to values, or one mapping per event")

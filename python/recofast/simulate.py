@@ -155,6 +155,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    for path in (args.out, args.catalog):
+        if path and path != "-" and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
     cat = open(args.catalog, "w") if args.catalog else None
     try:

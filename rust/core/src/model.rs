@@ -478,6 +478,45 @@ impl Model {
         Ok(())
     }
 
+    /// [`Model::learn_many_ctx`] with the context as columns: (field, one value or None per
+    /// event). Each distinct value is normalised and resolved once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn learn_many_cols<S: AsRef<str>, T: AsRef<str>, F: AsRef<str>, V: AsRef<str>>(
+        &self,
+        users: &[S],
+        items: &[T],
+        events: &[u8],
+        ts: &[f64],
+        weights: &[f32],
+        cols: &[(F, Vec<Option<V>>)],
+    ) -> Result<()> {
+        let n = users.len();
+        if let Some((f, c)) = cols.iter().find(|(_, c)| c.len() != n) {
+            return invalid!("context {:?} has {} values, expected {n} (one per event)", f.as_ref(), c.len());
+        }
+        let mut evs = self.prepare(users, items, events, ts, weights)?;
+        let mut fill = vec![0usize; n];
+        for (f, col) in cols {
+            let mut cache: hashbrown::HashMap<&str, Vec<u32>> = hashbrown::HashMap::new();
+            for (j, v) in col.iter().enumerate() {
+                let Some(v) = v else { continue };
+                let rows = cache.entry(v.as_ref()).or_insert_with(|| {
+                    let mut keys = Vec::new();
+                    crate::context::keys_of(f.as_ref(), v.as_ref(), &mut keys);
+                    self.context_rows(&keys, true)
+                });
+                for &r in rows.iter() {
+                    if fill[j] < MAX_EVENT_CTX && !evs[j].ctx[..fill[j]].contains(&r) {
+                        evs[j].ctx[fill[j]] = r;
+                        fill[j] += 1;
+                    }
+                }
+            }
+        }
+        self.learn_events(&evs);
+        Ok(())
+    }
+
     /// Search events: each query becomes its user's session intent (until the session
     /// ends), which moves matching items up and is learned as context of the session's
     /// next events. Counts as events learned. `ts` may be empty.

@@ -241,14 +241,7 @@ impl PyModel {
         if let Some((f, col)) = context.iter().find(|(_, c)| c.len() != n) {
             return Err(PyValueError::new_err(format!("context {f:?} has {} values, expected {n} (one per event)", col.len())));
         }
-        run(py, move || {
-            if context.is_empty() {
-                return m.learn_many(&users.as_strs(), &items.as_strs(), &events, &ts, &weights);
-            }
-            let per_event: Vec<Vec<(&str, &str)>> =
-                (0..n).map(|j| context.iter().filter_map(|(f, c)| c[j].as_deref().map(|v| (f.as_str(), v))).collect()).collect();
-            m.learn_many_ctx(&users.as_strs(), &items.as_strs(), &events, &ts, &weights, &per_event)
-        })?;
+        run(py, move || m.learn_many_cols(&users.as_strs(), &items.as_strs(), &events, &ts, &weights, &context))?;
         Ok(n)
     }
 
