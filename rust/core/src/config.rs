@@ -66,7 +66,9 @@ pub struct Config {
     /// Learning rate of the context embeddings, relative to `lr`.
     pub ctx_lr: f32,
     /// When a request's time says a new session has started, the user's history
-    /// (co-occurrence and text) counts this much (1 ignores sessions).
+    /// (co-occurrence and text) counts this much (1 ignores sessions), and the context
+    /// factor `1 / new_session_weight` times as much (at most 5×; also for users without
+    /// history).
     pub new_session_weight: f32,
     /// Weight of the session intent (the last search's words matched against item text).
     pub w_intent: f32,

@@ -1015,7 +1015,10 @@ impl Model {
                 self.add_intent(&intent, scores, tmp);
             }
             if !ctx.is_empty() && cfg.w_ctx > 0.0 && snap.n > 0 {
-                self.apply_context(&ctx, &snap, scores, tmp);
+                // Where the shopper's recent items say little (a new session, or no
+                // history), the context says more: the inverse of the history's weight.
+                let wb = if hist < 1.0 || !has_history { (1.0 / cfg.new_session_weight.max(0.2)).max(1.0) } else { 1.0 };
+                self.apply_context(&ctx, &snap, wb, scores, tmp);
             }
             if has_history {
                 if let Some(u) = user {
@@ -1057,11 +1060,11 @@ impl Model {
     /// Multiplies each score by `exp(w_ctx * a)`, `a` the item's context affinity
     /// `(Σ c)·v_i` centred on the items' mean (clamped to ±4): the context re-weighs what
     /// the shopper's history and popularity propose, as `P(i | ctx) ∝ P(i) · lift(i, ctx)`.
-    fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, boost: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if !self.context_z(ctx, snap, tmp) {
             return;
         }
-        let w = self.cfg.w_ctx;
+        let w = self.cfg.w_ctx * boost;
         for (s, z) in scores.iter_mut().zip(tmp.iter()) {
             *s *= (w * z).exp();
         }
