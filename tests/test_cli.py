@@ -69,6 +69,19 @@ def test_eval_and_train_report_bad_input_clearly(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval"])  # --events is required: argparse exits with usage
+    # Context, catalogue and the new options.
+    assert main(["eval", "--events", str(good), "--context", "mood", "--no-progress"]) == 2
+    assert "unknown context field(s) mood" in capsys.readouterr().err
+    assert main(["eval", "--events", str(good), "--context", "device", "--no-progress"]) == 2
+    assert "none of the context fields device" in capsys.readouterr().err
+    assert main(["eval", "--events", str(good), "--items", str(tmp_path / "nope.jsonl"), "--no-progress"]) == 2
+    assert "no such item catalogue" in capsys.readouterr().err
+    assert main(["eval", "--events", str(good), "--explore", "-1", "--no-progress"]) == 2
+    assert "--explore must be ≥ 0" in capsys.readouterr().err
+    badcat = tmp_path / "cat.jsonl"
+    badcat.write_text('{"v":1,"item":"a","title":"ok"}\n{"v":1,"price":"x"}\n')
+    assert main(["eval", "--events", str(good), "--items", str(badcat), "--no-progress"]) == 2
+    assert "line 2" in capsys.readouterr().err
 
 
 def test_train_backfills_a_loadable_model(tmp_path, capsys):

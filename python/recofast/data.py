@@ -35,10 +35,10 @@ class EventLog:
         return len(self.users)
 
 
-def _open_text(path: str | os.PathLike[str]) -> io.TextIOBase:
+def _open_text(path: str | os.PathLike[str], what: str = "event log") -> io.TextIOBase:
     p = os.fspath(path)
     if not os.path.exists(p):
-        raise FileNotFoundError(f"no such event log: {p}")
+        raise FileNotFoundError(f"no such {what}: {p}")
     with open(p, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
@@ -63,11 +63,11 @@ def parse_time(value: str) -> float:
     return x / 1000.0 if x > 1e11 else x
 
 
-def _is_jsonl(path: str | os.PathLike[str]) -> bool:
+def _is_jsonl(path: str | os.PathLike[str], what: str = "event log") -> bool:
     p = os.fspath(path).lower()
     if p.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
         return True
-    with _open_text(path) as f:
+    with _open_text(path, what) as f:
         return f.read(1) == "{"
 
 
@@ -157,7 +157,7 @@ def read_events(path: str | os.PathLike[str], limit: int | None = None, keep: tu
 def read_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """Item ids and texts from a CSV with `item_id` and a `description`, `title` or `text`
     column (several of them are joined)."""
-    with _open_text(path) as f:
+    with _open_text(path, "item catalogue") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "item_id" not in fields:
@@ -185,13 +185,13 @@ class CatalogEntry:
 def read_catalog(path: str | os.PathLike[str]) -> list[CatalogEntry]:
     """Item texts from a CSV catalogue (see :func:`read_items`) or from JSON Lines of catalog
     upserts (category, title and text joined; ``ts`` when the item arrives), in file order."""
-    if not _is_jsonl(path):
+    if not _is_jsonl(path, "item catalogue"):
         ids, texts = read_items(path)
         return [CatalogEntry(i, t) for i, t in zip(ids, texts)]
     from recofast_sidecar.events import _seconds, decode_item_upserts
 
     out: list[CatalogEntry] = []
-    with _open_text(path) as f:
+    with _open_text(path, "item catalogue") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
