@@ -170,6 +170,8 @@ async def test_two_contexts_order_a_personal_list_differently(tmp_path):
         # A negative score moves up too (divided, not multiplied); the re-ranked score is served.
         r = await (await c.get(url + "&intent=a+desk+LAMP")).json()
         assert [x["item"] for x in r["items"]][-2:] == ["lamp", "x"] and r["items"][-2]["score"] == pytest.approx(-0.6 * 2.718281828 ** -3.0, rel=1e-4)
+        # Several keys with lists: their affinities add up.
+        assert await items(c, url + "&device=mobile&intent=lamp") == ["m1", "m2", "d1", "d2", "lamp", "x"]
         # Unknown fields' values, values without affinities, empty records: the list as stored.
         for q in ("&device=smartwatch&weather=hail&intent=zzzz&country=ZZ", "&device=empty", "&intent=%20%20", "&weather=rain"):
             assert await items(c, url + q) == ["d1", "m1", "d2", "m2", "x", "lamp"], q

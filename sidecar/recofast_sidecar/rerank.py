@@ -95,14 +95,19 @@ def context_rerank(cands: list[Candidate], affinities: list[Mapping[str, float]]
         n += 1
     if weight == 0.0 or n == 0 or not affinities:
         return cands
-    sums = [sum(a.get(c.item, 0.0) for a in affinities) for c in cands[:n]]
+    if len(affinities) == 1:
+        get = affinities[0].get
+        sums = [get(c.item, 0.0) for c in cands[:n]]
+    else:
+        sums = [sum(a.get(c.item, 0.0) for a in affinities) for c in cands[:n]]
     if not any(sums):
         return cands
-    boosted = []
-    for c, a in zip(cands[:n], sums):
-        x = min(weight * a, 700.0)
-        sc = c.score * math.exp(x if c.score >= 0.0 else -x)
-        boosted.append(Candidate(c.item, sc, c.reason))
+    exp = math.exp
+    boosted = [
+        Candidate(c.item, c.score * exp(min(weight * a, 700.0) if c.score >= 0.0 else -min(weight * a, 700.0)), c.reason)
+        if a else c
+        for c, a in zip(cands[:n], sums)
+    ]
     # Stable: ties keep the list's order; a NaN score goes last.
     boosted.sort(key=lambda c: -c.score if c.score == c.score else math.inf)
     return boosted + cands[n:]

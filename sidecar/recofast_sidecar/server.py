@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -170,6 +171,7 @@ class Store:
         # version, write time): a record is decoded once per write, not once per request.
         self._ctx: dict[str, tuple[bytes, Any]] = {}
         self._ctx_retry = 0.0
+        self._sums: dict[tuple[int, ...], tuple[list[dict[str, float]], dict[str, float]]] = {}
 
     @property
     def available(self) -> bool:
@@ -263,8 +265,25 @@ class Store:
         return value
 
     def affinities(self, keys: Iterable[str]) -> list[dict[str, float]]:
-        """The non-empty affinity lists (``{item: affinity}``) of these context keys, in one
-        read transaction; keys without one are skipped."""
+        """The summed affinities (``{item: Σ affinity}``) of these context keys' lists, read
+        in one transaction, as a list of one mapping (empty when no key has a list). The sum
+        is kept per combination of decoded lists, so a context seen before costs a lookup."""
+        parts = self._affinity_parts(keys)
+        if len(parts) <= 1:
+            return parts
+        ck = tuple(id(d) for d in parts)
+        hit = self._sums.get(ck)
+        if hit is None or any(a is not b for a, b in zip(hit[0], parts)):
+            total: dict[str, float] = {}
+            for d in parts:
+                for item, v in d.items():
+                    total[item] = total.get(item, 0.0) + v
+            if len(self._sums) >= 10_000:
+                self._sums.clear()
+            hit = self._sums[ck] = (parts, total)  # holds the parts, so their ids stay theirs
+        return [hit[1]]
+
+    def _affinity_parts(self, keys: Iterable[str]) -> list[dict[str, float]]:
         db = self._context_db()
         if db is None:
             return []
@@ -722,23 +741,25 @@ async def recommendations(request: web.Request) -> web.Response:
     w = cfg.context_weight
     affs = store.affinities(ctx.keys(st.clock.now())) if w and personal is not None and len(personal) > 1 else []
 
+    # Diversity looks a little beyond k, so it has something to choose from; so does the
+    # context re-rank (items below k in the personal list may move up).
+    wide = max(k * 3, k + 10)
+
     def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
         if personal is not None:
-            yield "personal", _cands(personal, "personal")
+            cands = _cands(personal, "personal")
+            if affs:
+                # Re-ranked before the filters read any metadata, so they read k items, not 3k.
+                head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
+                cands = itertools.chain(head, cands)
+            yield "personal", cands
         for seg in segs:
             yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
         yield "fallback", _fallback(cfg)
 
-    # Diversity looks a little beyond k, so it has something to choose from; so does the
-    # context re-rank (items below k in the personal list may move up).
-    wide = max(k * 3, k + 10)
     want = wide if diversity > 0 else k
-    if affs and personal is not None:
-        want = max(want, min(len(personal), wide))
     ok, meta, first = store.select(sources(), flt, want)
     source = first or "fallback"
-    if affs:
-        ok = context_rerank(ok, affs, w)
     chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
     if explore > 0 and st.rng.random() < explore:
         # The slot goes to a new item (the engine's fresh list); to a trending one when no
