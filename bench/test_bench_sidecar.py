@@ -75,7 +75,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
                 ids = rng.choice(ITEMS, 50, replace=False)
                 lists[f"u{u}"] = codec.ListRecord([f"i{j}" for j in ids], np.linspace(1, 0, 50).tolist(), 1, 0.0)
             w.commit(codec.Commit(user_lists=lists))
-        w.commit(codec.Commit(meta=codec.MetaRecord(model_version=1, last_seq=0, time=0.0)))
+        # Context records as the engine's refresh exports them (context_top = 200): the keys of
+        # the context cases and every key the server clock can give, and a fresh list.
+        keys = ["device=mobile", "country=gb", *(f"hour={h}" for h in range(24)),
+                *(f"hour={b}" for b in ("night", "morning", "afternoon", "evening")),
+                *(f"weekday={d}" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))]
+        aff = {}
+        for k in keys:
+            ids = rng.choice(ITEMS, 200, replace=False)
+            aff[k] = codec.ListRecord([f"i{j}" for j in ids], np.linspace(2, 0.01, 200).tolist(), 1, 0.0)
+        fresh = codec.ListRecord([f"i{j}" for j in range(ITEMS - 100, ITEMS)], [0.0] * 100, 1, 0.0)
+        w.commit(codec.Commit(affinities=aff, fresh=fresh, meta=codec.MetaRecord(model_version=1, last_seq=0, time=0.0)))
     return str(path)
 
 
@@ -125,6 +135,7 @@ def _wrk(url_template: str, tmp: Path) -> dict[str, float]:
 CASES = {
     "bare aiohttp + LMDB": ("bare", "/v1/recommendations/u%d"),
     "sidecar personal": ("sidecar", "/v1/recommendations/u%d?k=10"),
+    "sidecar personal + context": ("sidecar", "/v1/recommendations/u%d?k=10&device=mobile&country=GB"),
     "sidecar filters+diversity": ("sidecar", "/v1/recommendations/u%d?k=10&max_price=30&diversity=0.5&explore=0.1&country=GB&device=mobile"),
     "sidecar unknown user": ("sidecar", "/v1/recommendations/x%d?k=10&country=GB"),
     "sidecar personal, 2 processes": ("sidecar2", "/v1/recommendations/u%d?k=10"),

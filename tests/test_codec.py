@@ -126,3 +126,55 @@ def test_reader_never_sees_a_half_written_commit(tmp_path):
             t.join(timeout=30)
         assert not errors, errors[:3]
         assert len(seen) > 1
+
+
+# -- the context database: affinity lists and the fresh list ----------------------------------
+
+
+@given(st.dictionaries(ids, f32, max_size=50))
+def test_affinities_round_trip(aff):
+    rec = codec.ListRecord(items=list(aff), scores=list(aff.values()), model_version=4, time=1.0)
+    assert codec.decode_affinities(codec.encode_list(rec)) == aff
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=30), list_records(), max_size=5), list_records())
+def test_context_records_round_trip_through_lmdb(tmp_path_factory, affs, fresh):
+    with codec.ListWriter(tmp_path_factory.mktemp("ctx"), map_size=1 << 24) as w:
+        w.commit(codec.Commit(affinities=affs, fresh=fresh))
+        r = w.reader()
+        assert {k: r.affinity(k) for k in r.affinity_keys()} == affs
+        assert r.fresh() == fresh
+        assert r.affinity("device=nowhere") is None
+
+
+def test_a_corrupt_context_record_raises_the_codec_error(tmp_path):
+    good = codec.ListRecord(items=["lamp", "bulb"], scores=[2.0, 1.0], model_version=3, time=5.0)
+    buf = codec.encode_list(good)
+    with codec.ListWriter(tmp_path, map_size=1 << 24) as w:
+        w.commit(codec.Commit(affinities={"device=mobile": good}, fresh=good))
+        with w.env.begin(write=True) as txn:
+            db = w._dbs[b"context"]
+            txn.put(codec.affinity_key("device=mobile").encode(), buf[:-2], db=db)  # truncated
+            txn.put(codec.FRESH_KEY.encode(), b"\x09" + buf[1:], db=db)  # unknown format
+        r = w.reader()
+        with pytest.raises(codec.CodecError, match="truncated"):
+            r.affinity("device=mobile")
+        with pytest.raises(codec.CodecError, match="unknown list format 9"):
+            r.fresh()
+    with pytest.raises(codec.CodecError):
+        codec.decode_affinities(buf + b"x")
+
+
+def test_a_store_without_the_context_database_reads_as_empty(tmp_path):
+    """A store written before the context database existed still opens; it has no context."""
+    import lmdb
+
+    env = lmdb.open(str(tmp_path), map_size=1 << 24, max_dbs=8, subdir=True)
+    dbs = {name: env.open_db(name) for name in (b"user_lists", b"items", b"segments", b"meta")}
+    with env.begin(write=True) as txn:
+        txn.put(b"u1", codec.encode_list(codec.ListRecord(["a"], [1.0], 1, 0.0)), db=dbs[b"user_lists"])
+    env.close()
+    with codec.ListReader(tmp_path) as r:
+        assert r.user_list("u1").items == ["a"]
+        assert r.affinity("device=mobile") is None and r.fresh() is None and r.affinity_keys() == []

@@ -12,7 +12,9 @@ MODULES = [
     "recofast.metrics",
     "recofast.checkpoints",
     "recofast.publish",
+    "recofast.engine",
     "recofast_sidecar.codec",
+    "recofast_sidecar.context",
 ]
 
 

@@ -49,6 +49,7 @@ class EngineConfig:
     checkpoint_keep: int = 5
     popular_n: int = 50
     trending_half_life: float = 3600.0
+    context_top: int = 200
     # LMDB
     lmdb_map_size: int = 1 << 32
     lmdb_sync: bool = True

@@ -18,8 +18,14 @@ One loop, in order, so the model, the counters and the stream position always ag
 What counts: an event is *applied* when it is valid and not a duplicate; it is then
 counted in ``events_applied_total`` and touches its user's list. Every type with an item
 goes to ``learn_many`` (``impression`` has weight 0 there and so teaches the factors
-nothing, but is counted by the model too); a ``search`` without an item is applied (it
-counts, and its segment is enriched) but not passed to the model, which needs an item.
+nothing, but is counted by the model too), with its enriched context (device, hour,
+weekday, country, region, weather, and the event's ``context.intent``; ``unknown``
+placeholders are left out); a ``search`` with a query goes to ``Recommender.search`` in its
+place in the batch, so it sets the shopper's session intent for the events after it.
+
+The periodic refresh also exports what the sidecar needs to apply context without the
+model: each context key's top ``context_top`` items by affinity, and the fresh items (the
+exploration pool), in the LMDB ``context`` database (see :mod:`recofast_sidecar.codec`).
 
 Exactly once: on start the engine loads the newest good checkpoint and re-creates its
 consumer to start at the checkpoint's sequence + 1, so the events after the checkpoint are
@@ -257,6 +263,7 @@ class Engine:
         self.kv_published = 0
         self._refresh_pos = 0
         self._refresh_t0 = 0.0
+        self._exported_ctx: set[str] = set()  # context keys with an affinity list in LMDB
         self._setup_metrics()
 
     # -- metrics ----------------------------------------------------------------------------
@@ -356,14 +363,10 @@ class Engine:
         unique = self.dedupe.filter(events)
         now = time.time()
         b = self.enricher.enrich(unique, now)
-        # Learn: every event with an item (search without an item teaches the factors nothing).
+        # Learn: every event with an item, in context; searches set the session intent.
         t0 = time.perf_counter()
         if unique:
-            idx = [i for i, it in enumerate(b.items) if it is not None]
-            if len(idx) == len(b.items):
-                self.model.learn_many(b.users, b.items, events=b.types, ts=b.ts)
-            elif idx:
-                self.model.learn_many([b.users[i] for i in idx], [b.items[i] for i in idx], events=[b.types[i] for i in idx], ts=b.ts[idx])
+            self._learn(unique, b)
         t1 = time.perf_counter()
         self.popularity.add(b)
         touched = list(dict.fromkeys(b.users))
@@ -405,6 +408,45 @@ class Engine:
         self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
         return res
 
+    def _learn(self, unique: Sequence[ev.Event], b: EnrichedBatch) -> None:
+        """Learns a batch in order: runs of item events go to ``learn_many`` with their
+        context columns; each search with a query goes to ``search`` between the runs."""
+        cols = context_columns(unique, b)
+        n = len(b.users)
+        searches = [i for i, t in enumerate(b.types) if t == "search" and unique[i].query]
+        start = 0
+        for s in [*searches, n]:
+            if s > start:
+                self._learn_run(b, cols, start, s)
+            if s < n:
+                self.model.search(b.users[s], unique[s].query, float(b.ts[s]))  # type: ignore[arg-type]
+            start = s  # a search that also names an item is learned in the next run
+
+    def _learn_run(self, b: EnrichedBatch, cols: dict[str, Any], lo: int, hi: int) -> None:
+        items = b.items
+        if lo == 0 and hi == len(items) and None not in items:
+            self.model.learn_many(b.users, items, events=b.types, ts=b.ts, context=cols)
+            return
+        idx = [i for i in range(lo, hi) if items[i] is not None]
+        if not idx:
+            return
+        ctx = {f: (col[idx] if isinstance(col, np.ndarray) else [col[i] for i in idx]) for f, col in cols.items()}
+        self.model.learn_many(
+            [b.users[i] for i in idx], [items[i] for i in idx], events=[b.types[i] for i in idx], ts=b.ts[idx], context=ctx
+        )
+
+    def _context_commit(self, now: float) -> codec.Commit:
+        """The context records for the sidecar: each context key's affinity list (keys no
+        longer exported are written empty) and the fresh items."""
+        v = self.model_version
+        aff = self.model.context_affinities(top=self.cfg.context_top)
+        recs = {k: codec.list_record(pairs, v, now) for k, pairs in aff.items()}
+        for k in self._exported_ctx - recs.keys():
+            recs[k] = codec.ListRecord(items=[], scores=[], model_version=v, time=now)
+        self._exported_ctx = set(aff)
+        fresh = self.model.fresh_items()[: codec.MAX_LIST_LEN]
+        return codec.Commit(affinities=recs, fresh=codec.ListRecord(items=fresh, scores=[0.0] * len(fresh), model_version=v, time=now))
+
     def _merge_upserts(self, upserts: Sequence[ev.ItemUpsert]) -> dict[str, codec.ItemRecord]:
         out: dict[str, codec.ItemRecord] = {}
         assert self.reader is not None
@@ -442,11 +484,7 @@ class Engine:
                 continue
             merged = codec.Commit()
             while self._kv_pending:
-                c = self._kv_pending.popleft()
-                merged.user_lists.update(c.user_lists)
-                merged.items.update(c.items)
-                merged.segments.update(c.segments)
-                merged.meta = c.meta or merged.meta
+                merged.merge(self._kv_pending.popleft())
             try:
                 self.kv_published += await put_commit(kv, merged)
             except Exception as e:  # noqa: BLE001 - keep mirroring; the next commit retries these keys
@@ -478,6 +516,11 @@ class Engine:
             now = time.time()
             self._commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, now)))
             self._refresh_pos = n + 1
+            return False
+        if pos == n + 1:  # context affinities and fresh items for the sidecar, as one step
+            if self.cfg.context_top > 0:
+                self._commit(self._context_commit(time.time()))
+            self._refresh_pos = n + 2
             return False
         self.checkpoint()
         self._refresh_users = None
@@ -572,6 +615,7 @@ class Engine:
         await asyncio.to_thread(self.load_state)
         self.writer = codec.ListWriter(self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync)
         self.reader = self.writer.reader()
+        self._exported_ctx = set(self.reader.affinity_keys())
         meta = self.reader.meta()
         if meta is not None and meta.last_seq > self.applied_seq:
             log.info("LMDB is at stream seq %d, the checkpoint at %d: replaying the difference", meta.last_seq, self.applied_seq)
@@ -648,6 +692,31 @@ class Engine:
 
     def snapshot_counts(self) -> dict[str, int]:
         return {"stream_seq": self.applied_seq, "model_version": self.model_version, **self.counters}
+
+
+def context_columns(events: Sequence[ev.Event], b: EnrichedBatch) -> dict[str, Any]:
+    """The context of an enriched batch as ``learn_many``'s columns (one value per event,
+    None where missing; ``unknown`` placeholders become None; all-None columns are left out).
+
+    >>> from recofast.events import make_event
+    >>> from recofast.enrich import Enricher
+    >>> es = [make_event("e1", "view", "u1", "mug", ts_ms=0, context={"device": "mobile", "intent": "red mug"}),
+    ...       make_event("e2", "view", "u2", "mug", ts_ms=0)]
+    >>> cols = context_columns(es, Enricher().enrich(es))
+    >>> cols["device"], cols["intent"], cols["hour"].tolist(), "country" in cols
+    (['mobile', None], ['red mug', None], [0, 0], False)
+    """
+    unknown = "unknown"
+    cols: dict[str, Any] = {
+        "device": [None if d == unknown else d for d in b.device],
+        "hour": b.hour,
+        "weekday": b.weekday,
+        "country": [None if c == unknown else c for c in b.country],
+        "region": [None if r == unknown else r for r in b.region],
+        "weather": b.weather,
+        "intent": [None if e.context is None else e.context.intent for e in events],
+    }
+    return {f: c for f, c in cols.items() if isinstance(c, np.ndarray) or any(x is not None for x in c)}
 
 
 def describe_segment(country: str, device: str, hour: int) -> str:

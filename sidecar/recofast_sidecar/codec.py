@@ -2,7 +2,7 @@
 
 Layout (format version 1)
 -------------------------
-One LMDB environment (a directory) with four named databases. Keys are UTF-8 text. All
+One LMDB environment (a directory) with five named databases. Keys are UTF-8 text. All
 numbers are little-endian.
 
 ``user_lists``  key: user id. Value: a *list record*.
@@ -11,6 +11,16 @@ numbers are little-endian.
                 shop). Value: a *list record*.
 ``items``       key: item id. Value: an *item record*.
 ``meta``        key ``b"state"``. Value: a *meta record*.
+``context``     what the sidecar needs to apply context without the model, written by the
+                engine's periodic refresh:
+                key ``"aff:<context key>"`` (``aff:device=mobile``, ``aff:hour=19``,
+                ``aff:intent=lamp``; keys as the core normalises them, see
+                :mod:`recofast_sidecar.context`). Value: an *affinity list*, a list record
+                whose scores are the items' affinities to that context (the model's log-lift,
+                positive, best first). A key the model no longer exports is written empty.
+                Key ``"fresh"``. Value: a list record of the new items (introduced by their
+                catalog text, few events yet), newest first, scores 0: the exploration pool.
+                A store written before this database existed reads as if it were empty.
 
 List record::
 
@@ -45,11 +55,12 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import lmdb
 import numpy as np
 
-from recofast_sidecar.constants import DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LMDB_DBS
+from recofast_sidecar.constants import DB_CONTEXT, DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LMDB_DBS, OPTIONAL_DBS
 
 FORMAT_VERSION = 1
 MAX_LIST_LEN = 65535
@@ -60,6 +71,8 @@ _U16 = struct.Struct("<H")
 _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 _META_KEY = b"state"
+AFFINITY_PREFIX = "aff:"
+FRESH_KEY = "fresh"
 
 
 class CodecError(ValueError):
@@ -106,6 +119,19 @@ class Commit:
     items: dict[str, ItemRecord] = field(default_factory=dict)
     segments: dict[str, ListRecord] = field(default_factory=dict)
     meta: MetaRecord | None = None
+    affinities: dict[str, ListRecord] = field(default_factory=dict)
+    """Affinity lists by context key (``device=mobile``), stored as ``aff:<key>``."""
+    fresh: ListRecord | None = None
+    """The fresh items (the exploration pool), stored as ``fresh``."""
+
+    def merge(self, other: Commit) -> None:
+        """Adds ``other``'s records; where both hold a key, ``other``'s wins."""
+        self.user_lists.update(other.user_lists)
+        self.items.update(other.items)
+        self.segments.update(other.segments)
+        self.affinities.update(other.affinities)
+        self.meta = other.meta or self.meta
+        self.fresh = other.fresh or self.fresh
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -255,6 +281,25 @@ def decode_meta(buf: bytes | memoryview) -> MetaRecord:
     return MetaRecord(model_version=version, last_seq=seq, time=t)
 
 
+def decode_affinities(buf: bytes | memoryview) -> dict[str, float]:
+    """An affinity list as ``{item: affinity}`` (what a re-rank looks items up in).
+
+    >>> decode_affinities(encode_list(ListRecord(items=["lamp", "bulb"], scores=[2.0, 0.5])))
+    {'lamp': 2.0, 'bulb': 0.5}
+    """
+    rec = decode_list(buf)
+    return dict(zip(rec.items, rec.scores))
+
+
+def affinity_key(context_key: str) -> str:
+    """The ``context`` database key of a context key's affinity list.
+
+    >>> affinity_key("device=mobile")
+    'aff:device=mobile'
+    """
+    return AFFINITY_PREFIX + context_key
+
+
 def segment_key(kind: str, segment: str) -> str:
     """``segment_key("popular", "all") == "popular:all"``."""
     if kind not in ("popular", "trending"):
@@ -310,6 +355,12 @@ class ListWriter:
                 db = self._dbs[DB_SEGMENTS]
                 for key, rec in c.segments.items():
                     txn.put(key.encode(), encode_list(rec), db=db)
+            if c.affinities or c.fresh is not None:
+                db = self._dbs[DB_CONTEXT]
+                for key, rec in c.affinities.items():
+                    txn.put(affinity_key(key).encode(), encode_list(rec), db=db)
+                if c.fresh is not None:
+                    txn.put(FRESH_KEY.encode(), encode_list(c.fresh), db=db)
             if c.meta is not None:
                 txn.put(_META_KEY, encode_meta(c.meta), db=self._dbs[DB_META])
 
@@ -347,12 +398,39 @@ class ListReader:
         else:
             self._owned = False
         self.env = env
-        # A store the engine has not created yet raises lmdb.NotFoundError here.
-        self._dbs = {name: env.open_db(name, create=False) for name in LMDB_DBS}
+        # A store the engine has not created yet raises lmdb.NotFoundError here; a store of
+        # an older engine may lack the optional databases (None: read as empty).
+        self._dbs: dict[bytes, Any] = {}
+        for name in LMDB_DBS:
+            try:
+                self._dbs[name] = env.open_db(name, create=False)
+            except lmdb.NotFoundError:
+                if name not in OPTIONAL_DBS:
+                    raise
+                self._dbs[name] = None
 
     def _get(self, db: bytes, key: bytes) -> bytes | None:
+        if self._dbs[db] is None:
+            return None
         with self.env.begin(db=self._dbs[db]) as txn:
             return txn.get(key)
+
+    def affinity(self, context_key: str) -> ListRecord | None:
+        """The affinity list of a context key (``device=mobile``), None when there is none."""
+        v = self._get(DB_CONTEXT, affinity_key(context_key).encode())
+        return None if v is None else decode_list(v)
+
+    def affinity_keys(self) -> list[str]:
+        """The context keys that have an affinity list (empty ones included)."""
+        if self._dbs[DB_CONTEXT] is None:
+            return []
+        n = len(AFFINITY_PREFIX)
+        return [k[n:] for k in self.keys(DB_CONTEXT) if k.startswith(AFFINITY_PREFIX)]
+
+    def fresh(self) -> ListRecord | None:
+        """The list of fresh items (the exploration pool), None when there is none."""
+        v = self._get(DB_CONTEXT, FRESH_KEY.encode())
+        return None if v is None else decode_list(v)
 
     def user_list(self, user: str) -> ListRecord | None:
         v = self._get(DB_USER_LISTS, user.encode())
@@ -390,6 +468,8 @@ class ListReader:
         return (None if m is None else decode_meta(m)), out
 
     def keys(self, db: bytes) -> Iterable[str]:
+        if self._dbs[db] is None:
+            return []
         with self.env.begin(db=self._dbs[db]) as txn:
             return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
 
@@ -415,7 +495,9 @@ def list_record(pairs: Iterable[tuple[str, float]], model_version: int, time: fl
 
 
 __all__ = [
+    "AFFINITY_PREFIX",
     "FORMAT_VERSION",
+    "FRESH_KEY",
     "CodecError",
     "Commit",
     "ItemRecord",
@@ -424,6 +506,8 @@ __all__ = [
     "ListView",
     "ListWriter",
     "MetaRecord",
+    "affinity_key",
+    "decode_affinities",
     "decode_item",
     "decode_list",
     "decode_meta",

@@ -27,7 +27,11 @@ DB_USER_LISTS = b"user_lists"
 DB_ITEMS = b"items"
 DB_SEGMENTS = b"segments"
 DB_META = b"meta"
-LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META)
+DB_CONTEXT = b"context"
+"""Context affinity lists and the list of fresh items (see :mod:`recofast_sidecar.codec`)."""
+LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META, DB_CONTEXT)
+OPTIONAL_DBS = (DB_CONTEXT,)
+"""Databases a store written by an older engine may lack (a reader treats them as empty)."""
 
 # -- HTTP (engine metrics) ------------------------------------------------------------------
 PATH_HEALTHZ = "/healthz"
@@ -48,5 +52,6 @@ PATH_TRACK_JS = "/v1/track.js"
 
 LISTS_BUCKET = "recofast_lists"
 """NATS KV bucket mirroring the list store for remote edges (``recofast-sidecar --sync``):
-key ``u.<id>``, ``i.<id>``, ``s.<segment key>`` (ids in unpadded base64url) or ``meta``;
+key ``u.<id>``, ``i.<id>``, ``s.<segment key>``, ``c.<context record key>`` (ids in unpadded
+base64url) or ``meta``;
 value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.sync`."""

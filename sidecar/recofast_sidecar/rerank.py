@@ -1,4 +1,5 @@
-"""Re-ranking at the edge: filters, diversity (MMR over categories) and one exploration slot.
+"""Re-ranking at the edge: filters, context, diversity (MMR over categories) and one
+exploration slot.
 
 Pure functions over candidates, so each step is tested on its own. A candidate is
 ``(item, score, reason)``; metadata comes from the LMDB ``items`` database.
@@ -13,10 +14,13 @@ Pure functions over candidates, so each step is tested on its own. A candidate i
 ['a', 'b', 'c']
 >>> [c.item for c in mmr(cands[:3], meta, k=3, diversity=1.0)]
 ['a', 'c', 'b']
+>>> [(c.item, round(c.score, 3)) for c in context_rerank(cands[:3], [{"c": 0.5}], weight=1.0)]
+[('c', 1.154), ('a', 0.9), ('b', 0.8)]
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +83,36 @@ def apply_filters(cands: Iterable[Candidate], meta: Mapping[str, ItemRecord | No
     return out
 
 
+def context_rerank(cands: list[Candidate], affinities: list[Mapping[str, float]], weight: float) -> list[Candidate]:
+    """Re-ranks the leading ``personal`` candidates for a context: each score becomes
+    ``score * exp(weight * a)``, where ``a`` sums the item's affinities to the request's
+    context keys (one mapping per key; an item without one adds 0). A negative score is
+    divided instead (``score * exp(-weight * a)``), so affinity always moves an item up.
+    Candidates from other sources keep their place after them; with no affinity for any
+    personal candidate (or ``weight`` 0) the list is returned as it is."""
+    n = 0
+    while n < len(cands) and cands[n].reason == "personal":
+        n += 1
+    if weight == 0.0 or n == 0 or not affinities:
+        return cands
+    if len(affinities) == 1:
+        get = affinities[0].get
+        sums = [get(c.item, 0.0) for c in cands[:n]]
+    else:
+        sums = [sum(a.get(c.item, 0.0) for a in affinities) for c in cands[:n]]
+    if not any(sums):
+        return cands
+    exp = math.exp
+    boosted = [
+        Candidate(c.item, c.score * exp(min(weight * a, 700.0) if c.score >= 0.0 else -min(weight * a, 700.0)), c.reason)
+        if a else c
+        for c, a in zip(cands[:n], sums)
+    ]
+    # Stable: ties keep the list's order; a NaN score goes last.
+    boosted.sort(key=lambda c: -c.score if c.score == c.score else math.inf)
+    return boosted + cands[n:]
+
+
 def mmr(cands: list[Candidate], meta: Mapping[str, ItemRecord | None], k: int, diversity: float) -> list[Candidate]:
     """Maximal marginal relevance over categories: picks greedily by
     ``(1 - diversity) * relevance - diversity * same_category``, where relevance is the rank-
@@ -136,4 +170,4 @@ def explore_slot(
     return out
 
 
-__all__ = ["Candidate", "Filters", "apply_filters", "explore_slot", "mmr", "passes"]
+__all__ = ["Candidate", "Filters", "apply_filters", "context_rerank", "explore_slot", "mmr", "passes"]

@@ -3,9 +3,11 @@
 ``recofast-sidecar --lmdb DIR [--port 8080] [--nats URL]`` serves
 
 - ``GET /v1/recommendations/{user_id}``: the user's list, filtered (stock, category, price,
-  exclusions), diversified (MMR over categories), with an optional exploration slot; when the
-  user has no list, the popular list of the context's segment, then of the whole shop, then a
-  static fallback list. It never answers 5xx for want of data.
+  exclusions), re-ranked for the request's context (device, country, hour, weather, intent)
+  by the affinities the engine exports, diversified (MMR over categories), with an optional
+  exploration slot (new items first); when the user has no list, the popular list of the
+  context's segment, then of the whole shop, then a static fallback list. It never answers
+  5xx for want of data.
 - ``GET /v1/items/{item_id}/similar``, ``GET /v1/popular``,
 - ``POST /v1/events`` (validated with :mod:`recofast_sidecar.events`, published to NATS),
 - ``GET /v1/track.js``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``.
@@ -25,6 +27,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -49,8 +52,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from recofast_sidecar import __version__, events as ev
-from recofast_sidecar.codec import CodecError, ItemRecord, ListReader, ListView, ListWriter, decode_item
+from recofast_sidecar.codec import (
+    AFFINITY_PREFIX,
+    FRESH_KEY,
+    CodecError,
+    ItemRecord,
+    ListReader,
+    ListView,
+    ListWriter,
+    decode_affinities,
+    decode_item,
+    decode_list,
+)
 from recofast_sidecar.constants import (
+    DB_CONTEXT,
     DB_ITEMS,
     DB_USER_LISTS,
     DLQ_REASON_HEADER,
@@ -73,7 +88,8 @@ from recofast_sidecar.constants import (
     SCHEMA_KEY_PREFIX,
 )
 from recofast_sidecar.sync import Mirror
-from recofast_sidecar.rerank import Candidate, Filters, explore_slot, mmr, passes
+from recofast_sidecar.context import context_keys
+from recofast_sidecar.rerank import Candidate, Filters, context_rerank, explore_slot, mmr, passes
 
 log = logging.getLogger("recofast.sidecar")
 
@@ -129,6 +145,12 @@ class SidecarConfig:
     sync_bucket: str = LISTS_BUCKET
     map_size: int = 1 << 30
     """LMDB map size when this sidecar writes the store (``sync``)."""
+    context_weight: float = 1.0
+    """Context re-rank of personal lists: each score times ``exp(context_weight * Σ affinity)``
+    over the request's context keys (affinities exported by the engine). 0 turns it off."""
+    timezone: str = "UTC"
+    """The shop's time zone (IANA name, as the engine's): a request without ``hour`` is in
+    the hour and weekday of the server clock there."""
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -145,6 +167,11 @@ class Store:
         self.error: str | None = None if reader is not None else "not opened yet"
         # Decoded item records by id, with the raw bytes they came from (reused while equal).
         self._decoded: dict[str, tuple[bytes, ItemRecord]] = {}
+        # Decoded context records by key, with the record's header (format, count, model
+        # version, write time): a record is decoded once per write, not once per request.
+        self._ctx: dict[str, tuple[bytes, Any]] = {}
+        self._ctx_retry = 0.0
+        self._sums: dict[tuple[int, ...], tuple[list[dict[str, float]], dict[str, float]]] = {}
 
     @property
     def available(self) -> bool:
@@ -201,6 +228,88 @@ class Store:
             if isinstance(e, lmdb.Error):
                 self._fail(e)
             return None
+
+    def _context_db(self) -> Any:
+        r = self.reader
+        if r is None:
+            return None
+        db = r._dbs.get(DB_CONTEXT)
+        if db is None:
+            # A store of an older engine: a newer one may have created the database since
+            # (looked for every few seconds, not on every request).
+            now = time.monotonic()
+            if now < self._ctx_retry:
+                return None
+            self._ctx_retry = now + 2.0
+            try:
+                db = r._dbs[DB_CONTEXT] = r.env.open_db(DB_CONTEXT, create=False)
+            except lmdb.Error:
+                return None
+        return db
+
+    def _cached(self, txn: Any, key: str, decode: Callable[[bytes], Any]) -> Any:
+        raw = txn.get(key.encode())
+        if raw is None:
+            return None
+        head = bytes(raw[:_CTX_HEAD])
+        hit = self._ctx.get(key)
+        if hit is not None and hit[0] == head:
+            return hit[1]
+        try:
+            value = decode(bytes(raw))
+        except (CodecError, UnicodeError):
+            return None
+        if len(self._ctx) >= 100_000:
+            self._ctx.clear()
+        self._ctx[key] = (head, value)
+        return value
+
+    def affinities(self, keys: Iterable[str]) -> list[dict[str, float]]:
+        """The summed affinities (``{item: Σ affinity}``) of these context keys' lists, read
+        in one transaction, as a list of one mapping (empty when no key has a list). The sum
+        is kept per combination of decoded lists, so a context seen before costs a lookup."""
+        parts = self._affinity_parts(keys)
+        if len(parts) <= 1:
+            return parts
+        ck = tuple(id(d) for d in parts)
+        hit = self._sums.get(ck)
+        if hit is None or any(a is not b for a, b in zip(hit[0], parts)):
+            total: dict[str, float] = {}
+            for d in parts:
+                for item, v in d.items():
+                    total[item] = total.get(item, 0.0) + v
+            if len(self._sums) >= 10_000:
+                self._sums.clear()
+            hit = self._sums[ck] = (parts, total)  # holds the parts, so their ids stay theirs
+        return [hit[1]]
+
+    def _affinity_parts(self, keys: Iterable[str]) -> list[dict[str, float]]:
+        db = self._context_db()
+        if db is None:
+            return []
+        out = []
+        try:
+            with self.reader.env.begin(db=db, buffers=True) as txn:  # type: ignore[union-attr]
+                for k in keys:
+                    d = self._cached(txn, AFFINITY_PREFIX + k, decode_affinities)
+                    if d:
+                        out.append(d)
+        except lmdb.Error as e:
+            self._fail(e)
+            return []
+        return out
+
+    def fresh(self) -> list[str]:
+        """The fresh items (new, few events yet: the exploration pool), newest first."""
+        db = self._context_db()
+        if db is None:
+            return []
+        try:
+            with self.reader.env.begin(db=db, buffers=True) as txn:  # type: ignore[union-attr]
+                return self._cached(txn, FRESH_KEY, lambda b: decode_list(b).items) or []
+        except lmdb.Error as e:
+            self._fail(e)
+            return []
 
     def select(
         self, sources: Iterable[tuple[str, Iterable[Candidate]]], f: Filters, want: int
@@ -278,8 +387,6 @@ class Store:
         out: Counter[str] = Counter()
         if self.reader is None:
             return out
-        from recofast_sidecar.codec import decode_list
-
         r = self.reader
         try:
             with r.env.begin(db=r._dbs[DB_USER_LISTS]) as txn:
@@ -304,6 +411,9 @@ class Store:
         if self._owned and self.reader is not None:
             self.reader.close()
         self.reader = None
+
+
+_CTX_HEAD = 20  # a list record's header: format, flags, count, model version, time
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -369,6 +479,7 @@ class State:
     """Event versions posted events may have: this package's, narrowed to the registry's."""
     writer: ListWriter | None = None
     mirror: Mirror | None = None
+    clock: Clock = field(default_factory=lambda: Clock("UTC"))
 
 
 STATE = web.AppKey("state", State)
@@ -443,6 +554,22 @@ class Context:
     weather: str | None = None
     intent: str | None = None
 
+    def keys(self, clock: tuple[int, int]) -> list[str]:
+        """The context keys of the request, as the core normalises them (the hour and weekday
+        of ``clock`` when the request gave no hour). Intent first: at most eight keys count."""
+        hour, weekday = (self.hour, None) if self.hour is not None else clock
+        ck = (self.intent, self.device, self.country, self.weather, hour, weekday)
+        hit = _KEYS_CACHE.get(ck)
+        if hit is None:
+            hit = context_keys(
+                {"intent": self.intent, "device": self.device, "country": self.country, "weather": self.weather,
+                 "hour": hour, "weekday": weekday}
+            )
+            if len(_KEYS_CACHE) >= 10_000:
+                _KEYS_CACHE.clear()
+            _KEYS_CACHE[ck] = hit
+        return hit
+
     def segments(self) -> list[str]:
         """Segment keys to try, most specific first (as the engine writes them), then ``all``."""
         out = []
@@ -456,6 +583,30 @@ class Context:
             out.append(f"hour={_hour_band(self.hour)}")
         out.append("all")
         return out
+
+
+_KEYS_CACHE: dict[tuple[Any, ...], list[str]] = {}
+
+
+class Clock:
+    """Hour of day and weekday (0 = Monday) now, in a time zone; recomputed once a minute."""
+
+    def __init__(self, timezone: str) -> None:
+        from zoneinfo import ZoneInfo
+
+        self.tz = ZoneInfo(timezone)
+        self._until = 0.0
+        self._now = (0, 0)
+
+    def now(self) -> tuple[int, int]:
+        t = time.time()
+        if t >= self._until:
+            from datetime import datetime
+
+            d = datetime.fromtimestamp(t, self.tz)
+            self._now = (d.hour, d.weekday())
+            self._until = t - (t % 60) + 60  # offsets change on whole minutes at most
+        return self._now
 
 
 def _context(q: Any) -> Context:
@@ -586,22 +737,39 @@ async def recommendations(request: web.Request) -> web.Response:
     store = st.store
     personal = store.user_list(user)
     segs = ctx.segments()
+    # Context re-rank of the personal list by the affinities the engine exported.
+    w = cfg.context_weight
+    affs = store.affinities(ctx.keys(st.clock.now())) if w and personal is not None and len(personal) > 1 else []
+
+    # Diversity looks a little beyond k, so it has something to choose from; so does the
+    # context re-rank (items below k in the personal list may move up).
+    wide = max(k * 3, k + 10)
 
     def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
         if personal is not None:
-            yield "personal", _cands(personal, "personal")
+            cands = _cands(personal, "personal")
+            if affs:
+                # Re-ranked before the filters read any metadata, so they read k items, not 3k.
+                head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
+                cands = itertools.chain(head, cands)
+            yield "personal", cands
         for seg in segs:
             yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
         yield "fallback", _fallback(cfg)
 
-    # Diversity looks a little beyond k, so it has something to choose from.
-    want = max(k * 3, k + 10) if diversity > 0 else k
+    want = wide if diversity > 0 else k
     ok, meta, first = store.select(sources(), flt, want)
     source = first or "fallback"
     chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
     if explore > 0 and st.rng.random() < explore:
-        trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
-        pool, _, _ = store.select(trending, flt, 1000)
+        # The slot goes to a new item (the engine's fresh list); to a trending one when no
+        # new item is left to show.
+        have = {c.item for c in chosen}
+        fresh = [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh() if i not in have))]
+        pool, _, _ = store.select(fresh, flt, 1000)
+        if not pool:
+            trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+            pool, _, _ = store.select(trending, flt, 1000)
         chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
     version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
     return _answer_list(st, "recommendations", "user", source, version, chosen, {"user": user})
@@ -810,11 +978,12 @@ def openapi_document() -> dict[str, Any]:
         _q("exclude", {"type": "string"}, "comma-separated item ids to leave out"),
     ]
     context = [
-        _q("device", {"type": "string", "pattern": _TOKEN.pattern}, "mobile, tablet, desktop, ..."),
-        _q("country", {"type": "string", "pattern": "^[A-Za-z]{2,3}$"}, "country code"),
-        _q("hour", {"type": "integer", "minimum": 0, "maximum": 23}, "local hour of day"),
-        _q("weather", {"type": "string", "pattern": _TOKEN.pattern}, "weather label"),
-        _q("intent", {"type": "string", "maxLength": 128}, "session intent"),
+        _q("device", {"type": "string", "pattern": _TOKEN.pattern}, "mobile, tablet, desktop, ... (context; unknown values are ignored)"),
+        _q("country", {"type": "string", "pattern": "^[A-Za-z]{2,3}$"}, "country code (context)"),
+        _q("hour", {"type": "integer", "minimum": 0, "maximum": 23},
+           "local hour of day (context; default: the server clock in the configured time zone, for the re-rank only)"),
+        _q("weather", {"type": "string", "pattern": _TOKEN.pattern}, "weather label (context)"),
+        _q("intent", {"type": "string", "maxLength": 128}, "session intent, e.g. search words (context)"),
     ]
     get = lambda summary, params, resp: {  # noqa: E731
         "get": {"summary": summary, "parameters": params, "responses": {"200": resp, "400": err}}
@@ -1110,7 +1279,7 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
     """The sidecar app. ``reader`` reuses an open :class:`ListReader` (a process that also
     writes the store must not open it twice); otherwise ``config.lmdb`` is opened read-only
     at startup and retried while missing."""
-    st = State(config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed))
+    st = State(config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed), clock=Clock(config.timezone))
     m = st.metrics
     m.counter("recofast_sidecar_requests_total", "HTTP requests by route and status.")
     m.counter("recofast_sidecar_lists_served_total", "Lists served by endpoint and source.")
@@ -1213,6 +1382,12 @@ def load_config(
         raise ValueError("processes must be between 1 and 256")
     if cfg.sync and cfg.processes > 1:
         raise ValueError("sync needs a single process (one writer per store)")
+    if not 0.0 <= cfg.context_weight <= 10.0:
+        raise ValueError("context_weight must be between 0 and 10")
+    try:
+        Clock(cfg.timezone)
+    except (ValueError, OSError, KeyError) as e:
+        raise ValueError(f"timezone {cfg.timezone!r} is not a known time zone ({type(e).__name__})") from None
     return cfg
 
 

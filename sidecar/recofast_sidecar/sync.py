@@ -2,7 +2,8 @@
 
 The bucket :data:`~recofast_sidecar.constants.LISTS_BUCKET` holds one entry per LMDB record:
 key ``u.<id>`` (a user list), ``i.<id>`` (item metadata), ``s.<segment key>`` (a popular or
-trending list), or ``meta``; ids are unpadded base64url, so any id makes a valid KV key. The
+trending list), ``c.<key>`` (a record of the ``context`` database: ``aff:<context key>``, an
+affinity list, or ``fresh``), or ``meta``; ids are unpadded base64url, so any id makes a valid KV key. The
 value is the record's codec bytes, the same as in LMDB, so a mirror never re-encodes.
 
 A producer (the engine, or anything holding a :class:`~recofast_sidecar.codec.Commit`)
@@ -24,12 +25,12 @@ import binascii
 import logging
 from typing import Any
 
-from recofast_sidecar.codec import Commit, ListWriter, encode_item, encode_list, encode_meta
-from recofast_sidecar.constants import DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LISTS_BUCKET
+from recofast_sidecar.codec import FRESH_KEY, Commit, ListWriter, affinity_key, encode_item, encode_list, encode_meta
+from recofast_sidecar.constants import DB_CONTEXT, DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LISTS_BUCKET
 
 log = logging.getLogger("recofast.sidecar.sync")
 
-_PREFIX = {DB_USER_LISTS: "u", DB_ITEMS: "i", DB_SEGMENTS: "s"}
+_PREFIX = {DB_USER_LISTS: "u", DB_ITEMS: "i", DB_SEGMENTS: "s", DB_CONTEXT: "c"}
 _DB = {v: k for k, v in _PREFIX.items()}
 META_KEY = "meta"
 _META_LMDB_KEY = b"state"
@@ -67,6 +68,12 @@ async def put_commit(kv: Any, c: Commit) -> int:
         n += 1
     for seg, rec in c.segments.items():
         await kv.put(kv_key(DB_SEGMENTS, seg), encode_list(rec))
+        n += 1
+    for ctx_key, rec in c.affinities.items():
+        await kv.put(kv_key(DB_CONTEXT, affinity_key(ctx_key)), encode_list(rec))
+        n += 1
+    if c.fresh is not None:
+        await kv.put(kv_key(DB_CONTEXT, FRESH_KEY), encode_list(c.fresh))
         n += 1
     if c.meta is not None:
         await kv.put(META_KEY, encode_meta(c.meta))
