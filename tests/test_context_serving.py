@@ -162,7 +162,7 @@ AFFINITIES = {
 
 async def test_two_contexts_order_a_personal_list_differently(tmp_path):
     write_store(tmp_path, AFFINITIES)
-    async with sidecar(SidecarConfig(lmdb=str(tmp_path))) as c:
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path), context_weight=1.0)) as c:
         url = "/v1/recommendations/u1?k=6&hour=3"
         assert await items(c, url) == ["d1", "m1", "d2", "m2", "x", "lamp"]  # no affinity for the clock's keys
         assert await items(c, url + "&device=mobile") == ["m1", "m2", "d1", "d2", "x", "lamp"]
@@ -184,7 +184,7 @@ async def test_two_contexts_order_a_personal_list_differently(tmp_path):
 async def test_the_hour_comes_from_the_clock_in_the_configured_zone(tmp_path):
     zone = "Asia/Kolkata"  # UTC+05:30, so the hour differs from UTC's
     write_store(tmp_path, {f"hour={h}": {"m2": 0.5 + h} for h in range(24)} | {"hour=3": {"m1": 20.0}})
-    async with sidecar(SidecarConfig(lmdb=str(tmp_path), timezone=zone)) as c:
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path), timezone=zone, context_weight=1.0)) as c:
         for _ in range(3):  # retried across an hour boundary
             now = datetime.now(ZoneInfo(zone)).hour
             got = await (await c.get("/v1/recommendations/u1?k=6")).json()

@@ -145,9 +145,10 @@ class SidecarConfig:
     sync_bucket: str = LISTS_BUCKET
     map_size: int = 1 << 30
     """LMDB map size when this sidecar writes the store (``sync``)."""
-    context_weight: float = 1.0
+    context_weight: float = 0.4
     """Context re-rank of personal lists: each score times ``exp(context_weight * Σ affinity)``
-    over the request's context keys (affinities exported by the engine). 0 turns it off."""
+    over the request's context keys (affinities exported by the engine). The default is the
+    model's own ``w_ctx``; 0 turns it off."""
     timezone: str = "UTC"
     """The shop's time zone (IANA name, as the engine's): a request without ``hour`` is in
     the hour and weekday of the server clock there."""
