@@ -194,3 +194,61 @@ def test_eval_reports_context_cold_start_and_new_item_figures(tmp_path):
     assert rf["new_items"] == 40 and rf["new_items_shown"] > 0 and rf["new_impressions"] > 0
     assert scores["pop"]["new_items_shown"] <= rf["new_items_shown"]
     assert rf["recall"] > scores["pop"]["recall"]
+
+
+def test_a_request_in_a_new_session_does_not_carry_the_last_search():
+    rec = Recommender(dim=8, seed=1, snapshot_ms=0, session_gap=600)
+    rec.set_item_text(["l1", "l2", "m1", "m2"], ["desk lamp", "floor lamp", "tea mug", "big mug"])
+    for u in range(20):
+        rec.learn_many([f"p{u}"] * 2, ["m1", "m2"])
+    rec.learn_one("me", "m1", ts=1000)
+    rec.search("me", "lamp", ts=1010)
+    assert {i for i, _ in rec.recommend("me", k=2, ts=1020)} == {"l1", "l2"}
+    assert rec.recommend("me", k=1, ts=1010 + 36_000)[0][0] == "m2"
+
+
+def test_strong_context_keeps_scores_finite_and_bad_values_are_value_errors():
+    with pytest.raises(ValueError, match="w_ctx"):
+        Recommender(w_ctx=11)
+    rec = _train("device")
+    rec2 = Recommender(dim=16, seed=1, snapshot_ms=0, w_ctx=10)
+    rec2.learn_many(["u1", "u2", "u3"], ["a", "b", "a"], context={"device": ["mobile", "desktop", "mobile"]})
+    for r in (rec, rec2):
+        assert all(np.isfinite(s) for _, s in r.recommend("newcomer", k=5, context={"device": "mobile"}))
+    for bad in ({"k": 2**70}, {"explore": 2**70}, {"ts": 10**400}):
+        with pytest.raises(ValueError):
+            rec.recommend("u1", **bad)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        rec.learn_many(["u", "v"], ["a", "b"], context={"device": np.array([["a"], ["b"]])})
+    assert len(rec.recommend("u1", k=10**9)) <= rec.n_items  # a huge k is the whole catalogue
+
+
+def test_a_search_event_with_an_item_learns_the_item_too():
+    rec = Recommender(dim=4, seed=1, snapshot_ms=0, event_weights={"search": 1.0})
+    rec.learn_one("u", "lamp", event="search", query="lamp", ts=10)
+    assert rec.intent("u") == "lamp" and rec.has_seen("u", "lamp")
+    rec.learn_one("v", "mug", event="search")  # an item, no query: learned as before
+    assert rec.has_seen("v", "mug") and rec.intent("v") is None
+
+
+def test_eval_counts_only_first_arrivals_and_skips_empty_catalogue_text(tmp_path):
+    from recofast.data import CatalogEntry, EventLog
+    from recofast.evaluate import build_models, prequential
+
+    ts = np.arange(100, 141, dtype=np.float64)
+    users = [f"u{k % 5}" for k in range(41)]
+    items = [f"i{k % 7}" for k in range(41)]
+    log = EventLog(users, items, ts, ["view"] * 41)
+    catalog = [CatalogEntry("i0", "zero", 100.0), CatalogEntry("i0", "", 125.0),  # a price-only update
+               CatalogEntry("i3", "three", 130.0),  # already in the stream: not new
+               CatalogEntry("n1", "zero new", 140.0)]
+    models = build_models(["recofast"], {}, catalog)
+    score = prequential(log, models, k=5, progress=False, catalog=catalog)[0]
+    assert score.new_items == 1
+    rec = models[0].rec
+    assert rec.fresh_items() == ["n1"]
+    # n1 started from i0's factors, its one text neighbour: the empty update left i0's text.
+    ids, f = rec.item_factors()
+    v = dict(zip(ids, f))
+    cos = float(v["n1"] @ v["i0"] / (np.linalg.norm(v["n1"]) * np.linalg.norm(v["i0"])))
+    assert cos > 0.9, cos

@@ -44,8 +44,9 @@ def shop_events() -> list[ev.Event]:
 
 
 async def publish_shop(js) -> None:  # noqa: ANN001
-    await js.publish(CATALOG_SUBJECT, b'[{"v":1,"item":"new1","title":"shiny desk lamp"},{"v":1,"item":"new2","title":"red floor lamp"}]')
+    # Items that arrive while the shop runs are new (the catalogue before the first event is not).
     await js.publish(SUBJECT, ev.encode(shop_events()), headers={MSG_ID_HEADER: "shop"})
+    await js.publish(CATALOG_SUBJECT, b'[{"v":1,"item":"new1","title":"shiny desk lamp"},{"v":1,"item":"new2","title":"red floor lamp"}]')
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 __version__: str
 EVENT_TYPES: list[str]
+CONTEXT_FIELDS: list[str]
 DRIFT_FORMAT_VERSION: int
 
 _Ids = Sequence[str | int] | npt.NDArray[np.integer[Any]]
@@ -37,12 +38,42 @@ class Model:
         events: str | Sequence[str] | npt.NDArray[np.uint8] | None = None,
         ts: npt.NDArray[np.float64] | None = None,
         weights: npt.NDArray[np.float32] | None = None,
+        context: list[tuple[str, list[str | None]]] | None = None,
     ) -> int: ...
-    def learn_one(self, user: str | int, item: str | int, event: str = "view", ts: float | None = None, weight: float | None = None) -> None: ...
+    def learn_one(
+        self,
+        user: str | int,
+        item: str | int,
+        event: str = "view",
+        ts: float | None = None,
+        weight: float | None = None,
+        context: list[tuple[str, str]] | None = None,
+    ) -> None: ...
+    def search_many(self, users: _Ids, queries: list[str], ts: npt.NDArray[np.float64] | None = None) -> int: ...
+    @staticmethod
+    def context_keys(pairs: list[tuple[str, str]]) -> list[str]: ...
+    def context_affinities(self, top: int = 100) -> list[tuple[str, list[tuple[str, float]]]]: ...
+    def fresh_items(self) -> list[str]: ...
+    def user_intent(self, user: str | int) -> str | None: ...
     def recommend(
-        self, user: str | int, k: int = 10, exclude: Any = None, allow: Any = None, exclude_seen: bool = True
+        self,
+        user: str | int,
+        k: int = 10,
+        exclude: Any = None,
+        allow: Any = None,
+        exclude_seen: bool = True,
+        context: list[tuple[str, str]] | None = None,
+        explore: int = 0,
+        ts: float | None = None,
     ) -> list[tuple[str, float]]: ...
-    def recommend_many(self, users: _Ids, k: int = 10, exclude_seen: bool = True) -> list[list[tuple[str, float]]]: ...
+    def recommend_many(
+        self,
+        users: _Ids,
+        k: int = 10,
+        exclude_seen: bool = True,
+        context: list[tuple[str, str]] | None = None,
+        explore: int = 0,
+    ) -> list[list[tuple[str, float]]]: ...
     def similar_items(self, item: str | int, k: int = 10) -> list[tuple[str, float]]: ...
     def set_item_text(self, items: _Ids, texts: list[str]) -> None: ...
     def item_factors(self) -> tuple[list[str], npt.NDArray[np.float32]]: ...

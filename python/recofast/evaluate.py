@@ -9,7 +9,10 @@ the event, repeats included.
 With ``--context FIELDS`` recofast recommends and learns with each event's context (the
 fields of the log, and ``hour``/``weekday`` from its time in UTC); ``recofast-noctx`` is the
 same model without context (nor searches), for the comparison in one run. Searches (JSON
-Lines logs) are no tests; recofast takes them as session intent. Also reported: Recall@K
+Lines logs) are no tests; recofast takes them as session intent. Impressions and
+removals from the cart are learned but are no tests and do not count as interactions; a
+test request carries the event's context but not its ``intent`` (what the event says it was
+after would leak the answer). Also reported: Recall@K
 over the tests of users in their first ``--cold-events`` events (cold start), and for items
 that enter the catalogue mid-stream (``--items`` upserts with a ``ts``), their impressions
 and hits within ``--new-item-window`` events of arriving.
@@ -36,6 +39,9 @@ from recofast.recommender import Recommender
 from recofast.train import make_recommender, parse_options
 
 ALL_MODELS = ("recofast", "itemknn", "recentpop", "pop", "river", "als-daily")
+#: Event types that are tests (and join the user's seen items); impressions and removals
+#: are learned but are not something the shopper chose.
+TEST_TYPES = frozenset({"view", "add_to_cart", "purchase", "click"})
 #: Models `--model` also takes (not run by default).
 EXTRA_MODELS = ("recofast-noctx",)
 #: What ``--context all`` means.
@@ -360,7 +366,7 @@ def build_models(names: Sequence[str], options: dict[str, str], catalog: list[Ca
     no entry has a time (a static catalogue); timed entries arrive during the run."""
     items = ItemIndex()
     out: list[Baseline] = []
-    static = [c for c in catalog or () if c.ts is None]
+    static = [c for c in catalog or () if c.ts is None and c.text]
     for name in names:
         if name in ("recofast", "recofast-noctx"):
             rec = make_recommender({"snapshot_ms": "0", **options})
@@ -423,10 +429,12 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
     hits, gains, secs = [0] * nm, [0.0] * nm, [0.0] * nm
     cold_hits = [0] * nm
     tests = cold_tests = 0
-    timed = sorted((c for c in catalog or () if c.ts is not None), key=lambda c: c.ts)  # type: ignore[arg-type,return-value]
+    timed = sorted((c for c in catalog or () if c.ts is not None and c.text), key=lambda c: c.ts)  # type: ignore[arg-type,return-value]
     next_cat = 0
     first_ts = float(log.ts[0]) if len(log) else 0.0
-    arrived: dict[str, int] = {}  # new item -> event index of its arrival
+    # Items known before the stream (the starting catalogue) or already in it are not new.
+    known: set[str] = {c.item for c in catalog or () if c.ts is None or c.ts <= first_ts}
+    arrived: dict[str, int] = {}  # new item -> event index of its (first) arrival
     shown: list[dict[str, int]] = [{} for _ in models]
     hit_new: list[set[str]] = [set() for _ in models]
     new_hits = [0] * nm
@@ -443,7 +451,7 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
                 batch.append(timed[next_cat])
                 next_cat += 1
             for c in batch:
-                if c.ts > first_ts and c.item not in arrived:  # type: ignore[operator]
+                if c.item not in known and c.item not in arrived:
                     arrived[c.item] = j
             for m, model in enumerate(models):
                 t0 = clock()
@@ -456,14 +464,18 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
                     model.search(user, queries[j], ts)
                     secs[m] += clock() - t0
             continue
+        known.add(item)
+        chosen = event in TEST_TYPES
         s = seen.get(user)
-        if s and item not in s:
+        if chosen and s and item not in s:
             tests += 1
             cold = n_events[user] < cold_events
             cold_tests += cold
+            # The request knows where and when, not what the event itself says it was after.
+            req = {f: v for f, v in ctx.items() if f != "intent"} if ctx else ctx
             for m, model in enumerate(models):
                 t0 = clock()
-                recs = list(model.recommend_ctx(user, k, s, ctx, ts))
+                recs = list(model.recommend_ctx(user, k, s, req, ts))
                 secs[m] += clock() - t0
                 if arrived:
                     for r in recs:
@@ -485,8 +497,9 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
             t0 = clock()
             model.learn_ctx(user, item, event, ts, ctx)
             secs[m] += clock() - t0
-        seen[user].add(item)
-        n_events[user] += 1
+        if chosen:
+            seen[user].add(item)
+            n_events[user] += 1
     return [
         Score(model.name, hits[m] / max(tests, 1), gains[m] / max(tests, 1), hits[m], tests, secs[m],
               cold_hits[m] / max(cold_tests, 1), cold_hits[m], cold_tests,

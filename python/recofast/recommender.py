@@ -64,6 +64,8 @@ def _ctx_columns(context: Any, n: int) -> list[tuple[str, list[str | None]]] | N
                 continue
             if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
                 raise ValueError(f"context[{f!r}] must hold one value per event (a list or an array), got {type(col).__name__}")
+            if isinstance(col, np.ndarray) and col.ndim != 1:
+                raise ValueError(f"context[{f!r}] must be one-dimensional, got an array of shape {col.shape}")
             if len(col) != n:
                 raise ValueError(f"context[{f!r}] has {len(col)} values, expected {n} (one per event)")
             if isinstance(col, np.ndarray) and col.dtype.kind in "iuU":
@@ -113,7 +115,10 @@ def _seconds(ts: Any) -> float:
     if isinstance(ts, datetime):
         return ts.timestamp()
     if isinstance(ts, (int, float, np.integer, np.floating)) and not isinstance(ts, bool):
-        return float(ts)
+        try:
+            return float(ts)
+        except OverflowError:
+            raise ValueError(f"ts {ts} is out of range for seconds since the epoch") from None
     raise ValueError(f"ts must be seconds since the epoch (a number) or a datetime, got {type(ts).__name__}")
 
 
@@ -163,13 +168,15 @@ class Recommender:
         night, morning, afternoon, evening), ``weekday`` (0 = Monday, or a name), ``country``,
         ``region``, ``weather``, ``segment`` and ``intent`` (words). Each value is an
         embedding learned with the event; missing or unknown fields and values are ignored.
-        A ``search`` event takes ``query`` instead of an item (see :meth:`search`).
+        A ``search`` event takes ``query`` (see :meth:`search`), an item, or both.
         """
         if event == "search":
-            if not isinstance(query, str):
-                raise ValueError("a search event needs query= (the search terms)")
-            self.search(user, query, ts)
-            return
+            if query is None and item is None:
+                raise ValueError("a search event needs query= (the search terms) or an item")
+            if query is not None:
+                self.search(user, query, ts)
+            if item is None:
+                return
         if item is None:
             raise ValueError(f"a {event} event needs an item")
         self._m.learn_one(user, item, event, None if ts is None else _seconds(ts), weight, _ctx_pairs(context))
@@ -390,16 +397,16 @@ class Recommender:
 
 
 def _check_explore(explore: Any) -> int:
-    if isinstance(explore, bool) or not isinstance(explore, (int, np.integer)) or explore < 0:
-        raise ValueError(f"explore must be a non-negative integer, got {explore!r}")
+    if isinstance(explore, bool) or not isinstance(explore, (int, np.integer)) or not 0 <= explore <= 1_000_000:
+        raise ValueError(f"explore must be an integer between 0 and 1,000,000 (at most k slots are used), got {explore!r}")
     return int(explore)
 
 
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k}")
+    if not 0 < k <= 1_000_000_000:
+        raise ValueError(f"k must be a positive integer (at most 1,000,000,000), got {k}")
     return int(k)
 
 

@@ -7,11 +7,11 @@ turn a request's context into exactly the keys the core would
 whitespace) and lowercased; ``hour`` an hour 0–23 (giving its band and the hour) or a band
 name; ``weekday`` 0–6 (0 = Monday) or a name; ``intent`` up to three words (alphanumeric runs
 of two or more characters, lowercased, each once); other fields cut at 64 characters;
-unknown fields and values a field cannot take give no key; consecutive duplicates dropped;
-at most eight keys.
+unknown fields and values a field cannot take give no key; intent words first; each key
+once; at most eight keys.
 
 >>> context_keys({"device": " Mobile ", "hour": 20, "weekday": 6, "mood": "x", "intent": "Desk LAMP, desk"})
-['device=mobile', 'hour=evening', 'hour=20', 'weekday=sun', 'intent=desk', 'intent=lamp']
+['intent=desk', 'intent=lamp', 'device=mobile', 'hour=evening', 'hour=20', 'weekday=sun']
 >>> context_keys({"hour": "25", "weekday": "funday", "country": ""})
 []
 """
@@ -170,13 +170,13 @@ def context_keys(context: Mapping[str, Any] | None) -> list[str]:
     if not context:
         return []
     out: list[str] = []
-    for f, raw in context.items():
+    items = list(context.items())
+    for f, raw in [p for p in items if p[0] == "intent"] + [p for p in items if p[0] != "intent"]:
         if isinstance(f, str) and f in CONTEXT_FIELDS:
             v = _value(raw)
             if v is not None:
                 keys_of(f, v, out)
-    dedup = [k for i, k in enumerate(out) if i == 0 or out[i - 1] != k]
-    return dedup[:MAX_KEYS]
+    return list(dict.fromkeys(out))[:MAX_KEYS]
 
 
 __all__ = ["CONTEXT_FIELDS", "HOUR_BANDS", "WEEKDAYS", "context_keys", "hour_band", "keys_of", "tokenize"]

@@ -73,8 +73,10 @@ pub struct Config {
     /// Weight of the session intent (the last search's words matched against item text).
     pub w_intent: f32,
     /// An item introduced by its metadata stays a candidate for exploration until its
-    /// positive events weigh this much.
+    /// positive events weigh this much ...
     pub explore_until: f32,
+    /// ... or for this many events after its introduction at most.
+    pub explore_window: u64,
     /// Half-life of the trending popularity, in events.
     pub pop_half_life: f64,
     /// Seed of the initial factors and of the negative sampling.
@@ -120,6 +122,7 @@ impl Default for Config {
             w_intent: 4.0,
             new_session_weight: 0.2,
             explore_until: 5.0,
+            explore_window: 100_000,
             pop_half_life: 20_000.0,
             seed: 42,
             snapshot_every: 1000,
@@ -159,6 +162,7 @@ macro_rules! fields {
         $m!(w_intent, f32);
         $m!(new_session_weight, f32);
         $m!(explore_until, f32);
+        $m!(explore_window, u64);
         $m!(pop_half_life, f64);
         $m!(seed, u64);
         $m!(snapshot_every, u64);
@@ -252,6 +256,9 @@ impl Config {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }
+        }
+        if self.w_ctx > 10.0 {
+            return err(format!("w_ctx must be at most 10, got {}", self.w_ctx));
         }
         if self.window > crate::model::RECENT_CAP {
             return err(format!("window must be at most {}, got {}", crate::model::RECENT_CAP, self.window));

@@ -90,14 +90,21 @@ pub fn keys_of(field: &str, value: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The keys of a whole context, in the order given (at most [`MAX_EVENT_CTX`]).
+/// The keys of a whole context, each once, intent words first, then in the order given
+/// (at most [`MAX_EVENT_CTX`]).
 pub fn keys_of_all<F: AsRef<str>, V: AsRef<str>>(pairs: &[(F, V)]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (f, v) in pairs {
-        keys_of(f.as_ref(), v.as_ref(), &mut out);
+    let mut all = Vec::new();
+    // The intent first: when a context has more keys than an event keeps, the session's
+    // words are the last to go.
+    for (f, v) in pairs.iter().filter(|p| p.0.as_ref() == "intent").chain(pairs.iter().filter(|p| p.0.as_ref() != "intent")) {
+        keys_of(f.as_ref(), v.as_ref(), &mut all);
     }
-    out.dedup();
-    out.truncate(MAX_EVENT_CTX);
+    let mut out: Vec<String> = Vec::with_capacity(all.len().min(MAX_EVENT_CTX));
+    for k in all {
+        if out.len() < MAX_EVENT_CTX && !out.contains(&k) {
+            out.push(k);
+        }
+    }
     out
 }
 
@@ -120,6 +127,8 @@ mod tests {
         assert_eq!(k("segment", "age:25-34"), ["segment=age:25-34"]);
         assert_eq!(k("intent", "a big red lamp shade"), ["intent=big", "intent=red", "intent=lamp"]);
         assert_eq!(k("device", "   "), Vec::<String>::new());
+        assert_eq!(keys_of_all(&[("device", "m"), ("country", "gb"), ("device", "m")]), ["device=m", "country=gb"]);
+        assert_eq!(keys_of_all(&[("device", "m"), ("intent", "lamp")]), ["intent=lamp", "device=m"]);
         assert_eq!(k("colour", "red"), Vec::<String>::new());
         let long = "x".repeat(500);
         assert_eq!(k("country", &long)[0].len(), "country=".len() + 64);

@@ -209,6 +209,11 @@ impl Rng {
 }
 
 const RING: usize = 4096;
+/// Bound of the exponent of the context factor (e^20 keeps every score finite).
+const MAX_CTX_EXP: f32 = 20.0;
+/// The most context values the model keeps (an embedding each); past it, new values are
+/// ignored like unknown ones, so free text (search words, segments) cannot grow it forever.
+pub const MAX_CONTEXT_KEYS: usize = 200_000;
 /// Items whose text a new item's starting vector is averaged from.
 const COLD_START_NEIGHBORS: usize = 10;
 /// The most new items kept as exploration candidates.
@@ -269,8 +274,9 @@ pub struct Model {
     text: crate::text::TextIndex,
     /// Context embeddings (`field=value` rows), zero until learned.
     ctx: EmbeddingTable,
-    /// Items introduced by their metadata, until they are no longer new.
-    fresh: Mutex<Vec<u32>>,
+    /// Items introduced by their metadata while the shop runs, with the event count at
+    /// their introduction, oldest first, until they are no longer new.
+    fresh: Mutex<Vec<(u32, u64)>>,
 }
 
 impl Model {
@@ -335,7 +341,7 @@ impl Model {
     /// Context rows of `field=value` keys (see [`crate::context`]); with `create`, unseen
     /// keys get new rows (zero vectors), otherwise they are left out.
     pub fn context_rows<S: AsRef<str>>(&self, keys: &[S], create: bool) -> Vec<u32> {
-        if create {
+        if create && self.ctx.len() < MAX_CONTEXT_KEYS {
             self.ctx.resolve_many(keys, |_, row| row.iter().for_each(|a| a.store(0.0)))
         } else {
             self.ctx.ids().get_many(keys).into_iter().filter(|&r| r != u32::MAX).collect()
@@ -913,18 +919,20 @@ impl Model {
     }
 
     /// Drops the new items whose positive events now weigh `explore_until` (decayed like
-    /// the co-occurrence), keeps the newest [`MAX_FRESH`]; returns them newest first.
+    /// the co-occurrence) or that were introduced more than `explore_window` events ago,
+    /// keeps the newest [`MAX_FRESH`]; returns them newest first.
     fn update_fresh(&self, events: u64) -> Vec<u32> {
         let hl = self.cfg.cooc_half_life;
         let growth = if hl > 0.0 { (events.saturating_sub(self.cooc_base()) as f64 * std::f64::consts::LN_2 / hl).exp() as f32 } else { 1.0 };
         let limit = self.cfg.explore_until * growth;
+        let window = self.cfg.explore_window;
         let mut f = self.fresh.lock();
-        f.retain(|&r| self.item_weight.get(r as usize).load() < limit);
+        f.retain(|&(r, since)| self.item_weight.get(r as usize).load() < limit && events.saturating_sub(since) <= window);
         if f.len() > MAX_FRESH {
             let cut = f.len() - MAX_FRESH;
             f.drain(..cut);
         }
-        f.iter().rev().copied().collect()
+        f.iter().rev().map(|x| x.0).collect()
     }
 
     /// The current scoring snapshot, rebuilt first when it is due.
@@ -960,6 +968,8 @@ impl Model {
         if n == 0 || q.k == 0 {
             return Vec::new();
         }
+        // No list is longer than the catalogue (a huge k must not size buffers).
+        let q = &Query { k: q.k.min(n), ..q.clone() };
         let cfg = &self.cfg;
         let mut recent: Vec<(u32, bool)> = Vec::new();
         let mut seen: Vec<u32> = Vec::new();
@@ -985,7 +995,8 @@ impl Model {
             if q.exclude_seen {
                 seen.extend_from_slice(us.seen());
             }
-            if let (None, Some(it)) = (q.intent, &us.intent) {
+            // A request in a new session does not carry the last session's search.
+            if let (None, Some(it), false) = (q.intent, &us.intent, hist < 1.0) {
                 intent = crate::text::tokenize(&it.query);
                 intent.truncate(crate::context::MAX_INTENT_WORDS);
                 ctx.extend_from_slice(&it.rows);
@@ -1066,7 +1077,7 @@ impl Model {
         }
         let w = self.cfg.w_ctx * boost;
         for (s, z) in scores.iter_mut().zip(tmp.iter()) {
-            *s *= (w * z).exp();
+            *s *= (w * z).clamp(-MAX_CTX_EXP, MAX_CTX_EXP).exp();
         }
     }
 
@@ -1227,21 +1238,25 @@ impl Model {
             return invalid!("items and texts differ in length ({} and {})", items.len(), texts.len());
         }
         let rows = self.resolve_items(items);
+        let had_text: Vec<bool> = rows.iter().map(|&r| !self.text.words_of(r).is_empty()).collect();
         for (r, t) in rows.iter().zip(texts) {
             self.text.set(*r, t.as_ref());
         }
-        // Cold start: an item nobody has taken yet starts where the items with the most
-        // similar text are (factors and bias), and is marked for exploration.
+        // Cold start: an item introduced now (no text before, nobody has taken it) while the
+        // shop is running starts where the items with the most similar text are (factors
+        // and bias), and is marked for exploration. The catalogue loaded before the first
+        // event is the shop, not news; a later update of an item's text changes nothing.
+        let events = self.events();
+        if events == 0 {
+            return Ok(());
+        }
         let learned = |j: u32| self.item_weight.get(j as usize).load() > 0.0;
         let mut fresh_new = Vec::new();
-        for &r in &rows {
-            if learned(r) {
+        for (k, &r) in rows.iter().enumerate() {
+            if had_text[k] || learned(r) || self.text.words_of(r).is_empty() || fresh_new.contains(&(r, events)) {
                 continue;
             }
-            fresh_new.push(r);
-            if self.events() == 0 {
-                continue;
-            }
+            fresh_new.push((r, events));
             let near = self.text.similar_to(r, COLD_START_NEIGHBORS, learned);
             let total: f32 = near.iter().map(|n| n.1).sum();
             if total <= 0.0 {
@@ -1260,7 +1275,7 @@ impl Model {
         }
         if !fresh_new.is_empty() {
             let mut f = self.fresh.lock();
-            f.retain(|x| !fresh_new.contains(x));
+            f.retain(|x| !fresh_new.iter().any(|y| y.0 == x.0));
             f.extend(fresh_new);
         }
         Ok(())
@@ -1339,15 +1354,15 @@ impl Model {
     pub(crate) fn set_events(&self, n: u64) {
         self.events.store(n, Relaxed);
     }
-    /// Exploration candidates, oldest first.
-    pub(crate) fn fresh_raw(&self) -> Vec<u32> {
+    /// Exploration candidates with the event count at their introduction, oldest first.
+    pub(crate) fn fresh_raw(&self) -> Vec<(u32, u64)> {
         self.fresh.lock().clone()
     }
     /// Sets an item's text without the cold-start step (snapshot loading).
     pub(crate) fn restore_text(&self, r: u32, text: &str) {
         self.text.set(r, text);
     }
-    pub(crate) fn set_fresh(&self, f: Vec<u32>) {
+    pub(crate) fn set_fresh(&self, f: Vec<(u32, u64)>) {
         *self.fresh.lock() = f;
     }
 }
@@ -1361,20 +1376,31 @@ impl ItemSnapshot {
 /// Gives the last slots of `top` (at most `q.explore`) to the best-scored new items not in
 /// it already (exploration), skipping excluded, seen and not-allowed items.
 fn explore(top: &mut Vec<(u32, f32)>, fresh: &[u32], scores: &[f32], q: &Query) {
-    let have = top.iter().filter(|t| fresh.contains(&t.0)).count();
+    let is_fresh: hashbrown::HashSet<u32> = fresh.iter().copied().collect();
+    let have = top.iter().filter(|t| is_fresh.contains(&t.0)).count();
     let want = q.explore.min(q.k).saturating_sub(have);
     if want == 0 {
         return;
     }
+    let allowed: Option<hashbrown::HashSet<u32>> = q.allow.map(|a| a.iter().copied().collect());
+    let listed: hashbrown::HashSet<u32> = top.iter().map(|t| t.0).collect();
     let mut cands: Vec<(u32, f32)> = fresh
         .iter()
         .filter_map(|&f| scores.get(f as usize).map(|&s| (f, s)))
-        .filter(|&(f, s)| s > f32::NEG_INFINITY && !top.iter().any(|t| t.0 == f) && q.allow.is_none_or(|a| a.contains(&f)))
+        .filter(|&(f, s)| s > f32::NEG_INFINITY && !listed.contains(&f) && allowed.as_ref().is_none_or(|a| a.contains(&f)))
         .collect();
     cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     cands.truncate(want);
-    let keep = q.k.saturating_sub(cands.len()).min(top.len());
-    top.truncate(keep);
+    // Make room from the end of the list, never removing a new item it already holds.
+    let mut excess = (top.len() + cands.len()).saturating_sub(q.k);
+    let mut p = top.len();
+    while excess > 0 && p > 0 {
+        p -= 1;
+        if !is_fresh.contains(&top[p].0) {
+            top.remove(p);
+            excess -= 1;
+        }
+    }
     top.extend(cands);
 }
 
@@ -1571,7 +1597,40 @@ mod tests {
         m.refresh();
         let l3 = m.items().ids().get("lamp3").unwrap();
         assert!(!m.fresh_items().contains(&l3));
-        assert_eq!(m.fresh_items().len(), 20, "the untouched fillers stay new");
+        assert!(m.fresh_items().is_empty(), "the catalogue loaded before the first event is not news");
+    }
+
+    #[test]
+    fn context_keys_are_capped() {
+        let m = Model::new(Config { dim: 1, ..Config::default() }).unwrap();
+        for chunk in 0..21 {
+            let keys: Vec<String> = (0..10_000).map(|k| format!("intent=w{chunk}x{k}")).collect();
+            m.context_rows(&keys, true);
+        }
+        assert_eq!(m.contexts().len(), MAX_CONTEXT_KEYS);
+        assert!(m.context_rows(&["intent=later"], true).is_empty(), "past the cap a new value is ignored");
+        assert_eq!(m.context_rows(&["intent=w0x1"], true).len(), 1, "known values still resolve");
+    }
+
+    #[test]
+    fn exploration_keeps_new_items_already_listed_and_new_items_age_out() {
+        let m = Model::new(Config { dim: 4, snapshot_every: 1, snapshot_ms: 0, explore_window: 50, ..Config::default() }).unwrap();
+        for k in 0..40 {
+            m.learn_one(&format!("u{k}"), ["a", "b"][k % 2], "view", None, None).unwrap();
+        }
+        m.set_item_text(&["f1", "c"], &["first new", "second new"]).unwrap();
+        for k in 0..3 {
+            m.learn_one(&format!("v{k}"), "f1", "view", None, None).unwrap();
+        }
+        m.refresh();
+        let q = |explore| Query { k: 3, explore, ..Default::default() };
+        assert_eq!(names(&m, &m.recommend_row(None, &q(0))), ["a", "b", "f1"]);
+        let two = names(&m, &m.recommend_row(None, &q(2)));
+        assert_eq!(two, ["a", "f1", "c"], "a new item in the list stays; the next one takes the last other slot");
+        for k in 0..60 {
+            m.learn_one(&format!("w{k}"), "a", "view", None, None).unwrap();
+        }
+        assert!(m.fresh_items().is_empty(), "past explore_window events an item is no longer new");
     }
 
     #[test]

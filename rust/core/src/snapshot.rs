@@ -116,7 +116,8 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     (0..n as u32).for_each(|r| w.f32(m.item_weight_of(r)));
     (0..n as u32).for_each(|r| w.u64(m.item_pop_raw(r)));
     for r in 0..n as u32 {
-        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r);
+        // Items created by other threads while this runs are left out (consistent file).
+        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r).into_iter().filter(|x| (x.0 as usize) < n).collect();
         nb.sort_by_key(|x| x.0);
         w.u32(nb.len() as u32);
         for (j, c) in nb {
@@ -134,12 +135,13 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.u32(st.events);
         w.u32(st.session);
         w.f64(st.last_ts);
-        w.u32(st.recent().len() as u32);
-        for (i, s) in st.recent() {
-            w.u32(*i);
-            w.u32(*s);
+        let recent: Vec<(u32, u32)> = st.recent().iter().copied().filter(|x| (x.0 as usize) < n).collect();
+        w.u32(recent.len() as u32);
+        for (i, s) in recent {
+            w.u32(i);
+            w.u32(s);
         }
-        let seen = st.seen();
+        let seen: Vec<u32> = st.seen().iter().copied().filter(|&i| (i as usize) < n).collect();
         w.u32(seen.len() as u32);
         seen.iter().for_each(|&i| w.u32(i));
     }
@@ -155,8 +157,15 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     w.u32(ctx_ids.len() as u32);
     ctx_ids.iter().for_each(|s| w.str(s));
     m.contexts().copy_out(ctx_ids.len()).into_iter().for_each(|x| w.f32(x));
-    let intents: Vec<(u32, crate::model::Intent)> =
-        (0..nu as u32).filter_map(|r| m.user_state_of(r).intent.map(|i| (r, *i))).collect();
+    // Rows added by other threads while this runs are left out, so the file is consistent.
+    let nc = ctx_ids.len();
+    let intents: Vec<(u32, crate::model::Intent)> = (0..nu as u32)
+        .filter_map(|r| m.user_state_of(r).intent.map(|i| (r, *i)))
+        .map(|(r, mut i)| {
+            i.rows.retain(|&c| (c as usize) < nc);
+            (r, i)
+        })
+        .collect();
     w.u32(intents.len() as u32);
     for (r, it) in &intents {
         w.u32(*r);
@@ -165,9 +174,12 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.u32(it.rows.len() as u32);
         it.rows.iter().for_each(|&c| w.u32(c));
     }
-    let fresh = m.fresh_raw();
+    let fresh: Vec<(u32, u64)> = m.fresh_raw().into_iter().filter(|f| (f.0 as usize) < n).collect();
     w.u32(fresh.len() as u32);
-    fresh.iter().for_each(|&f| w.u32(f));
+    fresh.iter().for_each(|&(f, since)| {
+        w.u32(f);
+        w.u64(since);
+    });
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -303,8 +315,8 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
             st.intent = Some(Box::new(crate::model::Intent { query, rows, session }));
             m.restore_user(u, st);
         }
-        let fresh: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_>>()?;
-        if fresh.iter().any(|&f| f as usize >= n) {
+        let fresh: Vec<(u32, u64)> = (0..r.count(12)?).map(|_| Ok((r.u32()?, r.u64()?))).collect::<Result<_>>()?;
+        if fresh.iter().any(|&(f, _)| f as usize >= n) {
             return Err(Error::Snapshot("snapshot is corrupt: a new item is out of range".into()));
         }
         m.set_fresh(fresh);

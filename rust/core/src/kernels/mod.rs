@@ -174,7 +174,8 @@ pub struct TopK {
 
 impl TopK {
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k + 1) }
+        // The heap grows as items come; a huge k must not allocate up front.
+        Self { k, heap: BinaryHeap::with_capacity(k.saturating_add(1).min(4096)) }
     }
 
     /// The score an item must beat to enter (−∞ until the heap is full).
