@@ -85,6 +85,10 @@ async def test_the_engine_learns_context_and_searches_and_exports_them(tmp_path,
         await wait_applied(engine, js)
         assert engine.counters["events_applied_total"] == 600 + 2 + 5 + 2
         assert engine.model.intent("shopper") == "Desk LAMP"
+        # The list the engine stored for the shopper now leads with lamps (new items, known by
+        # their catalog text only).
+        stored = engine.writer.reader().user_list("shopper")
+        assert stored is not None and stored.items[0] in ("new1", "new2"), stored.items
 
         aff = engine.model.context_affinities(top=10)
         assert {"device=mobile", "device=desktop", "country=gb", "intent=gift"} <= set(aff)

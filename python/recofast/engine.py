@@ -343,6 +343,7 @@ class Engine:
         res = BatchResult()
         events: list[ev.Event] = []
         upserts: list[ev.ItemUpsert] = []
+        n_early = 0  # upserts from messages before the batch's first event message
         last_seq = self.applied_seq
         for m in msgs:
             seq = m.metadata.sequence.stream
@@ -353,6 +354,8 @@ class Engine:
             if m.subject == CATALOG_SUBJECT:
                 ok_u, bad = ev.decode_item_upserts(m.data, self.accepted)
                 upserts.extend(ok_u)
+                if not events:
+                    n_early = len(upserts)
             else:
                 ok, bad = ev.decode_events(m.data, self.accepted)
                 events.extend(ok)
@@ -363,23 +366,24 @@ class Engine:
         unique = self.dedupe.filter(events)
         now = time.time()
         b = self.enricher.enrich(unique, now)
+        # Catalog text feeds the model's content signal (a new item is recommendable at once,
+        # a search finds it), in stream order around the events: upserts published before
+        # the batch's events first, the others after them, all before the lists are computed.
+        items = self._merge_upserts(upserts)
+        early = {u.item for u in upserts[:n_early]}
+        self._set_text({i: r for i, r in items.items() if i in early})
         # Learn: every event with an item, in context; searches set the session intent.
         t0 = time.perf_counter()
         if unique:
             self._learn(unique, b)
         t1 = time.perf_counter()
+        self._set_text({i: r for i, r in items.items() if i not in early})
         self.popularity.add(b)
         touched = list(dict.fromkeys(b.users))
         self.users.update(dict.fromkeys(touched))
         lists = self.model.recommend_many(touched, k=self.cfg.top_n) if touched else []
         t2 = time.perf_counter()
         stamp = time.time()
-        items = self._merge_upserts(upserts)
-        # Catalog text feeds the model's content signal (a new item is recommendable at once).
-        texts = {i: " ".join(x for x in (r.category, r.title, r.text) if x) for i, r in items.items()}
-        texts = {i: t for i, t in texts.items() if t}
-        if texts:
-            self.model.set_item_text(list(texts), list(texts.values()))
         commit = codec.Commit(
             user_lists={u: codec.list_record(pairs, self.model_version, stamp) for u, pairs in zip(touched, lists)},
             items=items,
@@ -407,6 +411,12 @@ class Engine:
         self.counters["items_upserted_total"] += len(upserts)
         self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
         return res
+
+    def _set_text(self, items: dict[str, codec.ItemRecord]) -> None:
+        texts = {i: " ".join(x for x in (r.category, r.title, r.text) if x) for i, r in items.items()}
+        texts = {i: t for i, t in texts.items() if t}
+        if texts:
+            self.model.set_item_text(list(texts), list(texts.values()))
 
     def _learn(self, unique: Sequence[ev.Event], b: EnrichedBatch) -> None:
         """Learns a batch in order: runs of item events go to ``learn_many`` with their
