@@ -250,7 +250,13 @@ async def test_a_remote_sync_sidecar_gets_the_context_records(tmp_path, nats_url
         async with sidecar(edge) as c:
             store = c.server.app[STATE].store
             deadline = time.monotonic() + 30
-            while store.reader is None or store.reader.affinity("device=mobile") != want or store.reader.fresh() != fresh:
+            # Compare the lists, not the records: a periodic refresh may rewrite them with a new time.
+            def arrived() -> bool:
+                a = store.reader.affinity("device=mobile") if store.reader is not None else None
+                f = store.reader.fresh() if store.reader is not None else None
+                return a is not None and f is not None and a.items == want.items and f.items == fresh.items
+
+            while not arrived():
                 assert time.monotonic() < deadline, "the context records did not reach the edge"
                 await asyncio.sleep(0.05)
             base = "/v1/recommendations/both?k=8&hour=3"

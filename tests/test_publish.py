@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -27,6 +28,35 @@ def test_catalog_lines_are_checked_and_packed(tmp_path):
         list(catalog_messages(bad))
 
 
+def test_catalog_and_events_are_interleaved_in_time_order(tmp_path):
+    from recofast.publish import interleaved, read_events
+
+    cat, evs = tmp_path / "cat.jsonl", tmp_path / "ev.jsonl"
+    subprocess.run([sys.executable, "-m", "recofast.cli", "simulate", "--users", "50", "--items", "40", "--events", "500",
+                    "--seed", "3", "--out", str(evs), "--catalog", str(cat)], check=True, capture_output=True)
+    msgs = list(interleaved(cat, read_events(evs), pack=10))
+    subjects = [m[3] for m in msgs]
+    assert sum(m[2] for m in msgs if m[3]) == 40 and sum(m[2] for m in msgs if not m[3]) == 500
+    assert subjects[0] and not subjects[-1], "the starting catalogue first; the last new item before the end"
+    # Each mid-stream upsert comes after the event messages that start before its time and
+    # before the first one that starts after it.
+    def rows(body):
+        r = json.loads(body)
+        return r if isinstance(r, list) else [r]
+
+    starts = [(k, rows(m[1])[0]["ts"]) for k, m in enumerate(msgs) if not m[3]]
+    for k, m in enumerate(msgs):
+        if not m[3] or k == 0:
+            continue
+        for u in rows(m[1]):
+            before = [t for j, t in starts if j < k]
+            after = [t for j, t in starts if j > k]
+            assert not before or u["ts"] > before[-1], (k, u["ts"], before[-1])
+            assert not after or u["ts"] <= after[0], (k, u["ts"], after[0])
+    first_event = subjects.index("")
+    assert any(subjects[first_event:]), "new items arrive mid-stream, not with the starting catalogue"
+
+
 async def test_publish_catalog_then_events_reaches_the_engine(tmp_path, nats_url, engine_config, running_engine, wait_applied):
     cat, evs = tmp_path / "cat.jsonl", tmp_path / "ev.jsonl"
     subprocess.run([sys.executable, "-m", "recofast.cli", "simulate", "--users", "50", "--items", "40", "--events", "500",
@@ -36,7 +66,7 @@ async def test_publish_catalog_then_events_reaches_the_engine(tmp_path, nats_url
         res = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "recofast.publish", "publish", "--catalog", str(cat),
                                                       "--events", str(evs), "--nats", nats_url, "--quiet"],
                                       capture_output=True, text=True, check=True)
-        assert "published 40 catalog upserts" in res.stdout
+        assert "events and catalog upserts" in res.stdout
         await wait_applied(engine, js)
         assert engine.counters["items_upserted_total"] == 40
         item = engine.writer.reader().item("i0")

@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import math
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -46,6 +47,7 @@ CSV_COLUMNS = ("user_id", "item_id", "timestamp", "invoice", "quantity", "unit_p
 class _IdOnly(msgspec.Struct):
     id: Any = None
     user: Any = None
+    ts: Any = None
 
 
 _id_only = msgspec.json.Decoder(_IdOnly)
@@ -147,7 +149,7 @@ def subject_for(partition: int) -> str:
 
 async def publish(
     url: str,
-    msgs: Iterable[tuple[str, bytes, int]],
+    msgs: Iterable[tuple[str, bytes, int] | tuple[str, bytes, int, str]],
     rate: float | None = None,
     partitions: int = 1,
     progress: Any = None,
@@ -175,9 +177,10 @@ async def publish(
                     await js.publish(subject, body, headers={MSG_ID_HEADER: msg_id}, timeout=10)
             pending.clear()
 
-        for msg_id, body, count in msgs:
+        for m in msgs:
+            msg_id, body, count = m[0], m[1], m[2]
             part = zlib.crc32(msg_id.encode()) % partitions if partitions > 1 else 0
-            subj = subject or subject_for(part)
+            subj = (m[3] if len(m) > 3 else None) or subject or subject_for(part)
             fut = await js.publish_async(subj, body, headers={MSG_ID_HEADER: msg_id})
             pending.append((fut, subj, msg_id, body))
             if len(pending) >= max_pending // 2:
@@ -200,7 +203,19 @@ def catalog_messages(path: Path, pack: int = 100) -> Iterator[tuple[str, bytes, 
     """Catalog upserts (JSON Lines) packed ``pack`` to a message, as (msg id, body, count).
     Each line is checked with the v1 upsert decoder first; a bad line is a ValueError
     naming it."""
-    lines: list[str] = []
+    for lines in _pack(_catalog_lines(path), pack):
+        body = ("[" + ",".join(x for _, x in lines) + "]").encode()
+        yield "catalog-" + hashlib.sha1(body).hexdigest()[:24], body, len(lines)
+
+
+def _pack(xs: list[Any], pack: int) -> Iterator[list[Any]]:
+    for k in range(0, len(xs), pack):
+        yield xs[k : k + pack]
+
+
+def _catalog_lines(path: Path) -> list[tuple[float | None, str]]:
+    """(ts in seconds or None, line) of each upsert, checked."""
+    out: list[tuple[float | None, str]] = []
     with _open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             line = line.strip()
@@ -209,11 +224,54 @@ def catalog_messages(path: Path, pack: int = 100) -> Iterator[tuple[str, bytes, 
             ok, bad = ev.decode_item_upserts(line.encode())
             if bad or not ok:
                 raise ValueError(f"{path}, line {lineno}: {bad[0].reason if bad else 'not a catalog upsert'}")
-            lines.append(line)
-    for k in range(0, len(lines), pack):
-        chunk = lines[k : k + pack]
-        body = ("[" + ",".join(chunk) + "]").encode()
-        yield "catalog-" + hashlib.sha1(body).hexdigest()[:24], body, len(chunk)
+            out.append((ev._seconds(ok[0].ts), line))
+    return out
+
+
+def _event_seconds(e: ev.Event | bytes) -> float | None:
+    if isinstance(e, ev.Event):
+        return e.ts_seconds
+    try:
+        return ev._seconds(_id_only.decode(e).ts)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
+        return None
+
+
+def interleaved(path: Path, evs: Iterable[ev.Event | bytes], pack: int, stamp_now: bool = False) -> Iterator[tuple[str, bytes, int, str]]:
+    """Catalog upserts and events in time order: the upserts without a time or not later
+    than the first event first, then each one just before the first event after its time
+    (so items arrive mid-stream as they did), as (msg id, body, count, subject)."""
+    lines = sorted(_catalog_lines(path), key=lambda x: -math.inf if x[0] is None else x[0])
+    pos = 0
+
+    def upserts_until(t: float | None) -> Iterator[tuple[str, bytes, int, str]]:
+        nonlocal pos
+        end = pos
+        while end < len(lines) and (t is None or lines[end][0] is None or lines[end][0] <= t):
+            end += 1
+        for chunk in _pack(lines[pos:end], pack):
+            body = ("[" + ",".join(x for _, x in chunk) + "]").encode()
+            yield "catalog-" + hashlib.sha1(body).hexdigest()[:24], body, len(chunk), CATALOG_SUBJECT
+        pos = end
+
+    it = iter(evs)
+    first = next(it, None)
+    if first is None:
+        yield from upserts_until(None)
+        return
+    yield from upserts_until(_event_seconds(first) or -math.inf)
+    for chunk in _pack_iter(itertools.chain([first], it), pack):
+        t = _event_seconds(chunk[0])
+        if t is not None:
+            yield from upserts_until(t)
+        for m in messages(chunk, pack, stamp_now):
+            yield (*m, "")
+    yield from upserts_until(None)
+
+
+def _pack_iter(it: Iterator[Any], pack: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(it, pack)):
+        yield chunk
 
 
 def _default_url() -> str:
@@ -231,19 +289,21 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         raise ValueError(f"--pack must be a positive integer, got {args.pack}")
     if not (args.events or args.catalog):
         raise ValueError("give --events, --catalog or both")
-    if args.catalog:
+    if args.catalog and not args.events:
         n_msgs, n_items = asyncio.run(publish(url, catalog_messages(Path(args.catalog), args.pack), subject=CATALOG_SUBJECT))
         print(f"published {n_items} catalog upserts in {n_msgs} messages to {url}")
-    if not args.events:
         return 0
     evs: Iterable[ev.Event | bytes] = read_events(args.events)
     if args.skip or args.limit:
         evs = itertools.islice(evs, args.skip, None if args.limit is None else args.skip + args.limit)
+    msgs: Iterable[Any] = (interleaved(Path(args.catalog), evs, args.pack, args.stamp_now) if args.catalog
+                           else messages(evs, args.pack, args.stamp_now))
     with tqdm(total=args.limit or None, unit="ev", unit_scale=True, disable=args.quiet, desc="publish") as bar:
         t0 = time.perf_counter()
-        n_msgs, n_events = asyncio.run(publish(url, messages(evs, args.pack, args.stamp_now), rate=args.rate, partitions=args.partitions, progress=bar))
+        n_msgs, n_events = asyncio.run(publish(url, msgs, rate=args.rate, partitions=args.partitions, progress=bar))
         dt = time.perf_counter() - t0
-    print(f"published {n_events} events in {n_msgs} messages to {url} in {dt:.1f}s ({n_events / max(dt, 1e-9):,.0f} events/s)")
+    what = "events and catalog upserts" if args.catalog else "events"
+    print(f"published {n_events} {what} in {n_msgs} messages to {url} in {dt:.1f}s ({n_events / max(dt, 1e-9):,.0f}/s)")
     return 0
 
 
@@ -252,7 +312,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("publish", help="replay events (v1 JSON Lines or a CSV purchase log) into the stream")
     p.add_argument("--events", default=None, help=".jsonl[.gz] of v1 events or .csv[.gz] purchase log")
     p.add_argument("--catalog", default=None,
-                   help="catalog upserts (JSON Lines, e.g. from recofast simulate --catalog), published first")
+                   help="catalog upserts (JSON Lines, e.g. from recofast simulate --catalog); with --events, "
+                        "each is published in time order with the events (items arrive mid-stream as they did)")
     p.add_argument("--nats", default=None, help="NATS URL (default: the embedded server's, data/nats/url, else nats://127.0.0.1:4222)")
     p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as acks come)")
     p.add_argument("--limit", type=int, default=None, help="publish at most this many events")
