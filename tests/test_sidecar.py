@@ -580,7 +580,7 @@ async def test_lists_are_served_while_nats_is_unreachable(store, caplog):
             assert "recofast_sidecar_nats_connected 0" in metrics
 
 
-def test_several_processes_share_the_port_and_stop_on_sigterm(store):
+def test_several_processes_share_the_port_and_stop_on_sigterm(store, tmp_path):
     import signal
     import socket
     import urllib.request
@@ -588,9 +588,10 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed below, read on failure
     proc = subprocess.Popen(
         [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--processes", "2", "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=err,
     )
     try:
         deadline = time.monotonic() + 20
@@ -604,11 +605,14 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store):
                 time.sleep(0.1)
         assert all(a["source"] == "personal" and items_of(a) == ["a", "b"] for a in answers)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        code = proc.wait(20)
+        err.flush()
+        assert code == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        err.close()
 
 
 async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_them(

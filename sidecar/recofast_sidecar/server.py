@@ -1446,9 +1446,15 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     return cfg
 
 
-def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool) -> None:
+def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool, ready: Any = None) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
+    app = create_app(cfg)
+    if ready is not None:
+        async def started(app: web.Application) -> None:
+            ready.set()
+
+        app.on_startup.append(started)
+    web.run_app(app, host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1461,14 +1467,20 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_serve, args=(cfg, args.log_level, True), name=f"recofast-sidecar-{i}") for i in range(cfg.processes)]
+    ready = [ctx.Event() for _ in range(cfg.processes)]
+    procs = [ctx.Process(target=_serve, args=(cfg, args.log_level, True, ready[i]), name=f"recofast-sidecar-{i}") for i in range(cfg.processes)]
     for p in procs:
         p.start()
 
     def stop(signum: int, frame: object) -> None:
-        for p in procs:
+        deadline = time.monotonic() + 30.0
+        for p, r in zip(procs, ready):
+            # A child still starting would die of the interrupt in its imports: let it
+            # finish starting first (up to 30 s; it then shuts down gracefully, draining NATS).
+            while p.is_alive() and not r.wait(0.1) and time.monotonic() < deadline:
+                pass
             if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGINT)  # each child shuts down gracefully (drains NATS)
+                os.kill(p.pid, signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
