@@ -716,10 +716,7 @@ impl Model {
         let has_ctx = !s.ctx.is_empty() && cfg.ctx_lr > 0.0;
         s.q.copy_from_slice(&s.u);
         if has_ctx {
-            for &c in &s.ctx {
-                load_row(self.ctx.row(c), &mut s.c);
-                s.q.iter_mut().zip(&s.c).for_each(|(q, c)| *q += c);
-            }
+            self.add_context_rows(&s.ctx, &mut s.q, &mut s.c);
         }
         let bi = self.item_bias.get(i as usize);
         let mut gi = 0.0f32;
@@ -1086,11 +1083,7 @@ impl Model {
     fn context_z(&self, ctx: &[u32], snap: &ItemSnapshot, out: &mut Vec<f32>) -> bool {
         let dim = self.cfg.dim;
         let mut qv = vec![0f32; dim];
-        let mut row = vec![0f32; dim];
-        for &c in ctx {
-            load_row(self.ctx.row(c), &mut row);
-            qv.iter_mut().zip(&row).for_each(|(q, r)| *q += r);
-        }
+        self.add_context_rows(ctx, &mut qv, &mut vec![0f32; dim]);
         if qv.iter().all(|&x| x == 0.0) {
             return false;
         }
@@ -1102,6 +1095,14 @@ impl Model {
         let m = mean as f32;
         out.iter_mut().for_each(|t| *t = (*t - m).clamp(-4.0, 4.0));
         true
+    }
+
+    /// Adds the vectors of the context rows `ctx` to `out` (`row` is scratch of the same width).
+    fn add_context_rows(&self, ctx: &[u32], out: &mut [f32], row: &mut [f32]) {
+        for &c in ctx {
+            load_row(self.ctx.row(c), row);
+            out.iter_mut().zip(row.iter()).for_each(|(q, r)| *q += r);
+        }
     }
 
     /// Adds `w_intent * match / max(match)`: the TF-IDF match of the intent words (the
@@ -1149,11 +1150,7 @@ impl Model {
         let mut uv = vec![0f32; dim];
         load_row(self.users.row(u), &mut uv);
         // The factorisation machine's score: the user plus the context.
-        let mut row = vec![0f32; dim];
-        for &c in ctx {
-            load_row(self.ctx.row(c), &mut row);
-            uv.iter_mut().zip(&row).for_each(|(q, r)| *q += r);
-        }
+        self.add_context_rows(ctx, &mut uv, &mut vec![0f32; dim]);
         tmp.clear();
         tmp.resize(snap.n, 0.0);
         kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &uv, tmp);
