@@ -17,7 +17,7 @@ GOOD = b'{"v":1,"id":"a","type":"view","user":"u","item":"i","ts":"2024-03-31T01
 def test_single_and_packed_events_decode():
     ok, bad = ev.decode_events(GOOD)
     assert bad == [] and ok[0].id == "a" and ok[0].ts_seconds == 1711848600.0
-    body = ev.encode([ev.make_event(f"e{i}", "purchase", f"u{i}", f"i{i}", ts_ms=i) for i in range(100)])
+    body = ev.encode([ev.make_event(f"e{i}", "purchase", f"u{i}", f"i{i}", ts_ms=1_700_000_000_000 + i) for i in range(100)])
     ok, bad = ev.decode_events(body)
     assert [e.id for e in ok] == [f"e{i}" for i in range(100)] and bad == []
 
@@ -118,3 +118,58 @@ def test_malformed_arrays_are_rejected_never_raised():
     ok, bad = decode_item_upserts(b'[{"v": 1, "item": "mug"}, {"v": 9, "item": "cup"}, {"item": 3}]')
     assert [u.item for u in ok] == ["mug"]
     assert [r.index for r in bad] == [1, 2] and "unknown schema version 9" in bad[0].reason
+
+
+# -- limits at the door -----------------------------------------------------------------------
+
+
+def _raw(**fields) -> bytes:
+    import json
+
+    base = {"v": 1, "id": "x", "type": "view", "user": "u", "item": "i", "ts": 1_700_000_000_000}
+    base.update(fields)
+    return json.dumps(base).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"ts": 1e300}, "after the accepted window"),
+        ({"ts": 10**30}, "after the accepted window"),
+        ({"ts": "9999-01-01T00:00:00Z"}, "after the accepted window"),
+        ({"ts": "1999-12-31T23:59:59Z"}, "before the accepted window"),
+        ({"user": "é" * 129}, "more than 256"),
+        ({"item": "x" * 257}, "length <= 256"),
+        ({"session": "s" * 300}, "length <= 256"),
+        ({"context": {"country": "ü" * 33}}, "more than 64"),
+        ({"context": {"device": "d" * 65}}, "length <= 64"),
+        ({"context": {"intent": "red " + "a" * 65}}, "word of more than 64 bytes"),
+        ({"type": "search", "item": None, "query": "é" * 40}, "word of more than 64 bytes"),
+        ({"price": -1}, ">= 0"),
+        ({"qty": 1e13}, "<= 1000000000000"),
+    ],
+)
+def test_what_later_code_builds_keys_from_is_bounded_at_the_door(fields, reason):
+    ok, bad = ev.decode_events(_raw(**fields), now=1_700_000_000.0)
+    assert ok == [] and len(bad) == 1 and reason in bad[0].reason, bad
+
+
+def test_the_time_window_is_a_parameter_and_edges_are_accepted():
+    now = 1_700_000_000.0
+    assert ev.decode_events(_raw(ts=int((now + 86_400) * 1000)), now=now)[1] == []
+    assert ev.decode_events(_raw(ts=int((now + 86_401) * 1000)), now=now)[0] == []
+    assert ev.decode_events(_raw(ts=946_684_800_000), now=now)[1] == []
+    wide = ev.TimeWindow(earliest=0.0, max_future=10 * 86_400.0)
+    assert ev.decode_events(_raw(ts=int((now + 86_401) * 1000)), window=wide, now=now)[1] == []
+    assert ev.decode_events(_raw(ts=5), window=None)[1] == []  # offline logs: any time
+
+
+def test_rejects_in_a_pack_keep_their_positions_and_bytes():
+    good = _raw(id="a")
+    late = _raw(id="b", ts=1e300)
+    body = b"[" + b",".join([good, b'{"v":1}', late, good.replace(b'"a"', b'"c"')]) + b"]"
+    ok, bad = ev.decode_events(body)
+    assert [e.id for e in ok] == ["a", "c"]
+    assert [r.index for r in bad] == [1, 2] and bad[1].raw == late
+    ok, bad = ev.decode_events(b"[" + good + b"," + late + b"]")  # the fast path
+    assert [e.id for e in ok] == ["a"] and [(r.index, r.raw) for r in bad] == [(1, late)]

@@ -89,7 +89,7 @@ def _read_jsonl_events(path: str | os.PathLike[str], limit: int | None) -> Event
                 break
             if not line.strip():
                 continue
-            ok, bad = decode_events(line.encode())
+            ok, bad = decode_events(line.encode(), window=None)
             if bad:
                 raise ValueError(f"{os.fspath(path)}, line {lineno}: {bad[0].reason}")
             for e in ok:
@@ -195,7 +195,7 @@ def read_catalog(path: str | os.PathLike[str]) -> list[CatalogEntry]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            ok, bad = decode_item_upserts(line.encode())
+            ok, bad = decode_item_upserts(line.encode(), window=None)
             if bad:
                 raise ValueError(f"{os.fspath(path)}, line {lineno}: {bad[0].reason}")
             for u in ok:

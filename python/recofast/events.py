@@ -24,7 +24,13 @@ from __future__ import annotations
 from recofast_sidecar import events as _v1
 from recofast_sidecar.events import (
     ACCEPTED_VERSIONS,
+    DEFAULT_WINDOW,
     EVENT_TYPES,
+    MAX_CONTEXT_BYTES,
+    MAX_ID_BYTES,
+    MAX_QUERY_BYTES,
+    MAX_WORD_BYTES,
+    OPEN_WINDOW,
     SCHEMA_VERSION,
     TYPES_WITHOUT_ITEM,
     Context,
@@ -32,6 +38,7 @@ from recofast_sidecar.events import (
     EventType,
     ItemUpsert,
     Rejected,
+    TimeWindow,
     _seconds,
     decode_events,
     decode_item_upserts,
