@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,10 +138,27 @@ class CheckpointStore:
         return None
 
     def save(self, model: Recommender, manifest: dict[str, Any], state: bytes = b"") -> Checkpoint:
-        """Writes the next version atomically and prunes old ones."""
+        """Writes the next version atomically and prunes old ones. When the write fails (a
+        full disk), the temporary folder is removed, the previous checkpoints stay as they
+        were, and :class:`CheckpointError` says why."""
         versions = self.versions()
         version = (versions[-1] + 1) if versions else 1
         tmp = self.root / f".tmp-v{version:06d}-{os.getpid()}"
+        try:
+            m = self._write_folder(tmp, model, manifest, state, version)
+            final = self.path(version)
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"could not write checkpoint v{version:06d} in {self.root}: {e}") from e
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.prune()
+        return Checkpoint(version, final, m, model, state)
+
+    def _write_folder(self, tmp: Path, model: Recommender, manifest: dict[str, Any], state: bytes, version: int) -> dict[str, Any]:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -159,16 +176,42 @@ class CheckpointStore:
         )
         _write(tmp / MANIFEST_FILE, json.dumps(m, indent=1, sort_keys=True).encode())
         _fsync_dir(tmp)
-        final = self.path(version)
-        os.rename(tmp, final)
-        _fsync_dir(self.root)
-        self.prune()
-        return Checkpoint(version, final, m, model, state)
+        return m
+
+    def erase_users(self, users: list[str], clean_state: Callable[[bytes], bytes] | None = None) -> int:
+        """Rewrites every kept checkpoint without ``users`` (the right to erasure): each
+        model forgets them and ``clean_state`` rewrites the engine state. A checkpoint is
+        rebuilt in a temporary folder and swapped in whole. Returns the checkpoints rewritten;
+        corrupt ones are deleted (they cannot be cleaned, nor would they load)."""
+        done = 0
+        for v in self.versions():
+            try:
+                cp = self.load(v)
+            except CheckpointError as e:
+                log.warning("erasure: deleting corrupt checkpoint that cannot be cleaned: %s", e)
+                shutil.rmtree(self.path(v), ignore_errors=True)
+                continue
+            assert cp.model is not None
+            cp.model.forget(users)
+            state = clean_state(cp.state) if clean_state is not None else cp.state
+            keep = {k: x for k, x in cp.manifest.items() if k not in ("format", "version", "sha256", "events_learned", "n_users", "n_items")}
+            tmp = self.root / f".tmp-v{v:06d}-{os.getpid()}"
+            old = self.root / f".old-v{v:06d}-{os.getpid()}"
+            try:
+                self._write_folder(tmp, cp.model, keep, state, v)
+                os.rename(self.path(v), old)
+                os.rename(tmp, self.path(v))
+                _fsync_dir(self.root)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(old, ignore_errors=True)
+            done += 1
+        return done
 
     def prune(self) -> None:
         for v in self.versions()[: -self.keep]:
             shutil.rmtree(self.path(v), ignore_errors=True)
-        for p in self.root.glob(".tmp-v*"):  # left by a crash mid-write
+        for p in [*self.root.glob(".tmp-v*"), *self.root.glob(".old-v*")]:  # left by a crash mid-write
             pid = p.name.rsplit("-", 1)[-1]
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
