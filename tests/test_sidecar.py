@@ -71,6 +71,7 @@ def write_store(path, **user_lists: list[str]) -> None:  # noqa: ANN001
                     "popular:country=GB|device=mobile|hour=evening": lst(["e", "g"], 6),
                     "trending:all": lst(["new1", "new2", "a"], 6),
                 },
+                similar={"a": lst(["b", "d", "c", "e"], 5), "lonely": lst([], 5)},
                 meta=codec.MetaRecord(model_version=7, last_seq=3, time=T),
             )
         )
@@ -201,16 +202,20 @@ async def test_no_store_and_no_fallback_is_an_empty_list_and_not_ready(tmp_path)
         assert (await get_json(c, "/healthz"))["status"] == "ok"
 
 
-async def test_similar_items_from_co_listed_items_else_popular(store):
+async def test_similar_items_from_the_exported_neighbours_else_popular(store):
     async with sidecar(SidecarConfig(lmdb=store)) as c:
         body = await get_json(c, "/v1/items/a/similar?k=3")
-        assert body["item"] == "a" and body["source"] == "co-listed"
-        # b sits next to a in u1's and u2's lists; d (out of stock) never shows.
-        assert items_of(body)[0] == "b" and "a" not in items_of(body) and "d" not in items_of(body)
-        lonely = await get_json(c, "/v1/items/zzz/similar")
-        assert lonely["source"] == "popular" and items_of(lonely) == ["c", "a", "b"]
+        assert body["item"] == "a" and body["source"] == "similar" and body["model_version"] == 5
+        # The engine's neighbours of a, in order; d (out of stock) never shows.
+        assert items_of(body) == ["b", "c", "e"] and {x["reason"] for x in body["items"]} == {"similar"}
+        # Filters apply; a short list is filled from the popular list (without a itself).
+        assert items_of(await get_json(c, "/v1/items/a/similar?k=4&category=tea&country=GB")) == ["c", "g"]
+        unknown = await get_json(c, "/v1/items/zzz/similar")
+        assert unknown["source"] == "popular" and items_of(unknown) == ["c", "a", "b"]
         in_gb = await get_json(c, "/v1/items/zzz/similar?country=GB&k=2")
         assert in_gb["source"] == "popular" and items_of(in_gb) == ["g", "c"]
+        lonely = await get_json(c, "/v1/items/lonely/similar?k=2")  # exported, but no neighbours
+        assert lonely["source"] == "popular" and items_of(lonely) == ["c", "a"]
 
 
 async def test_popular_per_segment_and_kind(store):

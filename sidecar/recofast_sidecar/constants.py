@@ -29,8 +29,10 @@ DB_SEGMENTS = b"segments"
 DB_META = b"meta"
 DB_CONTEXT = b"context"
 """Context affinity lists and the list of fresh items (see :mod:`recofast_sidecar.codec`)."""
-LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META, DB_CONTEXT)
-OPTIONAL_DBS = (DB_CONTEXT,)
+DB_SIMILAR = b"similar"
+"""Each item's neighbours as the engine exports them (what ``/v1/items/{id}/similar`` serves)."""
+LMDB_DBS = (DB_USER_LISTS, DB_ITEMS, DB_SEGMENTS, DB_META, DB_CONTEXT, DB_SIMILAR)
+OPTIONAL_DBS = (DB_CONTEXT, DB_SIMILAR)
 """Databases a store written by an older engine may lack (a reader treats them as empty)."""
 
 # -- HTTP (engine metrics) ------------------------------------------------------------------
@@ -49,9 +51,11 @@ PATH_SIMILAR = "/v1/items/{item_id}/similar"
 PATH_POPULAR = "/v1/popular"
 PATH_EVENTS = "/v1/events"
 PATH_TRACK_JS = "/v1/track.js"
+PRODUCER_KEY_HEADER = "X-Recofast-Producer-Key"
+"""With user tokens on, a shop backend's key (option ``producer_keys``): it may post events for any user."""
 
 LISTS_BUCKET = "recofast_lists"
 """NATS KV bucket mirroring the list store for remote edges (``recofast-sidecar --sync``):
-key ``u.<id>``, ``i.<id>``, ``s.<segment key>``, ``c.<context record key>`` (ids in unpadded
-base64url) or ``meta``;
+key ``u.<id>``, ``i.<id>``, ``s.<segment key>``, ``c.<context record key>``, ``n.<item id>``
+(an item's neighbours; ids in unpadded base64url) or ``meta``;
 value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.sync`."""

@@ -54,12 +54,14 @@ else:  # pragma: no cover
 from recofast_sidecar import __version__, events as ev
 from recofast_sidecar.codec import (
     AFFINITY_PREFIX,
+    DEFAULT_MAX_MAP_SIZE,
     FRESH_KEY,
     CodecError,
     ItemRecord,
     ListReader,
     ListView,
     ListWriter,
+    ReadTxn,
     decode_affinities,
     decode_item,
     decode_list,
@@ -84,6 +86,7 @@ from recofast_sidecar.constants import (
     PATH_RECOMMENDATIONS,
     PATH_SIMILAR,
     PATH_TRACK_JS,
+    PRODUCER_KEY_HEADER,
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
 )
@@ -116,7 +119,13 @@ class SidecarConfig:
     """Served (source ``fallback``) when no list can be read at all."""
     token_secret: str | None = None
     """When set, ``/v1/recommendations/{user}`` needs ``hex(HMAC-SHA256(secret, user))`` as a
-    ``Bearer`` token or ``?token=``: a shopper can fetch only its own list."""
+    ``Bearer`` token or ``?token=``: a shopper can fetch only its own list; and ``POST
+    /v1/events`` needs that token too, every event in the body for that user (or a producer
+    key): a shopper can post only its own events."""
+    producer_keys: tuple[str, ...] = ()
+    """Keys of shop backends (and other trusted producers): with user tokens on, a request
+    with one of them in the ``X-Recofast-Producer-Key`` header may post events for any user.
+    Compared in constant time. Prefer ``RECOFAST_SIDECAR_PRODUCER_KEYS`` (comma-separated)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS (``*`` for any). Empty: no CORS headers."""
     max_body: int = 256 * 1024
@@ -130,9 +139,6 @@ class SidecarConfig:
     """Impressions waiting beyond this are dropped (and counted), never awaited."""
     reopen_seconds: float = 2.0
     """How often to retry opening a missing or unreadable list store."""
-    similar_scan_limit: int = 100_000
-    """Most user lists scanned to derive co-listed items for ``/similar``."""
-    similar_cache_seconds: float = 60.0
     publish_timeout: float = 2.0
     schema_refresh_seconds: float = 30.0
     """How often the event versions registered in the schema registry (NATS KV bucket
@@ -144,7 +150,11 @@ class SidecarConfig:
     ``nats``); this sidecar is then the one writer of its local store."""
     sync_bucket: str = LISTS_BUCKET
     map_size: int = 1 << 30
-    """LMDB map size when this sidecar writes the store (``sync``)."""
+    """Initial LMDB map size when this sidecar writes the store (``sync``); doubled as the
+    store fills, up to ``max_map_size``."""
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
+    """Largest LMDB map the ``sync`` mirror grows its store to (64 GiB): past it the mirror
+    fails (logged, counted, retried; ``/readyz`` answers 503) instead of writing."""
     context_weight: float = 0.4
     """Context re-rank of personal lists: each score times ``exp(context_weight * Σ affinity)``
     over the request's context keys (affinities exported by the engine). The default is the
@@ -159,19 +169,28 @@ class SidecarConfig:
 
 class Store:
     """The LMDB reader, opened lazily and reopened when it goes missing. Every read returns
-    None instead of raising when the store is absent or a record is unreadable."""
+    None instead of raising when the store is absent or a record is unreadable.
+
+    A handler reads in one transaction (``with store.request():``), so one request sees one
+    commit and pays for one transaction; reads outside a request make their own. A store
+    the engine has grown (even past this reader's map) is followed by the codec's reader,
+    never answered from the fallback lists."""
+
+    MAX_DECODED_ITEMS = 200_000
+    MAX_CONTEXT_RECORDS = 100_000
+    MAX_CONTEXT_SUMS = 10_000
 
     def __init__(self, path: str | None, reader: ListReader | None = None) -> None:
         self.path = path
         self.reader = reader
         self._owned = reader is None
         self.error: str | None = None if reader is not None else "not opened yet"
+        self._t: ReadTxn | None = None  # the current request's transaction
         # Decoded item records by id, with the raw bytes they came from (reused while equal).
         self._decoded: dict[str, tuple[bytes, ItemRecord]] = {}
         # Decoded context records by key, with the record's header (format, count, model
         # version, write time): a record is decoded once per write, not once per request.
         self._ctx: dict[str, tuple[bytes, Any]] = {}
-        self._ctx_retry = 0.0
         self._sums: dict[tuple[int, ...], tuple[list[dict[str, float]], dict[str, float]]] = {}
 
     @property
@@ -204,52 +223,45 @@ class Store:
     def _fail(self, e: Exception) -> None:
         self._set_error(f"read failed: {e}")
         if self._owned and self.reader is not None:
+            self._t = None
             try:
                 self.reader.close()
             except lmdb.Error:
                 pass
             self.reader = None
 
-    def user_list(self, user: str) -> ListView | None:
-        if self.reader is None:
-            return None
-        try:
-            return self.reader.user_list_view(user)
-        except (lmdb.Error, CodecError, UnicodeError) as e:
-            if isinstance(e, lmdb.Error):
-                self._fail(e)
-            return None
+    def request(self) -> _Request:
+        """``with store.request():`` makes the reads inside one transaction (no await inside)."""
+        return _Request(self)
 
-    def segment(self, kind: str, seg: str) -> ListView | None:
-        if self.reader is None:
-            return None
-        try:
-            return self.reader.segment_view(kind, seg)
-        except (lmdb.Error, CodecError, UnicodeError) as e:
-            if isinstance(e, lmdb.Error):
-                self._fail(e)
-            return None
-
-    def _context_db(self) -> Any:
+    def _read(self, fn: Callable[[ReadTxn], Any]) -> Any:
+        """``fn(txn)`` in the request's transaction (or one of its own); None on a failure."""
         r = self.reader
         if r is None:
             return None
-        db = r._dbs.get(DB_CONTEXT)
-        if db is None:
-            # A store of an older engine: a newer one may have created the database since
-            # (looked for every few seconds, not on every request).
-            now = time.monotonic()
-            if now < self._ctx_retry:
-                return None
-            self._ctx_retry = now + 2.0
-            try:
-                db = r._dbs[DB_CONTEXT] = r.env.open_db(DB_CONTEXT, create=False)
-            except lmdb.Error:
-                return None
-        return db
+        try:
+            t = self._t
+            if t is not None:
+                return fn(t)
+            with r.read() as t:
+                return fn(t)
+        except (lmdb.Error, CodecError, UnicodeError) as e:
+            if isinstance(e, lmdb.Error):
+                self._fail(e)
+            return None
 
-    def _cached(self, txn: Any, key: str, decode: Callable[[bytes], Any]) -> Any:
-        raw = txn.get(key.encode())
+    def user_list(self, user: str) -> ListView | None:
+        return self._read(lambda t: t.user_list_view(user))
+
+    def segment(self, kind: str, seg: str) -> ListView | None:
+        return self._read(lambda t: t.segment_view(kind, seg))
+
+    def similar(self, item: str) -> ListView | None:
+        """The item's neighbours as the engine exported them (one read, never a scan)."""
+        return self._read(lambda t: t.similar_view(item))
+
+    def _cached(self, t: ReadTxn, key: str, decode: Callable[[bytes], Any]) -> Any:
+        raw = t.get(DB_CONTEXT, key.encode())
         if raw is None:
             return None
         head = bytes(raw[:_CTX_HEAD])
@@ -260,7 +272,7 @@ class Store:
             value = decode(bytes(raw))
         except (CodecError, UnicodeError):
             return None
-        if len(self._ctx) >= 100_000:
+        if len(self._ctx) >= self.MAX_CONTEXT_RECORDS:
             self._ctx.clear()
         self._ctx[key] = (head, value)
         return value
@@ -269,7 +281,7 @@ class Store:
         """The summed affinities (``{item: Σ affinity}``) of these context keys' lists, read
         in one transaction, as a list of one mapping (empty when no key has a list). The sum
         is kept per combination of decoded lists, so a context seen before costs a lookup."""
-        parts = self._affinity_parts(keys)
+        parts = self._read(lambda t: [d for k in keys if (d := self._cached(t, AFFINITY_PREFIX + k, decode_affinities))]) or []
         if len(parts) <= 1:
             return parts
         ck = tuple(id(d) for d in parts)
@@ -279,38 +291,14 @@ class Store:
             for d in parts:
                 for item, v in d.items():
                     total[item] = total.get(item, 0.0) + v
-            if len(self._sums) >= 10_000:
+            if len(self._sums) >= self.MAX_CONTEXT_SUMS:
                 self._sums.clear()
             hit = self._sums[ck] = (parts, total)  # holds the parts, so their ids stay theirs
         return [hit[1]]
 
-    def _affinity_parts(self, keys: Iterable[str]) -> list[dict[str, float]]:
-        db = self._context_db()
-        if db is None:
-            return []
-        out = []
-        try:
-            with self.reader.env.begin(db=db, buffers=True) as txn:  # type: ignore[union-attr]
-                for k in keys:
-                    d = self._cached(txn, AFFINITY_PREFIX + k, decode_affinities)
-                    if d:
-                        out.append(d)
-        except lmdb.Error as e:
-            self._fail(e)
-            return []
-        return out
-
     def fresh(self) -> list[str]:
         """The fresh items (new, few events yet: the exploration pool), newest first."""
-        db = self._context_db()
-        if db is None:
-            return []
-        try:
-            with self.reader.env.begin(db=db, buffers=True) as txn:  # type: ignore[union-attr]
-                return self._cached(txn, FRESH_KEY, lambda b: decode_list(b).items) or []
-        except lmdb.Error as e:
-            self._fail(e)
-            return []
+        return self._read(lambda t: self._cached(t, FRESH_KEY, lambda b: decode_list(b).items)) or []
 
     def select(
         self, sources: Iterable[tuple[str, Iterable[Candidate]]], f: Filters, want: int
@@ -323,95 +311,83 @@ class Store:
         meta: dict[str, ItemRecord | None] = {}
         first: str | None = None
         seen: set[str] = set()
-        txn = None
-        if self.reader is not None:
-            r = self.reader
+        with self.request():
+            t = self._t
             try:
-                txn = r.env.begin(db=r._dbs[DB_ITEMS])
+                for name, cands in sources:
+                    for c in cands:
+                        if c.item in seen:
+                            continue
+                        seen.add(c.item)
+                        rec = self._item(t, c.item)
+                        if passes(c.item, rec, f):
+                            out.append(c)
+                            meta[c.item] = rec
+                            if first is None:
+                                first = name
+                            if len(out) >= want:
+                                return out, meta, first
             except lmdb.Error as e:
                 self._fail(e)
-        try:
-            for name, cands in sources:
-                for c in cands:
-                    if c.item in seen:
-                        continue
-                    seen.add(c.item)
-                    rec = self._item(txn, c.item)
-                    if passes(c.item, rec, f):
-                        out.append(c)
-                        meta[c.item] = rec
-                        if first is None:
-                            first = name
-                        if len(out) >= want:
-                            return out, meta, first
-        except lmdb.Error as e:
-            self._fail(e)
-        finally:
-            if txn is not None:
-                try:
-                    txn.abort()
-                except lmdb.Error:
-                    pass
         return out, meta, first
 
-    def _item(self, txn: Any, item: str) -> ItemRecord | None:
-        if txn is None:
+    def _item(self, t: ReadTxn | None, item: str) -> ItemRecord | None:
+        if t is None or self._t is None:
             return None
-        raw = txn.get(item.encode())
+        raw = t.get(DB_ITEMS, item.encode())
         if raw is None:
             return None
         hit = self._decoded.get(item)
         if hit is not None and hit[0] == raw:
             return hit[1]
+        raw = bytes(raw)
         try:
             rec = decode_item(raw)
         except (CodecError, UnicodeError):
             return None
-        if len(self._decoded) >= 200_000:
+        if len(self._decoded) >= self.MAX_DECODED_ITEMS:
             self._decoded.clear()
         self._decoded[item] = (raw, rec)
         return rec
 
     def meta_version(self) -> int:
-        if self.reader is None:
-            return 0
-        try:
-            m = self.reader.meta()
-        except (lmdb.Error, CodecError) as e:
-            if isinstance(e, lmdb.Error):
-                self._fail(e)
-            return 0
+        m = self._read(lambda t: t.meta())
         return 0 if m is None else m.model_version
 
-    def co_listed(self, item: str, limit: int) -> Counter[str]:
-        """Items that share user lists with ``item``, weighted by both positions (blocking)."""
-        out: Counter[str] = Counter()
-        if self.reader is None:
-            return out
-        r = self.reader
-        try:
-            with r.env.begin(db=r._dbs[DB_USER_LISTS]) as txn:
-                for n, v in enumerate(txn.cursor().iternext(keys=False, values=True)):
-                    if n >= limit:
-                        break
-                    try:
-                        rec = decode_list(v)
-                    except (CodecError, UnicodeError):
-                        continue
-                    if item not in rec.items:
-                        continue
-                    w = 1.0 / (1 + rec.items.index(item))
-                    for pos, other in enumerate(rec.items):
-                        if other != item:
-                            out[other] += w / (1 + pos)
-        except lmdb.Error as e:
-            self._fail(e)
-        return out
-
     def close(self) -> None:
+        self._t = None
         if self._owned and self.reader is not None:
             self.reader.close()
         self.reader = None
+
+
+class _Request:
+    """The context manager of :meth:`Store.request` (re-entrant: an inner one reuses the
+    outer transaction)."""
+
+    __slots__ = ("store", "ctx")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ctx: ReadTxn | None = None
+
+    def __enter__(self) -> _Request:
+        st = self.store
+        if st._t is None and st.reader is not None:
+            ctx = st.reader.read()
+            try:
+                st._t = ctx.__enter__()
+            except (lmdb.Error, CodecError) as e:
+                st._fail(e)
+                return self
+            self.ctx = ctx
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ctx, self.ctx = self.ctx, None
+        if ctx is not None:
+            self.store._t = None
+            ctx.__exit__(None, None, None)
 
 
 _CTX_HEAD = 20  # a list record's header: format, flags, count, model version, time
@@ -474,12 +450,12 @@ class State:
     impressions: asyncio.Queue[dict[str, Any]] | None = None
     exposure: Counter[str] = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
-    similar_cache: dict[str, tuple[float, list[tuple[str, float]]]] = field(default_factory=dict)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     accepted: tuple[int, ...] = ev.ACCEPTED_VERSIONS
     """Event versions posted events may have: this package's, narrowed to the registry's."""
     writer: ListWriter | None = None
     mirror: Mirror | None = None
+    mirror_task: asyncio.Task[None] | None = None
     clock: Clock = field(default_factory=lambda: Clock("UTC"))
 
 
@@ -647,16 +623,70 @@ def _filters(q: Any) -> Filters:
 # -- handlers ---------------------------------------------------------------------------------
 
 
+def _given_token(request: web.Request) -> str | None:
+    """The user token of a request: an ``Authorization: Bearer`` header, else ``?token=``."""
+    auth = request.headers.get("Authorization", "")
+    tok = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+    return tok or None
+
+
+def _token_is(secret: str, tok: str, user: str) -> bool:
+    """Whether ``tok`` is ``user``'s token (constant time; any text, non-ASCII too, is safe)."""
+    return tok.isascii() and hmac.compare_digest(tok.encode(), user_token(secret, user).encode())
+
+
 def _check_token(request: web.Request, user: str) -> None:
     secret = request.app[STATE].config.token_secret
     if not secret:
         return
-    auth = request.headers.get("Authorization", "")
-    tok = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+    tok = _given_token(request)
     if not tok:
         raise BadRequest("a user token is required", 401)
-    if not hmac.compare_digest(tok, user_token(secret, user)):
+    if not _token_is(secret, tok, user):
         raise BadRequest("the token does not belong to this user", 403)
+
+
+def _is_producer(key: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of the producer keys, compared in constant time with each."""
+    try:
+        given = key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    found = False
+    for k in keys:
+        found |= hmac.compare_digest(given, k.encode())
+    return found
+
+
+def _events_token(request: web.Request) -> str | None:
+    """Who may post these events: None when anyone may post for any user (no token secret,
+    or a valid producer key), else the user token every event's user must match. 401 without
+    credentials, 403 with a wrong producer key; read before the body is."""
+    cfg = request.app[STATE].config
+    if not cfg.token_secret:
+        return None
+    key = request.headers.get(PRODUCER_KEY_HEADER)
+    if key is not None:
+        if cfg.producer_keys and _is_producer(key, cfg.producer_keys):
+            return None
+        raise BadRequest("the producer key is not valid", 403)
+    tok = _given_token(request)
+    if not tok:
+        raise BadRequest("posting events needs the shopper's user token (or a producer key)", 401)
+    return tok
+
+
+def _check_event_users(secret: str, tok: str, raw: list[Any], ok: list[ev.Event]) -> None:
+    """403 unless every event of the body (valid or not) is for the token's user."""
+    users = {str(e.user) for e in ok}
+    for x in raw:
+        if isinstance(x, dict):
+            u = x.get("user")
+            if isinstance(u, str) or (isinstance(u, int) and not isinstance(u, bool)):
+                users.add(str(u))
+    for u in users:
+        if not _token_is(secret, tok, u):
+            raise BadRequest("the user token does not belong to the user of every event", 403)
 
 
 def user_token(secret: str, user: str) -> str:
@@ -736,43 +766,44 @@ async def recommendations(request: web.Request) -> web.Response:
     _check_token(request, user)
 
     store = st.store
-    personal = store.user_list(user)
-    segs = ctx.segments()
-    # Context re-rank of the personal list by the affinities the engine exported.
-    w = cfg.context_weight
-    affs = store.affinities(ctx.keys(st.clock.now())) if w and personal is not None and len(personal) > 1 else []
+    with store.request():
+        personal = store.user_list(user)
+        segs = ctx.segments()
+        # Context re-rank of the personal list by the affinities the engine exported.
+        w = cfg.context_weight
+        affs = store.affinities(ctx.keys(st.clock.now())) if w and personal is not None and len(personal) > 1 else []
 
-    # Diversity looks a little beyond k, so it has something to choose from; so does the
-    # context re-rank (items below k in the personal list may move up).
-    wide = max(k * 3, k + 10)
+        # Diversity looks a little beyond k, so it has something to choose from; so does the
+        # context re-rank (items below k in the personal list may move up).
+        wide = max(k * 3, k + 10)
 
-    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
-        if personal is not None:
-            cands = _cands(personal, "personal")
-            if affs:
-                # Re-ranked before the filters read any metadata, so they read k items, not 3k.
-                head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
-                cands = itertools.chain(head, cands)
-            yield "personal", cands
-        for seg in segs:
-            yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
-        yield "fallback", _fallback(cfg)
+        def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+            if personal is not None:
+                cands = _cands(personal, "personal")
+                if affs:
+                    # Re-ranked before the filters read any metadata, so they read k items, not 3k.
+                    head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
+                    cands = itertools.chain(head, cands)
+                yield "personal", cands
+            for seg in segs:
+                yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
+            yield "fallback", _fallback(cfg)
 
-    want = wide if diversity > 0 else k
-    ok, meta, first = store.select(sources(), flt, want)
-    source = first or "fallback"
-    chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
-    if explore > 0 and st.rng.random() < explore:
-        # The slot goes to a new item (the engine's fresh list); to a trending one when no
-        # new item is left to show.
-        have = {c.item for c in chosen}
-        fresh = [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh() if i not in have))]
-        pool, _, _ = store.select(fresh, flt, 1000)
-        if not pool:
-            trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
-            pool, _, _ = store.select(trending, flt, 1000)
-        chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
-    version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
+        want = wide if diversity > 0 else k
+        ok, meta, first = store.select(sources(), flt, want)
+        source = first or "fallback"
+        chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
+        if explore > 0 and st.rng.random() < explore:
+            # The slot goes to a new item (the engine's fresh list); to a trending one when no
+            # new item is left to show.
+            have = {c.item for c in chosen}
+            fresh = [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh() if i not in have))]
+            pool, _, _ = store.select(fresh, flt, 1000)
+            if not pool:
+                trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+                pool, _, _ = store.select(trending, flt, 1000)
+            chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
+        version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
     return _answer_list(st, "recommendations", "user", source, version, chosen, {"user": user})
 
 
@@ -785,32 +816,23 @@ async def similar(request: web.Request) -> web.Response:
     ctx = _context(q)
     flt = _filters(q)
     flt = Filters(flt.category, flt.min_price, flt.max_price, flt.exclude | {item})
-    now = time.monotonic()
-    hit = st.similar_cache.get(item)
-    if hit is None or now - hit[0] > cfg.similar_cache_seconds:
-        counts = await asyncio.to_thread(st.store.co_listed, item, cfg.similar_scan_limit)
-        pairs = counts.most_common(max(cfg.max_k * 2, 50))
-        if len(st.similar_cache) > 10000:
-            st.similar_cache.clear()
-        st.similar_cache[item] = (now, pairs)
-    else:
-        pairs = hit[1]
-    # Co-listed items when there are any; the context's segment list (then the shop's) when
-    # there are none.
     store = st.store
+    with store.request():
+        # The item's neighbours as the engine exported them (one read); the context's segment
+        # list, then the shop's, when it has none (an unknown or a lonely item).
+        neighbours = store.similar(item)
 
-    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
-        if pairs:
-            yield "co-listed", (Candidate(i, sc, "co-listed") for i, sc in pairs)
-        else:
+        def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+            if neighbours is not None and len(neighbours):
+                yield "similar", _cands(neighbours, "similar")
             for seg in ctx.segments():
                 yield "popular", _cands(store.segment("popular", seg), f"popular in {seg}")
-        yield "fallback", _fallback(cfg)
+            yield "fallback", _fallback(cfg)
 
-    src = sources()
-    chosen, _, first = st.store.select(src, flt, k)
-    source = first or ("co-listed" if pairs else "popular" if st.store.available else "fallback")
-    return _answer_list(st, "similar", "item", source, st.store.meta_version(), chosen, {"item": item})
+        chosen, _, first = store.select(sources(), flt, k)
+        source = first or ("popular" if store.available else "fallback")
+        version = neighbours.model_version if source == "similar" and neighbours is not None else store.meta_version()
+    return _answer_list(st, "similar", "item", source, version, chosen, {"item": item})
 
 
 async def popular(request: web.Request) -> web.Response:
@@ -824,8 +846,9 @@ async def popular(request: web.Request) -> web.Response:
     if kind not in ("popular", "trending"):
         raise BadRequest("`kind` must be popular or trending")
     flt = _filters(q)
-    rec = st.store.segment(kind, seg)
-    chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st.config))], flt, k)
+    with st.store.request():
+        rec = st.store.segment(kind, seg)
+        chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st.config))], flt, k)
     source = first or "fallback"
     version = rec.model_version if rec is not None else 0
     return _answer_list(st, "popular", "segment", source, version, chosen, {"segment": seg, "kind": kind})
@@ -853,6 +876,7 @@ def _subject(user: str, partitions: int) -> str:
 async def post_events(request: web.Request) -> web.Response:
     st = request.app[STATE]
     cfg = st.config
+    tok = _events_token(request)
     body = await request.read()
     try:
         doc = json.loads(body)
@@ -872,6 +896,12 @@ async def post_events(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         raise BadRequest("an event is nested too deeply") from None
     ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]", st.accepted)
+    if tok is not None:
+        try:
+            _check_event_users(cfg.token_secret or "", tok, items, ok)
+        except BadRequest:
+            st.metrics.inc("recofast_sidecar_events_total", len(items), result="forbidden")
+            raise
     st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
     if not ok:
@@ -904,7 +934,8 @@ async def post_events(request: web.Request) -> web.Response:
 
 
 TRACK_JS = """\
-/* recofast track.js: recofast.track(type, user, item, extra) sends one event v1 to the sidecar. */
+/* recofast track.js: recofast.track(type, user, item, extra) sends one event v1 to the sidecar.
+   With user tokens on, set recofast.token to the shopper's token first (sent as ?token=). */
 (function (w) {
   var s = document.currentScript && document.currentScript.src;
   var ep = (s ? s.replace(/\\/v1\\/track\\.js.*$/, "") : "") + "/v1/events";
@@ -917,9 +948,10 @@ TRACK_JS = """\
     if (item != null) e.item = String(item);
     for (var k in extra || {}) e[k] = extra[k];
     var body = JSON.stringify(e);
+    var url = w.recofast.token ? ep + "?token=" + encodeURIComponent(w.recofast.token) : ep;
     /* text/plain keeps a cross-origin beacon a simple request (no CORS preflight). */
-    if (!(navigator.sendBeacon && navigator.sendBeacon(ep, new Blob([body], {type: "text/plain"})))) {
-      fetch(ep, {method: "POST", body: body, keepalive: true, headers: {"Content-Type": "text/plain"}});
+    if (!(navigator.sendBeacon && navigator.sendBeacon(url, new Blob([body], {type: "text/plain"})))) {
+      fetch(url, {method: "POST", body: body, keepalive: true, headers: {"Content-Type": "text/plain"}});
     }
   };
 })(window);
@@ -936,19 +968,36 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+def _sync_state(st: State) -> tuple[bool, str] | None:
+    """``(ok, what)`` of the ``--sync`` mirror, None without one. Not ok while it catches
+    up, while it fails to write or watch, and when its task has died."""
+    m = st.mirror
+    if m is None:
+        return None
+    task = st.mirror_task
+    if task is not None and task.done():
+        exc = None if task.cancelled() else task.exception()
+        return False, f"stopped: {type(exc).__name__}: {exc}" if exc else "stopped"
+    if m.error is not None:
+        return False, f"failing: {m.error}"
+    if not m.synced.is_set():
+        return False, "catching up"
+    return True, "live"
+
+
 async def readyz(request: web.Request) -> web.Response:
     st = request.app[STATE]
     store_ok = st.store.available
     nats_ok = (not st.config.nats) or (st.nc is not None and st.nc.is_connected)
-    synced = st.mirror is None or st.mirror.synced.is_set()
-    ready = (store_ok or bool(st.config.fallback_items)) and nats_ok and synced
+    sync = _sync_state(st)
+    ready = (store_ok or bool(st.config.fallback_items)) and nats_ok and (sync is None or sync[0])
     body = {
         "status": "ready" if ready else "not ready",
         "lmdb": "open" if store_ok else st.store.error,
         "nats": "not configured" if not st.config.nats else ("connected" if nats_ok else "disconnected"),
     }
-    if st.mirror is not None:
-        body["sync"] = "live" if synced else "catching up"
+    if sync is not None:
+        body["sync"] = sync[1]
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -1011,7 +1060,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             PATH_RECOMMENDATIONS: rec,
             PATH_SIMILAR: get(
-                "Items similar to an item (co-listed), else the popular list",
+                "Items similar to an item (the neighbours the engine exports), filled from the segment's popular list",
                 [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *context, *filters],
                 lst,
             ),
@@ -1028,10 +1077,19 @@ def openapi_document() -> dict[str, Any]:
             PATH_EVENTS: {
                 "post": {
                     "summary": "One event v1, an array, or {events: [...]}; validated and published to NATS",
+                    "description": "With user tokens on (token_secret), the shopper's token is required and every event "
+                    "must be for that user (403 otherwise, 401 without a token), unless the request carries a producer key.",
+                    "parameters": [
+                        _q("token", {"type": "string"}, "HMAC user token of the events' user (or an Authorization: Bearer header)"),
+                        {"name": PRODUCER_KEY_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+                         "description": "a shop backend's producer key (option producer_keys): may post events for any user"},
+                    ],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {}}}},
                     "responses": {
                         "202": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                         "400": err,
+                        "401": err,
+                        "403": err,
                         "413": err,
                         "503": err,
                     },
@@ -1039,7 +1097,9 @@ def openapi_document() -> dict[str, Any]:
             },
             PATH_TRACK_JS: {"get": {"summary": "sendBeacon tracking snippet", "responses": {"200": text("application/javascript")}}},
             PATH_HEALTHZ: {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
-            PATH_READYZ: {"get": {"summary": "readiness", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            PATH_READYZ: {"get": {"summary": "readiness: the store (or a fallback list), NATS when configured, and the --sync mirror "
+                                  "caught up and not failing; the body says what is not ready",
+                                  "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             PATH_METRICS: {"get": {"summary": "Prometheus metrics", "responses": {"200": text("text/plain")}}},
             PATH_OPENAPI: {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },
@@ -1055,7 +1115,7 @@ def openapi_document() -> dict[str, Any]:
                         "segment": {"type": "string"},
                         "rec_id": {"type": "string"},
                         "model_version": {"type": "integer"},
-                        "source": {"type": "string", "enum": ["personal", "segment", "popular", "co-listed", "fallback"]},
+                        "source": {"type": "string", "enum": ["personal", "segment", "popular", "similar", "fallback"]},
                         "items": {
                             "type": "array",
                             "items": {
@@ -1142,7 +1202,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     if cfg.sync and cfg.lmdb and not st.store.available:
         # This sidecar mirrors the bucket into its own store: it writes, and reads through the
         # writer's environment (one process opens an LMDB environment once).
-        st.writer = await asyncio.to_thread(ListWriter, cfg.lmdb, cfg.map_size)
+        st.writer = await asyncio.to_thread(ListWriter, cfg.lmdb, cfg.map_size, True, False, cfg.max_map_size)
         st.store.reader = st.writer.reader()
         st.store._owned = False
         st.store.error = None
@@ -1195,12 +1255,17 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
     async def mirror() -> None:
         await connecting
         if st.mirror is not None:
-            await st.mirror.run(st.js)
+            try:
+                await st.mirror.run(st.js)
+            except Exception:
+                log.exception("the list mirror stopped")
+                raise
 
     connecting = asyncio.create_task(connect())
     if cfg.impressions:
         st.impressions = asyncio.Queue(maxsize=cfg.impression_queue)
-    tasks = [connecting, *(asyncio.create_task(c) for c in (_publish_impressions(st), mirror(), registry()))]
+    st.mirror_task = asyncio.create_task(mirror())
+    tasks = [connecting, st.mirror_task, *(asyncio.create_task(c) for c in (_publish_impressions(st), registry()))]
     yield
     for t in tasks:
         t.cancel()
@@ -1209,6 +1274,9 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
             await t
         except asyncio.CancelledError:
             pass
+        except Exception:  # noqa: BLE001 - logged where it happened
+            pass
+    st.mirror_task = None
     if st.mirror is not None and st.mirror.inflight is not None:
         await asyncio.gather(st.mirror.inflight, return_exceptions=True)
     if st.nc is not None:
@@ -1291,6 +1359,24 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
         "recofast_sidecar_sync_records_applied", "Records mirrored from the list bucket into the store (--sync).",
         lambda: float(st.mirror.applied if st.mirror is not None else 0),
     )
+    m.gauge(
+        "recofast_sidecar_sync_failures", "Failed attempts of the list mirror to write a batch or watch the bucket (--sync).",
+        lambda: float(st.mirror.failures if st.mirror is not None else 0),
+    )
+    m.gauge(
+        "recofast_sidecar_sync_failing", "1 while the list mirror fails or has stopped (--sync); /readyz says why.",
+        lambda: float(
+            st.mirror is not None and (st.mirror.error is not None or (st.mirror_task is not None and st.mirror_task.done()))
+        ),
+    )
+    m.gauge(
+        "recofast_sidecar_lmdb_map_bytes", "The list store's LMDB map size in this process.",
+        lambda: float(st.store.reader.env.info()["map_size"]) if st.store.reader is not None else 0.0,
+    )
+    m.gauge(
+        "recofast_sidecar_lmdb_remaps", "Times this sidecar adopted a map its writer had grown.",
+        lambda: float(st.store.reader.remaps) if st.store.reader is not None else 0.0,
+    )
     m.gauge("recofast_sidecar_lmdb_available", "1 when the list store is open.", lambda: float(st.store.available))
     m.gauge("recofast_sidecar_nats_connected", "1 when connected to NATS.", lambda: float(st.nc is not None and st.nc.is_connected))
     m.gauge(
@@ -1347,6 +1433,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         raise ValueError(f"option {name!r}: cannot use {value!r}") from None
 
 
+_REMOVED_OPTIONS = {
+    "similar_scan_limit": "/similar reads the neighbours the engine exports, it never scans lists",
+    "similar_cache_seconds": "/similar reads the neighbours the engine exports, nothing is cached",
+}
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -1361,7 +1453,7 @@ def load_config(
     (9000, ('a', 'b'), 200)
     """
     cfg = SidecarConfig()
-    fields = {f.name for f in dataclasses.fields(SidecarConfig)}
+    fields = {f.name for f in dataclasses.fields(SidecarConfig)} | set(_REMOVED_OPTIONS)
     values: dict[str, Any] = {}
     if path is not None:
         with open(path, "rb") as f:
@@ -1374,6 +1466,9 @@ def load_config(
     for key, value in values.items():
         if key not in fields:
             raise ValueError(f"unknown sidecar option {key!r}")
+        if key in _REMOVED_OPTIONS:
+            log.warning("sidecar option %r is ignored: %s", key, _REMOVED_OPTIONS[key])
+            continue
         setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
     if not 1 <= cfg.partitions <= 1024:
         raise ValueError("partitions must be between 1 and 1024")
@@ -1385,6 +1480,10 @@ def load_config(
         raise ValueError("sync needs a single process (one writer per store)")
     if not 0.0 <= cfg.context_weight <= 10.0:
         raise ValueError("context_weight must be between 0 and 10")
+    if cfg.map_size < 1 << 16 or cfg.max_map_size < cfg.map_size:
+        raise ValueError("map_size must be at least 65536 and max_map_size at least map_size")
+    if any(len(key) < 16 for key in cfg.producer_keys):
+        raise ValueError("producer_keys must be at least 16 characters each")
     try:
         Clock(cfg.timezone)
     except (ValueError, OSError, KeyError) as e:

@@ -3,13 +3,19 @@
 The bucket :data:`~recofast_sidecar.constants.LISTS_BUCKET` holds one entry per LMDB record:
 key ``u.<id>`` (a user list), ``i.<id>`` (item metadata), ``s.<segment key>`` (a popular or
 trending list), ``c.<key>`` (a record of the ``context`` database: ``aff:<context key>``, an
-affinity list, or ``fresh``), or ``meta``; ids are unpadded base64url, so any id makes a valid KV key. The
+affinity list, or ``fresh``), ``n.<item id>`` (an item's neighbours, the ``similar``
+database), or ``meta``; ids are unpadded base64url, so any id makes a valid KV key. The
 value is the record's codec bytes, the same as in LMDB, so a mirror never re-encodes.
 
 A producer (the engine, or anything holding a :class:`~recofast_sidecar.codec.Commit`)
-calls :func:`put_commit`; ``recofast-sidecar --sync`` runs a :class:`Mirror`, which watches
-the bucket and applies updates to its local LMDB store in batches, one write transaction a
-batch (in a thread, off the event loop), deleting records whose entries are deleted.
+calls :func:`put_commit`, which also deletes the keys of the commit's ``delete_users``;
+``recofast-sidecar --sync`` runs a :class:`Mirror`, which watches the bucket and applies
+updates to its local LMDB store in batches, one write transaction a batch (in a thread, off
+the event loop, through :meth:`ListWriter.apply <recofast_sidecar.codec.ListWriter.apply>`,
+so the map grows as the store fills), deleting the records whose entries are deleted or
+purged (KV ``DEL``/``PURGE``). A batch that cannot be written (a full store, a disk error)
+is logged, counted and retried with backoff, never dropped; :attr:`Mirror.error` says why
+while it fails.
 
 >>> kv_key(DB_USER_LISTS, "ü/1")
 'u.w7wvMQ'
@@ -25,12 +31,12 @@ import binascii
 import logging
 from typing import Any
 
-from recofast_sidecar.codec import FRESH_KEY, Commit, ListWriter, affinity_key, encode_item, encode_list, encode_meta
-from recofast_sidecar.constants import DB_CONTEXT, DB_ITEMS, DB_META, DB_SEGMENTS, DB_USER_LISTS, LISTS_BUCKET
+from recofast_sidecar.codec import FRESH_KEY, Commit, ListWriter, Op, affinity_key, encode_item, encode_list, encode_meta
+from recofast_sidecar.constants import DB_CONTEXT, DB_ITEMS, DB_META, DB_SEGMENTS, DB_SIMILAR, DB_USER_LISTS, LISTS_BUCKET
 
 log = logging.getLogger("recofast.sidecar.sync")
 
-_PREFIX = {DB_USER_LISTS: "u", DB_ITEMS: "i", DB_SEGMENTS: "s", DB_CONTEXT: "c"}
+_PREFIX = {DB_USER_LISTS: "u", DB_ITEMS: "i", DB_SEGMENTS: "s", DB_CONTEXT: "c", DB_SIMILAR: "n"}
 _DB = {v: k for k, v in _PREFIX.items()}
 META_KEY = "meta"
 _META_LMDB_KEY = b"state"
@@ -58,7 +64,8 @@ def parse_kv_key(k: str) -> tuple[bytes, str] | None:
 
 
 async def put_commit(kv: Any, c: Commit) -> int:
-    """Puts every record of a commit into the bucket; returns how many."""
+    """Puts every record of a commit into the bucket and deletes the keys of its
+    ``delete_users``; returns how many keys it wrote or deleted."""
     n = 0
     for user, rec in c.user_lists.items():
         await kv.put(kv_key(DB_USER_LISTS, user), encode_list(rec))
@@ -75,6 +82,12 @@ async def put_commit(kv: Any, c: Commit) -> int:
     if c.fresh is not None:
         await kv.put(kv_key(DB_CONTEXT, FRESH_KEY), encode_list(c.fresh))
         n += 1
+    for item, rec in c.similar.items():
+        await kv.put(kv_key(DB_SIMILAR, item), encode_list(rec))
+        n += 1
+    for user in c.delete_users:  # after the puts, as the writer applies them
+        await kv.delete(kv_key(DB_USER_LISTS, user))
+        n += 1
     if c.meta is not None:
         await kv.put(META_KEY, encode_meta(c.meta))
         n += 1
@@ -83,83 +96,144 @@ async def put_commit(kv: Any, c: Commit) -> int:
 
 class Mirror:
     """Applies the bucket to a local store. ``synced`` is set once the bucket's current
-    contents are in the store; ``applied`` counts records written, ``deleted`` removed."""
+    contents are in the store; ``applied`` counts records written, ``deleted`` removed.
 
-    def __init__(self, writer: ListWriter, bucket: str = LISTS_BUCKET, batch: int = 1000) -> None:
+    A batch that fails to apply is retried, with a delay doubling from ``retry_initial`` to
+    ``retry_max`` seconds, until it succeeds: ``error`` holds the last failure meanwhile
+    (None while all is well) and ``failures`` counts them."""
+
+    def __init__(
+        self,
+        writer: ListWriter,
+        bucket: str = LISTS_BUCKET,
+        batch: int = 1000,
+        retry_initial: float = 0.2,
+        retry_max: float = 10.0,
+    ) -> None:
         self.writer = writer
         self.bucket = bucket
         self.batch = batch
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self.synced = asyncio.Event()
         self.applied = 0
         self.deleted = 0
         self.skipped = 0
-        self.inflight: asyncio.Future[None] | None = None
+        self.failures = 0
+        self._write_error: str | None = None
+        self._watch_error: str | None = None
+        self.inflight: asyncio.Future[tuple[int, int]] | None = None
 
-    def _apply(self, entries: list[Any]) -> None:
-        """One write transaction for a batch of entries (blocking: runs in a thread)."""
-        w = self.writer
-        with w.env.begin(write=True) as txn:
-            for e in entries:
-                where = parse_kv_key(e.key)
-                if where is None:
-                    self.skipped += 1
-                    continue
-                db, key = where
-                k = _META_LMDB_KEY if db == DB_META else key.encode()
-                if e.operation in ("DEL", "PURGE") or e.value is None:
-                    txn.delete(k, db=w._dbs[db])
-                    self.deleted += 1
-                else:
-                    txn.put(k, bytes(e.value), db=w._dbs[db])
-                    self.applied += 1
+    def _ops(self, entries: list[Any]) -> list[Op]:
+        ops: list[Op] = []
+        for e in entries:
+            where = parse_kv_key(e.key)
+            if where is None:
+                self.skipped += 1
+                continue
+            db, key = where
+            k = _META_LMDB_KEY if db == DB_META else key.encode()
+            if e.operation in ("DEL", "PURGE") or e.value is None:
+                ops.append((db, k, None))
+            else:
+                ops.append((db, k, bytes(e.value)))
+        return ops
+
+    @property
+    def error(self) -> str | None:
+        """Why the mirror is failing now (a batch it cannot write, or a broken watch); None
+        while it works."""
+        return self._write_error or self._watch_error
+
+    def _failed(self, what: str, e: BaseException, delay: float) -> str:
+        self.failures += 1
+        msg = f"{what}: {type(e).__name__}: {e}"
+        log.error("list mirror: %s (failure %d; retrying in %.1f s)", msg, self.failures, delay)
+        return msg
+
+    async def _apply(self, entries: list[Any]) -> None:
+        """Writes a batch in one transaction (in a thread), retrying it until it is written."""
+        ops = self._ops(entries)
+        if not ops:
+            return
+        delay = self.retry_initial
+        while True:
+            # Shielded: a cancelled mirror still finishes the transaction it began.
+            self.inflight = asyncio.ensure_future(asyncio.to_thread(self.writer.apply, ops))
+            try:
+                puts, dels = await asyncio.shield(self.inflight)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a full store or a disk error: keep the batch, retry
+                self._write_error = self._failed(f"writing {len(ops)} records to {self.writer.path} failed", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            self.applied += puts
+            self.deleted += dels
+            if self._write_error is not None:
+                log.warning("list mirror: writing again after %d failures", self.failures)
+                self._write_error = None
+            return
 
     async def run(self, js: Any) -> None:
-        """Watches the bucket until cancelled; waits for it while it does not exist."""
-        import nats.errors
-        import nats.js.errors
-
-        delay = 0.2
+        """Watches the bucket until cancelled; waits for it while it does not exist, and
+        starts watching again (with backoff) when the watch fails."""
+        delay = self.retry_initial
         while True:
             try:
                 kv = await js.key_value(self.bucket)
                 watcher = await kv.watchall()
-            except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError, nats.errors.Error) as e:
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - no bucket yet, or NATS trouble: retry
                 log.warning("list bucket %s not available (%s); retrying", self.bucket, e)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, self.retry_max)
                 continue
             log.info("mirroring list bucket %s", self.bucket)
+            self._watch_error = None
             try:
-                stopped = False
-                while not stopped:
-                    batch: list[Any] = []
-                    caught_up = False  # the None marker: the bucket's contents have all arrived
-                    e = await watcher.updates(timeout=None)
-                    while True:
-                        if e is None:
-                            caught_up = True
-                        elif getattr(e, "key", None) is None:  # the watcher stopped
-                            stopped = True
-                            break
-                        else:
-                            batch.append(e)
-                        if len(batch) >= self.batch:
-                            break
-                        try:
-                            e = await watcher.updates(timeout=0.005)
-                        except nats.errors.TimeoutError:
-                            break
-                    if batch:
-                        # Shielded: a cancelled mirror still finishes the transaction it began.
-                        self.inflight = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
-                        await asyncio.shield(self.inflight)
-                    if caught_up:
-                        self.synced.set()
+                await self._follow(watcher)
+                delay = self.retry_initial
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the watch broke: count it, watch again
+                self._watch_error = self._failed(f"watching {self.bucket} failed", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
             finally:
                 try:
                     await watcher.stop()
                 except Exception:  # noqa: BLE001 - the connection may be gone already
                     pass
+
+    async def _follow(self, watcher: Any) -> None:
+        import nats.errors
+
+        while True:
+            batch: list[Any] = []
+            caught_up = False  # the None marker: the bucket's contents have all arrived
+            e = await watcher.updates(timeout=None)
+            while True:
+                if e is None:
+                    caught_up = True
+                elif getattr(e, "key", None) is None:  # the watcher stopped
+                    if batch:
+                        await self._apply(batch)
+                    return
+                else:
+                    batch.append(e)
+                if len(batch) >= self.batch:
+                    break
+                try:
+                    e = await watcher.updates(timeout=0.005)
+                except nats.errors.TimeoutError:
+                    break
+            if batch:
+                await self._apply(batch)
+            if caught_up:
+                self.synced.set()
 
 
 __all__ = ["META_KEY", "Mirror", "kv_key", "parse_kv_key", "put_commit"]
