@@ -14,6 +14,7 @@ _COMMAND_MODULES = [
     "recofast.engine",
     "recofast.publish",
     "recofast.checkpoints",
+    "recofast.erasure",
     "recofast.schema",
     "recofast.up",
     "recofast.simulate",

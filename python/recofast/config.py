@@ -43,6 +43,9 @@ class EngineConfig:
     top_n: int = 20
     timezone: str = "UTC"
     dedupe_window: int = 1_000_000
+    # the door: event times accepted (epoch seconds; future tolerance in seconds)
+    event_earliest: float = 946_684_800.0
+    event_max_future: float = 86_400.0
     # periodic work
     refresh_seconds: float = 60.0
     refresh_chunk: int = 100
@@ -50,6 +53,15 @@ class EngineConfig:
     popular_n: int = 50
     trending_half_life: float = 3600.0
     context_top: int = 200
+    segment_seconds: float = 1.0
+    similar_top: int = 20
+    similar_per_round: int = 5_000
+    refresh_budget: float = 0.05
+    expire_seconds: float = 60.0
+    # health
+    health_seconds: float = 5.0
+    stall_seconds: float = 30.0
+    store_retry_seconds: float = 2.0
     # LMDB
     lmdb_map_size: int = 1 << 32
     lmdb_sync: bool = True

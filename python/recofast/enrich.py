@@ -21,6 +21,7 @@ import asyncio
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,13 +143,14 @@ class HttpWeatherProvider:
     """Weather from an HTTP service, cached per region for ``ttl`` seconds.
 
     :meth:`weather` answers from the cache at once and, when the entry is missing or stale,
-    starts a background fetch of ``url.format(region=...)`` (expects JSON ``{"weather": ...}``)
+    starts a background fetch of ``url.format(region=...)`` (the region percent-escaped;
+    expects JSON ``{"weather": ...}``)
     on the engine's event loop. It never blocks; until the first answer it says None.
     """
 
     def __init__(self, url: str, ttl: float = 600.0, timeout: float = 2.0) -> None:
         self.url, self.ttl, self.timeout = url, ttl, timeout
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._cache: dict[str, tuple[float, str | None]] = {}  # bounded: see weather()
         self._inflight: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session = None
@@ -169,6 +171,8 @@ class HttpWeatherProvider:
     def weather(self, region: str, ts: float) -> str | None:
         now = time.monotonic()
         hit = self._cache.get(region)
+        if hit is None and len(self._cache) >= 10_000:
+            self._cache.clear()
         if (hit is None or now - hit[0] > self.ttl) and region not in self._inflight and self._loop is not None:
             self._inflight.add(region)
             self._loop.call_soon_threadsafe(self._spawn, region)
@@ -182,7 +186,8 @@ class HttpWeatherProvider:
     async def _fetch(self, region: str) -> None:
         try:
             assert self._session is not None
-            async with self._session.get(self.url.format(region=region)) as resp:
+            # The region comes from producers: escaped, it cannot change the URL's shape.
+            async with self._session.get(self.url.format(region=urllib.parse.quote(region, safe=""))) as resp:
                 body = await resp.json()
             value = body.get("weather") if isinstance(body, dict) else None
             self._cache[region] = (time.monotonic(), None if value is None else str(value))
@@ -233,7 +238,7 @@ class Enricher:
             return "unknown"
         d = self._ua.get(ua)
         if d is None:
-            if len(self._ua) > 100_000:
+            if len(self._ua) > 20_000:
                 self._ua.clear()
             d = self._ua[ua] = device_from_ua(ua)
         return d
