@@ -504,6 +504,9 @@ class ListWriter:
 
     GROW_AT = 0.75
     """After a commit, the map is doubled when more than this share of it is in use."""
+    HEADROOM = 2.0
+    """Before a commit, the map is grown when the bytes in use plus this many times the
+    commit's payload (LMDB copies the pages it changes) would not fit."""
 
     def __init__(
         self,
@@ -594,8 +597,8 @@ class ListWriter:
         with self._write:
             # LMDB copies every page it changes: room for about twice the payload, and a
             # few pages of tree, before the transaction starts.
-            need = self.used_size() + 2 * payload + 64 * self._psize
-            if need > self.map_size:
+            need = self.used_size() + int(self.HEADROOM * payload) + 64 * self._psize
+            if self.HEADROOM and need > self.map_size:
                 self._grow(need)
             while True:
                 try:
@@ -738,8 +741,9 @@ class ListReader:
     :meth:`read` makes one transaction for several reads. A store grown by its writer in
     another process is followed (the new map size is adopted and the read retried).
 
-    A store whose optional databases (``context``, ``similar``) do not exist yet reads them
-    as empty, and looks for them again every few seconds."""
+    ``map_size`` 0 (the default) maps the store at the size its writer gave it. A store
+    whose optional databases (``context``, ``similar``) do not exist yet reads them as empty,
+    and looks for them again every few seconds."""
 
     RETRY_MISSING_SECONDS = 2.0
 
@@ -747,7 +751,7 @@ class ListReader:
         self,
         path: str | os.PathLike[str] | None = None,
         env: lmdb.Environment | None = None,
-        map_size: int = 1 << 30,
+        map_size: int = 0,
         guard: _MapGuard | None = None,
     ) -> None:
         if env is None:

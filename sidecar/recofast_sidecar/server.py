@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import dataclasses
 import hashlib
+import functools
 import hmac
 import itertools
 import json
@@ -313,13 +314,17 @@ class Store:
         seen: set[str] = set()
         with self.request():
             t = self._t
+            # The raw transaction and database handle: this loop runs for every candidate.
+            get = None
+            if t is not None and self.reader is not None and (h := self.reader._dbs[DB_ITEMS]) is not None:
+                get = functools.partial(t.txn.get, db=h)
             try:
                 for name, cands in sources:
                     for c in cands:
                         if c.item in seen:
                             continue
                         seen.add(c.item)
-                        rec = self._item(t, c.item)
+                        rec = self._item(get, c.item)
                         if passes(c.item, rec, f):
                             out.append(c)
                             meta[c.item] = rec
@@ -331,10 +336,10 @@ class Store:
                 self._fail(e)
         return out, meta, first
 
-    def _item(self, t: ReadTxn | None, item: str) -> ItemRecord | None:
-        if t is None or self._t is None:
+    def _item(self, get: Callable[[bytes], Any] | None, item: str) -> ItemRecord | None:
+        if get is None or self._t is None:
             return None
-        raw = t.get(DB_ITEMS, item.encode())
+        raw = get(item.encode())
         if raw is None:
             return None
         hit = self._decoded.get(item)
