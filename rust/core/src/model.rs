@@ -319,7 +319,7 @@ pub struct Model {
     items_dead: AtomicUsize,
     /// Item rows ever allocated (live, retired and free).
     item_hw: AtomicUsize,
-    /// Bumped whenever the set of items changes (created, retired): the snapshot's cue.
+    /// Bumped whenever rows change owner (an item retired, a free row reused): the snapshot's cue.
     item_gen: AtomicU64,
     /// The newest event time seen (f64 bits, seconds): "now" for idle expiry.
     clock: AtomicU64,
@@ -442,7 +442,8 @@ impl Model {
 
     /// Rows of context keys seen `times` times in learning (in key order, the ones without a
     /// row left out). A known key is marked seen now; an unknown one is counted in a bounded
-    /// candidate table and becomes a key (a zero vector) once seen `ctx_min_count` times, while
+    /// candidate table and becomes a key (a zero vector) once seen `ctx_min_count` times (an
+    /// intent word that some item's text holds: at once), while
     /// the table holds fewer than `max_context_keys`: a random free-text value seen once
     /// never gets a row, a real one repeated a few times does.
     pub fn admit_context<S: AsRef<str>>(&self, keys: &[S], times: u32) -> Vec<u32> {
@@ -464,6 +465,10 @@ impl Model {
         if !admit.is_empty() && min > times {
             let mut cand = self.ctx_cand.lock();
             admit.retain(|k| {
+                // A search word the catalogue's text uses is no random text: admitted at once.
+                if k.strip_prefix("intent=").is_some_and(|w| self.text.has_word(w)) {
+                    return true;
+                }
                 if let Some(c) = cand.get_mut(*k) {
                     *c = c.saturating_add(times);
                     if *c >= min {
@@ -595,7 +600,7 @@ impl Model {
     /// A new item may get the row of a retired one: its state is reset first.
     pub fn resolve_items<S: AsRef<str>>(&self, ids: &[S]) -> Vec<u32> {
         let now = Self::secs(self.clock());
-        let mut created = false;
+        let mut reused = false;
         let rows = self.items.resolve_many(ids, |r, row| {
             let n = r as usize + 1;
             self.ensure_item_rows(n);
@@ -613,10 +618,10 @@ impl Model {
             }
             drop(nb);
             self.init_row(2, r, row);
-            self.item_hw.fetch_max(n, Relaxed);
-            created = true;
+            // A reused row changes the snapshot's item set; one added at the end does not.
+            reused |= (r as usize) < self.item_hw.fetch_max(n, Relaxed);
         });
-        if created {
+        if reused {
             self.item_gen.fetch_add(1, Relaxed);
         }
         rows
@@ -1203,8 +1208,13 @@ impl Model {
     pub fn snapshot(&self) -> Arc<ItemSnapshot> {
         let cur = self.snap.load_full();
         let since = self.events().saturating_sub(cur.events);
-        let due = (since > 0 || cur.gen != self.item_gen.load(Relaxed))
-            && (since >= self.cfg.snapshot_every
+        // Items added at the end are scored at once (see `Slots`); reused or retired rows
+        // change the set (the generation), which a deterministic model (`snapshot_ms` 0)
+        // picks up at once, others within `snapshot_ms`.
+        let changed = cur.gen != self.item_gen.load(Relaxed);
+        let due = (since > 0 || changed || cur.slot.len() != self.item_rows())
+            && ((changed && self.cfg.snapshot_ms == 0)
+                || since >= self.cfg.snapshot_every
                 || cur.n == 0
                 || (self.cfg.snapshot_ms > 0 && cur.built.elapsed().as_millis() as u64 >= self.cfg.snapshot_ms));
         if !due {

@@ -100,6 +100,12 @@ impl TextIndex {
         g.item_tokens.get(item as usize).map(|ts| ts.iter().map(|&t| g.words[t as usize].to_string()).collect()).unwrap_or_default()
     }
 
+    /// Whether some item's text has the (lowercase) word.
+    pub fn has_word(&self, word: &str) -> bool {
+        let g = self.inner.read();
+        g.vocab.get(word).is_some_and(|&t| !g.postings[t as usize].is_empty())
+    }
+
     /// Whether an item row has text (is in the catalogue).
     pub fn has_text(&self, item: u32) -> bool {
         self.inner.read().item_tokens.get(item as usize).is_some_and(|t| !t.is_empty())

@@ -503,6 +503,14 @@ mod tests {
     }
 
     #[test]
+    fn search_words_of_the_catalogue_are_admitted_at_once_others_wait() {
+        let m = Model::new(cfg()).unwrap();
+        m.set_item_text(&["l1"], &["desk lamp"]).unwrap();
+        m.search_many(&["u"], &["lamp xqzv"], &[]).unwrap();
+        assert_eq!(m.contexts().ids().all(), ["intent=lamp"]);
+    }
+
+    #[test]
     fn a_full_context_table_is_pruned_so_new_keys_are_learned() {
         let m = Model::new(Config { ctx_min_count: 1, max_context_keys: 100, ctx_idle: 0.0, ..cfg() }).unwrap();
         for k in 0..150 {
