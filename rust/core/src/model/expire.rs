@@ -203,7 +203,8 @@ impl Model {
     /// Removes the idle items that are not in the catalogue from the id map and flags them
     /// dead; their rows are freed by [`Model::retire_end`] once nothing points at them.
     fn retire_begin(&self, now: f64) -> Vec<(String, u32)> {
-        if self.cfg.item_idle <= 0.0 || !(now - self.cfg.item_idle > 0.0) {
+        // `now` is finite (see `expire`), so a cutoff at or before the epoch retires nothing.
+        if self.cfg.item_idle <= 0.0 || now - self.cfg.item_idle <= 0.0 {
             return Vec::new();
         }
         let cut = Self::secs(now - self.cfg.item_idle);
@@ -270,14 +271,14 @@ impl Model {
     /// lists, new items, users' recent and seen items, session intents.
     fn purge_refs(&self, items: &[u32], ctx: &[u32]) {
         let mut gone_i = vec![false; self.item_rows()];
-        items.iter().for_each(|&r| gone_i[r as usize] = true);
+        items.iter().for_each(|&r| gone_i.get_mut(r as usize).into_iter().for_each(|g| *g = true));
         let mut gone_c = vec![false; self.ctx.rows()];
-        ctx.iter().for_each(|&r| gone_c[r as usize] = true);
+        ctx.iter().for_each(|&r| gone_c.get_mut(r as usize).into_iter().for_each(|g| *g = true));
         let gi = |j: u32| gone_i.get(j as usize).copied().unwrap_or(false);
         let gc = |j: u32| gone_c.get(j as usize).copied().unwrap_or(false);
         if !items.is_empty() {
-            for r in 0..gone_i.len() {
-                if !gone_i[r] {
+            for (r, &g) in gone_i.iter().enumerate() {
+                if !g {
                     let mut nb = self.neighbors.get(r).lock();
                     if !nb.is_empty() {
                         nb.retain(|j| !gi(j));
