@@ -11,6 +11,12 @@
 //!   lock, always user before item, so there is no lock-order cycle and no deadlock.
 //! - Scoring reads an immutable snapshot of the item matrix published by an atomic pointer
 //!   swap (`arc_swap`), rebuilt every `snapshot_every` events or `snapshot_ms` ms.
+//!   The snapshot holds the live items only (retired and free rows are left out), so
+//!   scoring costs what the live items cost; items added since are scored by co-occurrence
+//!   and text at once, after the snapshot (next rebuild) by their factors too.
+//! - Memory is bounded and users can be erased: see the `expire` submodule
+//!   (`model/expire.rs`) for user expiry and the cap, item retirement, context admission and
+//!   pruning, `forget`, and why reusing rows under concurrent readers stays sound.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};

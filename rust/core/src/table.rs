@@ -14,6 +14,12 @@
 //!   is inserted (under the write lock) only after its row was allocated and initialised, so
 //!   every thread that can see an id can read its row (the lock's release/acquire orders
 //!   the initialising stores before any later read).
+//! - **Freed rows are reused, never unmapped.** Removing an id takes it out of the map
+//!   (under the write lock); the caller then zeroes the row and hands it to the free list
+//!   ([`EmbeddingTable::release`]), and a later new id may get it. A reader that looked the
+//!   row up before the removal may still be reading it: it reads atomics, so it sees the old
+//!   values, zeros or the next owner's, each a value some thread stored — a stale answer at
+//!   worst, never undefined behaviour. No `unsafe` is needed for any of this.
 //! - **Scoring reads a snapshot.** SIMD kernels need plain `&[f32]`, which must not alias
 //!   memory another thread writes. The model therefore copies the item matrix out with
 //!   atomic loads into an immutable buffer and publishes it through an atomic pointer swap
