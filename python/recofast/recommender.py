@@ -145,16 +145,84 @@ class Recommender:
     ``negatives``, ``window``, ``session_gap``, ``w_mf``, ``w_cooc``, ``w_pop``, ``seed``,
     ``event_weights`` (a mapping such as ``{"purchase": 5.0}``), ``simd`` and others.
     An unknown option or an out-of-range value raises :class:`ValueError`.
+
+    Bounded memory (see :meth:`expire`): ``user_idle`` (180 days, in seconds of event
+    time), ``max_users`` (2,000,000), ``item_idle`` (90 days), ``ctx_min_count`` (3),
+    ``ctx_idle`` (90 days), ``max_context_keys`` (200,000); 0 turns a limit off.
     """
 
     def __init__(self, dim: int = 64, **options: Any) -> None:
         self._m = _core.Model(_options({"dim": dim, **options}))
+        self.last_expired: dict[str, list[str]] = {"users": [], "items": [], "contexts": []}
 
     @classmethod
     def _wrap(cls, m: Any) -> Recommender:
         self = cls.__new__(cls)
         self._m = m
+        self.last_expired = {"users": [], "items": [], "contexts": []}
         return self
+
+    # -- bounded memory and erasure ------------------------------------------------------
+
+    def expire(self, now: Any = None) -> list[str]:
+        """Frees what the model no longer needs and returns the evicted user ids (delete
+        their stored lists): users idle for ``user_idle`` seconds of event time before
+        ``now`` (default: the newest event time learned), the least recently active users
+        past ``max_users`` (including those the cap evicted during learning since the last
+        call, see :meth:`drain_evicted`), items idle for ``item_idle`` seconds that are not
+        in the catalogue (no text, see :meth:`set_in_catalogue`), and context keys not seen
+        for ``ctx_idle`` seconds (or the least recently seen, when the table is nearly
+        full). Freed rows are reused by new users and items. The retired items and pruned
+        keys are in :attr:`last_expired`.
+
+        >>> rec = Recommender(dim=4, user_idle=3600)
+        >>> rec.learn_many(["old", "new"], ["a", "b"], ts=[0.0, 7200.0])
+        2
+        >>> rec.expire()
+        ['old']
+        >>> rec.n_users
+        1
+        """
+        users, items, contexts = self._m.expire(None if now is None else _seconds(now))
+        self.last_expired = {"users": list(users), "items": list(items), "contexts": list(contexts)}
+        return list(users)
+
+    def drain_evicted(self) -> list[str]:
+        """The users the ``max_users`` cap evicted during learning since the last drain (or
+        :meth:`expire`), oldest first. At most 1,000,000 wait; older ones are dropped and
+        counted in ``memory_info()["evicted_dropped"]``."""
+        return self._m.drain_evicted()
+
+    def forget(self, users: Sequence[Id] | np.ndarray) -> int:
+        """Erases users: their id, factors (zeroed), history, sessions and intent; returns
+        how many were known. A later :meth:`save` holds no byte of their ids, and the users
+        become unknown (they get the popular list). Item co-occurrence and item factors
+        learned from their events stay: they hold no user id.
+
+        >>> rec = Recommender(dim=4)
+        >>> rec.learn_many(["alice", "bob"], ["a", "b"])
+        2
+        >>> rec.forget(["alice", "nobody"])
+        1
+        >>> rec.history("alice")
+        []
+        """
+        if isinstance(users, (str, bytes)):
+            raise ValueError("users must be a collection of ids, not a single string")
+        return self._m.forget(users)
+
+    def set_in_catalogue(self, items: Sequence[Id], in_catalogue: bool = True) -> None:
+        """Marks items as in the catalogue (never retired by :meth:`expire`), or no longer.
+        An item with text (:meth:`set_item_text`) is in the catalogue anyway."""
+        if isinstance(items, (str, bytes)):
+            raise ValueError("items must be a collection of ids, not a single string")
+        self._m.set_catalogue(items, bool(in_catalogue))
+
+    def memory_info(self) -> dict[str, float]:
+        """Row counts: live users, items and context keys, rows allocated and free, context
+        values waiting for admission, evicted ids waiting, and the clock (the newest event
+        time seen)."""
+        return dict(self._m.memory_info())
 
     # -- learning -----------------------------------------------------------------------
 
@@ -391,6 +459,7 @@ class Recommender:
 
     def __setstate__(self, state: bytes) -> None:
         self._m = _core.Model.from_bytes(state)
+        self.last_expired = {"users": [], "items": [], "contexts": []}
 
     def __repr__(self) -> str:
         return f"Recommender(dim={self.options()['dim']}, users={self.n_users}, items={self.n_items})"

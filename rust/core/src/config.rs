@@ -89,6 +89,23 @@ pub struct Config {
     pub fold_in: bool,
     /// Kernel level: "auto", "scalar", "avx2", "avx512", "neon".
     pub simd: String,
+    /// A user without events for this many seconds of event time (relative to the newest
+    /// event time the model has seen) is evicted by `expire` (0: never).
+    pub user_idle: f64,
+    /// The most users kept; past it the least recently active are evicted, during learning
+    /// too (0: no limit).
+    pub max_users: usize,
+    /// An item without positive events for this many seconds of event time, and not in the
+    /// catalogue (no text, not marked), is retired by `expire` (0: never).
+    pub item_idle: f64,
+    /// A new context value becomes a key after it was seen this many times (1: at once).
+    pub ctx_min_count: u32,
+    /// A context key not seen for this many seconds of event time is pruned by `expire`
+    /// (0: never).
+    pub ctx_idle: f64,
+    /// The most context keys kept (0: no limit); `expire` prunes the least recently seen
+    /// when the table is nearly full, so new keys can always be learned.
+    pub max_context_keys: usize,
 }
 
 impl Default for Config {
@@ -129,6 +146,12 @@ impl Default for Config {
             snapshot_ms: 100,
             fold_in: true,
             simd: "auto".to_string(),
+            user_idle: 180.0 * 86_400.0,
+            max_users: 2_000_000,
+            item_idle: 90.0 * 86_400.0,
+            ctx_min_count: 3,
+            ctx_idle: 90.0 * 86_400.0,
+            max_context_keys: 200_000,
         }
     }
 }
@@ -168,6 +191,12 @@ macro_rules! fields {
         $m!(snapshot_every, u64);
         $m!(snapshot_ms, u64);
         $m!(fold_in, bool);
+        $m!(user_idle, f64);
+        $m!(max_users, usize);
+        $m!(item_idle, f64);
+        $m!(ctx_min_count, u32);
+        $m!(ctx_idle, f64);
+        $m!(max_context_keys, usize);
     };
 }
 
@@ -277,6 +306,14 @@ impl Config {
         }
         if !(self.session_gap >= 0.0) || !(self.pop_half_life > 0.0) {
             return err("session_gap must be ≥ 0 and pop_half_life > 0".into());
+        }
+        for (n, v) in [("user_idle", self.user_idle), ("item_idle", self.item_idle), ("ctx_idle", self.ctx_idle)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(format!("{n} must be a finite number of seconds ≥ 0 (0: never), got {v}"));
+            }
+        }
+        if self.max_users > u32::MAX as usize / 2 || self.max_context_keys > u32::MAX as usize / 2 {
+            return err("max_users and max_context_keys must be below 2^31 (0: no limit)".into());
         }
         if self.event_weights.iter().any(|w| !(w.is_finite() && w.abs() <= crate::model::MAX_WEIGHT)) {
             return err(format!("event weights must be finite numbers between -{0} and {0}", crate::model::MAX_WEIGHT));

@@ -92,6 +92,21 @@ impl NeighborList {
         self.w[m] = w;
     }
 
+    /// Keeps the neighbours `keep` accepts (in order).
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        let n = self.len as usize;
+        let mut k = 0;
+        for j in 0..n {
+            if keep(self.ids[j]) {
+                self.ids[k] = self.ids[j];
+                self.w[k] = self.w[j];
+                k += 1;
+            }
+        }
+        self.len = k as u16;
+        self.cursor = 0;
+    }
+
     /// Multiplies every weight by `f` (the forward-decay rescale).
     pub fn scale(&mut self, f: f32) {
         let n = self.len as usize;

@@ -11,8 +11,15 @@
 //!   lock, always user before item, so there is no lock-order cycle and no deadlock.
 //! - Scoring reads an immutable snapshot of the item matrix published by an atomic pointer
 //!   swap (`arc_swap`), rebuilt every `snapshot_every` events or `snapshot_ms` ms.
+//!   The snapshot holds the live items only (retired and free rows are left out), so
+//!   scoring costs what the live items cost; items added since are scored by co-occurrence
+//!   and text at once, after the snapshot (next rebuild) by their factors too.
+//! - Memory is bounded and users can be erased: see the `expire` submodule
+//!   (`model/expire.rs`) for user expiry and the cap, item retirement, context admission and
+//!   pruning, `forget`, and why reusing rows under concurrent readers stays sound.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +56,12 @@ pub struct UserState {
     pub session: u32,
     /// The session's intent: the last search, while its session lasts.
     pub intent: Option<Box<Intent>>,
+    /// The event count at the user's last activity (its creation, an event, a search):
+    /// the order in which the user cap evicts (least recently active first).
+    pub last_seq: u64,
+    /// Event time (seconds) of the last activity; the model's clock for events without a
+    /// time. What idle expiry compares with `user_idle`.
+    pub active_ts: f64,
 }
 
 /// What a shopper is looking for in this session (from a search).
@@ -64,7 +77,7 @@ pub struct Intent {
 
 impl Default for UserState {
     fn default() -> Self {
-        UserState { recent: [(0, 0); RECENT_CAP], n_recent: 0, seen: Vec::new(), events: 0, last_ts: f64::NAN, session: 0, intent: None }
+        UserState { recent: [(0, 0); RECENT_CAP], n_recent: 0, seen: Vec::new(), events: 0, last_ts: f64::NAN, session: 0, intent: None, last_seq: 0, active_ts: 0.0 }
     }
 }
 
@@ -124,13 +137,50 @@ impl UserState {
             self.seen.insert(p, item);
         }
     }
+
+    /// Records an activity at event count `seq` and event time `ts` (NaN: the clock `now`).
+    #[inline]
+    pub fn touch(&mut self, seq: u64, ts: f64, now: f64) {
+        self.last_seq = self.last_seq.max(seq);
+        let t = if ts.is_finite() { ts } else { now };
+        if t > self.active_ts {
+            self.active_ts = t;
+        }
+    }
+
+    /// Drops the items `gone` says are gone from the recent and seen items, and context
+    /// rows `ctx_gone` says are gone from the intent (rows about to be reused).
+    pub fn purge(&mut self, gone: impl Fn(u32) -> bool, ctx_gone: impl Fn(u32) -> bool) {
+        let mut k = 0;
+        for j in 0..self.n_recent as usize {
+            if !gone(self.recent[j].0) {
+                self.recent[k] = self.recent[j];
+                k += 1;
+            }
+        }
+        self.n_recent = k as u32;
+        self.seen.retain(|&i| !gone(i));
+        if let Some(it) = self.intent.as_mut() {
+            it.rows.retain(|&c| !ctx_gone(c));
+        }
+    }
 }
 
 pub use crate::cooc::NeighborList;
 
+mod expire;
+pub use expire::{Expired, RowStats};
+
 /// The immutable item matrix that scoring reads. See the module docs.
 pub struct ItemSnapshot {
+    /// Items scored: the live items when the snapshot was built.
     pub n: usize,
+    /// The item row of each place in the snapshot (places `0..n`).
+    pub rows: Vec<u32>,
+    /// The place of each item row `0..slot.len()` (`u32::MAX`: retired or free, not scored).
+    pub slot: Vec<u32>,
+    /// The item-set generation the snapshot was built from.
+    gen: u64,
     /// Item factors in bfloat16 (half the bytes to scan), row-major.
     pub vecs: Vec<u16>,
     /// Euclidean norm of each item's factors.
@@ -138,7 +188,7 @@ pub struct ItemSnapshot {
     pub bias: Vec<f32>,
     /// Trending popularity, scaled so that the maximum is 1.
     pub pop: Vec<f32>,
-    /// Items by trending popularity, best first (at most 1,000).
+    /// Item rows by trending popularity, best first (at most 1,000).
     pub popular: Vec<u32>,
     /// Items introduced by their metadata that are still new (candidates for exploration).
     pub fresh: Vec<u32>,
@@ -211,9 +261,21 @@ impl Rng {
 const RING: usize = 4096;
 /// Bound of the exponent of the context factor (e^20 keeps every score finite).
 const MAX_CTX_EXP: f32 = 20.0;
-/// The most context values the model keeps (an embedding each); past it, new values are
-/// ignored like unknown ones, so free text (search words, segments) cannot grow it forever.
+/// The default of the `max_context_keys` option: the most context values the model keeps
+/// (an embedding each); past it, new values are ignored like unknown ones until `expire`
+/// prunes the least recently seen, so free text cannot grow it forever.
 pub const MAX_CONTEXT_KEYS: usize = 200_000;
+/// Context values waiting for admission (seen fewer than `ctx_min_count` times) that are
+/// counted at once; when the table is full every count is halved and those at zero are
+/// dropped, so a value seen once among many others is forgotten.
+pub const CTX_CANDIDATES: usize = 65_536;
+/// The most evicted user ids kept for [`Model::drain_evicted`] between two drains (the
+/// oldest are dropped past it, and counted).
+pub const EVICTED_CAP: usize = 1_000_000;
+/// Item flag: in the catalogue (never retired).
+const ITEM_PINNED: u8 = 1;
+/// Item flag: retired or free (not sampled as a negative, not scored).
+const ITEM_DEAD: u8 = 2;
 /// Items whose text a new item's starting vector is averaged from.
 const COLD_START_NEIGHBORS: usize = 10;
 /// The most new items kept as exploration candidates.
@@ -255,7 +317,30 @@ pub struct Model {
     item_weight: Segmented<AtomicF32>,
     /// Trending popularity per item: (f32 value bits << 32) | tick, decayed lazily.
     item_pop: Segmented<AtomicU64>,
-    n_items: AtomicUsize,
+    /// Event time (whole seconds) of each item's last positive event or creation.
+    item_active: Segmented<AtomicU32>,
+    /// [`ITEM_PINNED`], [`ITEM_DEAD`].
+    item_flags: Segmented<AtomicU8>,
+    /// Item rows with [`ITEM_DEAD`] set (0: no flag needs a look when sampling).
+    items_dead: AtomicUsize,
+    /// Item rows ever allocated (live, retired and free).
+    item_hw: AtomicUsize,
+    /// Bumped whenever rows change owner (an item retired, a free row reused): the snapshot's cue.
+    item_gen: AtomicU64,
+    /// The newest event time seen (f64 bits, seconds): "now" for idle expiry.
+    clock: AtomicU64,
+    /// Users evicted by the cap during learning, for [`Model::drain_evicted`].
+    evicted: Mutex<VecDeque<String>>,
+    evicted_dropped: AtomicU64,
+    /// The least recently active users (last_seq, row), most recent first, from the last
+    /// scan: the cap evicts from its end, skipping users active since.
+    lru: Mutex<Vec<(u64, u32)>>,
+    /// Serialises maintenance (expiry, the cap, forgetting).
+    maint: Mutex<()>,
+    /// Clock (f64 bits) when each context key was last seen in learning.
+    ctx_seen: Segmented<AtomicU64>,
+    /// Context values seen but not admitted yet, with their counts.
+    ctx_cand: Mutex<hashbrown::HashMap<Box<str>, u32>>,
     /// Recent positive items, for popularity-proportional negatives.
     ring: Box<[AtomicU64]>,
     ring_head: AtomicUsize,
@@ -298,7 +383,18 @@ impl Model {
             item_bias: Segmented::new(1),
             item_weight: Segmented::new(1),
             item_pop: Segmented::new(1),
-            n_items: AtomicUsize::new(0),
+            item_active: Segmented::new(1),
+            item_flags: Segmented::new(1),
+            items_dead: AtomicUsize::new(0),
+            item_hw: AtomicUsize::new(0),
+            item_gen: AtomicU64::new(0),
+            clock: AtomicU64::new(0f64.to_bits()),
+            evicted: Mutex::new(VecDeque::new()),
+            evicted_dropped: AtomicU64::new(0),
+            lru: Mutex::new(Vec::new()),
+            maint: Mutex::new(()),
+            ctx_seen: Segmented::new(1),
+            ctx_cand: Mutex::new(hashbrown::HashMap::new()),
             ring: (0..RING).map(|_| AtomicU64::new(u64::MAX)).collect(),
             ring_head: AtomicUsize::new(0),
             events: AtomicU64::new(0),
@@ -340,12 +436,88 @@ impl Model {
 
     /// Context rows of `field=value` keys (see [`crate::context`]); with `create`, unseen
     /// keys get new rows (zero vectors), otherwise they are left out.
+    ///
+    /// With `create` (learning), each key counts as seen once; see [`Model::admit_context`].
     pub fn context_rows<S: AsRef<str>>(&self, keys: &[S], create: bool) -> Vec<u32> {
-        if create && self.ctx.len() < MAX_CONTEXT_KEYS {
-            self.ctx.resolve_many(keys, |_, row| row.iter().for_each(|a| a.store(0.0)))
+        if create {
+            self.admit_context(keys, 1)
         } else {
             self.ctx.ids().get_many(keys).into_iter().filter(|&r| r != u32::MAX).collect()
         }
+    }
+
+    /// Rows of context keys seen `times` times in learning (in key order, the ones without a
+    /// row left out). A known key is marked seen now; an unknown one is counted in a bounded
+    /// candidate table and becomes a key (a zero vector) once seen `ctx_min_count` times (an
+    /// intent word that some item's text holds: at once), while
+    /// the table holds fewer than `max_context_keys`: a random free-text value seen once
+    /// never gets a row, a real one repeated a few times does.
+    pub fn admit_context<S: AsRef<str>>(&self, keys: &[S], times: u32) -> Vec<u32> {
+        let rows = self.ctx.ids().get_many(keys);
+        let now = self.clock.load(Relaxed);
+        let mut out: Vec<u32> = Vec::with_capacity(keys.len());
+        let mut admit: Vec<&str> = Vec::new();
+        for (k, &r) in keys.iter().zip(&rows) {
+            if r != u32::MAX {
+                let c = self.ctx_seen.get(r as usize);
+                if c.load(Relaxed) != now {
+                    c.store(now, Relaxed);
+                }
+            } else {
+                admit.push(k.as_ref());
+            }
+        }
+        let min = self.cfg.ctx_min_count.max(1);
+        if !admit.is_empty() && min > times {
+            let mut cand = self.ctx_cand.lock();
+            admit.retain(|k| {
+                // A search word the catalogue's text uses is no random text: admitted at once.
+                if k.strip_prefix("intent=").is_some_and(|w| self.text.has_word(w)) {
+                    return true;
+                }
+                if let Some(c) = cand.get_mut(*k) {
+                    *c = c.saturating_add(times);
+                    if *c >= min {
+                        cand.remove(*k);
+                        return true;
+                    }
+                    return false;
+                }
+                if cand.len() >= CTX_CANDIDATES {
+                    cand.retain(|_, c| {
+                        *c /= 2;
+                        *c > 0
+                    });
+                    if cand.len() >= CTX_CANDIDATES {
+                        cand.clear();
+                    }
+                }
+                cand.insert((*k).into(), times);
+                false
+            });
+        }
+        let max = self.cfg.max_context_keys;
+        let created: Vec<u32> = if !admit.is_empty() && (max == 0 || self.ctx.len() < max) {
+            self.ctx.resolve_many(&admit, |r, row| {
+                self.ctx_seen.ensure(r as usize + 1);
+                self.ctx_seen.get(r as usize).store(now, Relaxed);
+                row.iter().for_each(|a| a.store(0.0));
+            })
+        } else {
+            Vec::new()
+        };
+        let mut created = created.into_iter();
+        let admitted: hashbrown::HashSet<&str> = admit.iter().copied().collect();
+        for (k, &r) in keys.iter().zip(&rows) {
+            if r != u32::MAX {
+                out.push(r);
+            } else if admitted.contains(k.as_ref()) {
+                if let Some(c) = created.next() {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 
     /// Context rows of each event from its (field, value) pairs, creating unseen keys.
@@ -363,12 +535,43 @@ impl Model {
             .collect()
     }
 
+    /// Users held now.
     pub fn n_users(&self) -> usize {
         self.users.len()
     }
 
+    /// Live items (retired ones not counted).
     pub fn n_items(&self) -> usize {
-        self.n_items.load(Relaxed)
+        self.items.len()
+    }
+
+    /// Item rows ever allocated (live, retired and free): the bound of every item row.
+    pub fn item_rows(&self) -> usize {
+        self.item_hw.load(Relaxed)
+    }
+
+    /// The newest event time seen (seconds; 0 before any event with a time).
+    pub fn clock(&self) -> f64 {
+        f64::from_bits(self.clock.load(Relaxed))
+    }
+
+    /// Moves the clock forward to `ts` (never back). Times past year 5000 are ignored.
+    fn advance_clock(&self, ts: f64) {
+        if !(ts.is_finite() && (0.0..1e11).contains(&ts)) {
+            return;
+        }
+        let mut cur = self.clock.load(Relaxed);
+        while f64::from_bits(cur) < ts {
+            match self.clock.compare_exchange_weak(cur, ts.to_bits(), Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Event time as the whole seconds kept per item.
+    fn secs(ts: f64) -> u32 {
+        if ts.is_finite() { ts.clamp(0.0, u32::MAX as f64) as u32 } else { 0 }
     }
 
     /// Events learned so far.
@@ -385,24 +588,59 @@ impl Model {
     }
 
     /// Rows of user ids, creating new users.
+    ///
+    /// A new user may get the row of an evicted one: its state is reset and its factors
+    /// initialised before its id becomes visible (under the id map's write lock).
     pub fn resolve_users<S: AsRef<str>>(&self, ids: &[S]) -> Vec<u32> {
+        let seq = self.events();
+        let now = self.clock();
         self.users.resolve_many(ids, |r, row| {
             self.user_state.ensure(r as usize + 1);
+            *self.user_state.get(r as usize).lock() = UserState { last_seq: seq, active_ts: now, ..UserState::default() };
             self.init_row(1, r, row);
         })
     }
 
     /// Rows of item ids, creating new items.
+    ///
+    /// A new item may get the row of a retired one: its state is reset first.
     pub fn resolve_items<S: AsRef<str>>(&self, ids: &[S]) -> Vec<u32> {
-        self.items.resolve_many(ids, |r, row| {
+        let now = Self::secs(self.clock());
+        let mut reused = false;
+        let rows = self.items.resolve_many(ids, |r, row| {
             let n = r as usize + 1;
-            self.neighbors.ensure(n);
-            self.item_bias.ensure(n);
-            self.item_weight.ensure(n);
-            self.item_pop.ensure(n);
+            self.ensure_item_rows(n);
+            let i = r as usize;
+            self.item_bias.get(i).store(0.0);
+            self.item_weight.get(i).store(0.0);
+            self.item_pop.get(i).store(0, Relaxed);
+            self.item_active.get(i).store(now, Relaxed);
+            if self.item_flags.get(i).swap(0, Relaxed) & ITEM_DEAD != 0 {
+                self.items_dead.fetch_sub(1, Relaxed);
+            }
+            let mut nb = self.neighbors.get(i).lock();
+            if !nb.is_empty() {
+                *nb = NeighborList::default();
+            }
+            drop(nb);
             self.init_row(2, r, row);
-            self.n_items.fetch_max(n, Relaxed);
-        })
+            // A reused row changes the snapshot's item set; one added at the end does not.
+            reused |= (r as usize) < self.item_hw.fetch_max(n, Relaxed);
+        });
+        if reused {
+            self.item_gen.fetch_add(1, Relaxed);
+        }
+        rows
+    }
+
+    /// Allocates the per-item arrays for rows `0..n`.
+    fn ensure_item_rows(&self, n: usize) {
+        self.neighbors.ensure(n);
+        self.item_bias.ensure(n);
+        self.item_weight.ensure(n);
+        self.item_pop.ensure(n);
+        self.item_active.ensure(n);
+        self.item_flags.ensure(n);
     }
 
     /// Resolves ids and event names into events. `events`, `ts`, `weights` may be empty
@@ -430,8 +668,13 @@ impl Model {
         if let Some(w) = weights.iter().find(|w| !(w.is_finite() && w.abs() <= MAX_WEIGHT)) {
             return invalid!("weights must be finite numbers between -{MAX_WEIGHT} and {MAX_WEIGHT}, got {w}");
         }
+        // New users and items start at the clock before this batch; their events then move
+        // their activity to the events' own times.
         let urows = self.resolve_users(users);
         let irows = self.resolve_items(items);
+        if let Some(t) = ts.iter().copied().filter(|t| t.is_finite() && *t < 1e11).reduce(f64::max) {
+            self.advance_clock(t);
+        }
         Ok((0..n)
             .map(|j| {
                 let kind = events.get(j).copied().unwrap_or(0);
@@ -458,6 +701,7 @@ impl Model {
     ) -> Result<()> {
         let evs = self.prepare(users, items, events, ts, weights)?;
         self.learn_events(&evs);
+        self.enforce_user_cap();
         Ok(())
     }
 
@@ -481,6 +725,7 @@ impl Model {
             e.ctx = c;
         }
         self.learn_events(&evs);
+        self.enforce_user_cap();
         Ok(())
     }
 
@@ -503,13 +748,18 @@ impl Model {
         let mut evs = self.prepare(users, items, events, ts, weights)?;
         let mut fill = vec![0usize; n];
         for (f, col) in cols {
+            // Each distinct value is counted as often as it occurs (admission), then resolved once.
+            let mut counts: hashbrown::HashMap<&str, u32> = hashbrown::HashMap::new();
+            for v in col.iter().flatten() {
+                *counts.entry(v.as_ref()).or_insert(0) += 1;
+            }
             let mut cache: hashbrown::HashMap<&str, Vec<u32>> = hashbrown::HashMap::new();
             for (j, v) in col.iter().enumerate() {
                 let Some(v) = v else { continue };
                 let rows = cache.entry(v.as_ref()).or_insert_with(|| {
                     let mut keys = Vec::new();
                     crate::context::keys_of(f.as_ref(), v.as_ref(), &mut keys);
-                    self.context_rows(&keys, true)
+                    self.admit_context(&keys, counts.get(v.as_ref()).copied().unwrap_or(1))
                 });
                 for &r in rows.iter() {
                     if fill[j] < MAX_EVENT_CTX && !evs[j].ctx[..fill[j]].contains(&r) {
@@ -520,6 +770,7 @@ impl Model {
             }
         }
         self.learn_events(&evs);
+        self.enforce_user_cap();
         Ok(())
     }
 
@@ -531,15 +782,22 @@ impl Model {
             return invalid!("users, queries and ts differ in length ({}, {}, {})", users.len(), queries.len(), ts.len());
         }
         let rows = self.resolve_users(users);
+        if let Some(t) = ts.iter().copied().filter(|t| t.is_finite() && *t < 1e11).reduce(f64::max) {
+            self.advance_clock(t);
+        }
+        let (seq, now) = (self.events(), self.clock());
         for (j, (&u, q)) in rows.iter().zip(queries).enumerate() {
             let q = q.as_ref();
             let keys = keys_of_all(&[("intent", q)]);
             let crow = self.context_rows(&keys, true);
             let mut us = self.user_state.get(u as usize).lock();
-            us.advance_session(ts.get(j).copied().unwrap_or(f64::NAN), self.cfg.session_gap);
+            let t = ts.get(j).copied().unwrap_or(f64::NAN);
+            us.touch(seq, t, now);
+            us.advance_session(t, self.cfg.session_gap);
             us.intent = (!keys.is_empty()).then(|| Box::new(Intent { query: q.chars().take(256).collect(), rows: crow, session: us.session }));
         }
         self.events.fetch_add(users.len() as u64, Relaxed);
+        self.enforce_user_cap();
         Ok(())
     }
 
@@ -556,12 +814,13 @@ impl Model {
         let start = self.events.fetch_add(evs.len() as u64, Relaxed);
         let mut rng = Rng::new(self.cfg.seed ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
         let mut scratch = Scratch::new(self.cfg.dim);
+        scratch.now = self.clock();
         let nneg = self.cfg.negatives;
         let mut negs: Vec<u32> = Vec::new();
         for (c, chunk) in evs.chunks(CHUNK).enumerate() {
             // Negatives are drawn for a whole chunk first, so their rows can be prefetched
             // like the event's own.
-            let n_items = self.n_items();
+            let n_items = self.item_rows();
             negs.clear();
             for e in chunk {
                 for n in 0..nneg {
@@ -621,6 +880,7 @@ impl Model {
         prefetch_lines(self.user_state.get(u));
         prefetch_neighbors(self.neighbors.get(i));
         prefetch(self.item_pop.get(i));
+        prefetch(self.item_active.get(i));
         prefetch(self.item_weight.get(i));
         prefetch(self.item_bias.get(i));
     }
@@ -637,6 +897,7 @@ impl Model {
         let new_user;
         {
             let mut us = self.user_state.get(e.user as usize).lock();
+            us.touch(t, e.ts, s.now);
             new_user = us.events == 0;
             if w > 0.0 {
                 us.advance_session(e.ts, cfg.session_gap);
@@ -700,6 +961,11 @@ impl Model {
         s.pairs.clear();
         self.item_weight.get(e.item as usize).fetch_add(w * growth);
         self.bump_pop(e.item, w, t);
+        let act = self.item_active.get(e.item as usize);
+        let now = Self::secs(if e.ts.is_finite() { e.ts } else { s.now });
+        if act.load(Relaxed) < now {
+            act.store(now, Relaxed);
+        }
         let h = self.ring_head.fetch_add(1, Relaxed);
         self.ring[h % RING].store(e.item as u64, Relaxed);
     }
@@ -803,7 +1069,8 @@ impl Model {
             } else {
                 rng.below(n_items) as u32
             };
-            if j != pos {
+            // Retired and free rows are no negatives (checked only when there are any).
+            if j != pos && (self.items_dead.load(Relaxed) == 0 || self.item_flags.get(j as usize).load(Relaxed) & ITEM_DEAD == 0) {
                 return Some(j);
             }
         }
@@ -877,7 +1144,7 @@ impl Model {
             if let Some(_guard) = self.rescale_lock.try_lock() {
                 if self.cooc_base.load(Relaxed) == base {
                     let inv = (1.0 / g) as f32;
-                    for r in 0..self.n_items() {
+                    for r in 0..self.item_rows() {
                         self.neighbors.get(r).lock().scale(inv);
                         let cell = self.item_weight.get(r);
                         cell.store(cell.load() * inv);
@@ -897,22 +1164,33 @@ impl Model {
     }
 
     fn build_snapshot(&self) -> ItemSnapshot {
-        let n = self.n_items();
         let events = self.events();
+        let gen = self.item_gen.load(Relaxed);
         let now = Self::pop_tick(events);
-        let full = self.items.copy_out(n);
+        // Only live items are scored: retired and free rows cost nothing when recommending.
+        let live = self.items.ids().live_mask();
+        let rows: Vec<u32> = live.iter().enumerate().filter(|x| *x.1).map(|x| x.0 as u32).collect();
+        let mut slot = vec![u32::MAX; live.len()];
+        for (k, &r) in rows.iter().enumerate() {
+            slot[r as usize] = k as u32;
+        }
+        let n = rows.len();
         let dim = self.cfg.dim.max(1);
+        let mut full = vec![0f32; n * dim];
+        for (chunk, &r) in full.chunks_exact_mut(dim).zip(&rows) {
+            load_row(self.items.row(r), chunk);
+        }
         let norms: Vec<f32> = full.chunks_exact(dim).map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
         let vecs: Vec<u16> = full.iter().map(|&x| kernels::bf16::to_bf16(x)).collect();
-        let bias: Vec<f32> = (0..n).map(|r| self.item_bias.get(r).load()).collect();
-        let mut pop: Vec<f32> = (0..n as u32).map(|r| self.pop_now(r, now)).collect();
+        let bias: Vec<f32> = rows.iter().map(|&r| self.item_bias.get(r as usize).load()).collect();
+        let mut pop: Vec<f32> = rows.iter().map(|&r| self.pop_now(r, now)).collect();
         let max = pop.iter().cloned().fold(0.0f32, f32::max);
         if max > 0.0 {
             pop.iter_mut().for_each(|p| *p /= max);
         }
-        let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| x.0).collect();
+        let popular = kernels::topk_of_scores(&pop, 1000.min(n)).into_iter().filter(|x| x.1 > 0.0).map(|x| rows[x.0 as usize]).collect();
         let fresh = self.update_fresh(events);
-        ItemSnapshot { n, vecs, norms, bias, pop, popular, fresh, events, built: Instant::now() }
+        ItemSnapshot { n, rows, slot, gen, vecs, norms, bias, pop, popular, fresh, events, built: Instant::now() }
     }
 
     /// Drops the new items whose positive events now weigh `explore_until` (decayed like
@@ -936,8 +1214,13 @@ impl Model {
     pub fn snapshot(&self) -> Arc<ItemSnapshot> {
         let cur = self.snap.load_full();
         let since = self.events().saturating_sub(cur.events);
-        let due = (since > 0 || cur.n != self.n_items())
-            && (since >= self.cfg.snapshot_every
+        // Items added at the end are scored at once (see `Slots`); reused or retired rows
+        // change the set (the generation), which a deterministic model (`snapshot_ms` 0)
+        // picks up at once, others within `snapshot_ms`.
+        let changed = cur.gen != self.item_gen.load(Relaxed);
+        let due = (since > 0 || changed || cur.slot.len() != self.item_rows())
+            && ((changed && self.cfg.snapshot_ms == 0)
+                || since >= self.cfg.snapshot_every
                 || cur.n == 0
                 || (self.cfg.snapshot_ms > 0 && cur.built.elapsed().as_millis() as u64 >= self.cfg.snapshot_ms));
         if !due {
@@ -961,7 +1244,10 @@ impl Model {
     /// Top-k items for a user row (`None`: an unknown user, served trending popularity).
     pub fn recommend_row(&self, user: Option<u32>, q: &Query) -> Vec<(u32, f32)> {
         let snap = self.snapshot();
-        let n = self.n_items().max(snap.n);
+        // Scores are kept per place: the snapshot's live items, then the rows added at the
+        // end since it was built (so a new item counts at once for co-occurrence and text).
+        let sl = Slots::new(&snap, self.item_rows());
+        let n = sl.len();
         if n == 0 || q.k == 0 {
             return Vec::new();
         }
@@ -1013,14 +1299,14 @@ impl Model {
             }
             if has_history {
                 if cfg.w_cooc > 0.0 {
-                    self.add_cooc(&recent, hist, scores, tmp);
+                    self.add_cooc(&recent, hist, &sl, scores, tmp);
                 }
                 if cfg.w_text > 0.0 && cfg.text_window > 0 {
-                    self.add_text(&recent, hist, scores, tmp);
+                    self.add_text(&recent, hist, &sl, scores, tmp);
                 }
             }
             if !intent.is_empty() && cfg.w_intent > 0.0 {
-                self.add_intent(&intent, scores, tmp);
+                self.add_intent(&intent, &sl, scores, tmp);
             }
             if !ctx.is_empty() && cfg.w_ctx > 0.0 && snap.n > 0 {
                 // Where the shopper's recent items say little (a new session, or no
@@ -1035,20 +1321,15 @@ impl Model {
                     }
                 }
             }
-            for &s in &seen {
-                if let Some(x) = scores.get_mut(s as usize) {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
-            for &s in q.exclude {
-                if let Some(x) = scores.get_mut(s as usize) {
+            for &s in seen.iter().chain(q.exclude) {
+                if let Some(x) = sl.of(s).and_then(|p| scores.get_mut(p)) {
                     *x = f32::NEG_INFINITY;
                 }
             }
             let mut top = if let Some(allow) = q.allow {
                 let mut t = TopK::new(q.k);
                 for &a in allow {
-                    if let Some(&s) = scores.get(a as usize) {
+                    if let Some(&s) = sl.of(a).and_then(|p| scores.get(p)) {
                         if s > f32::NEG_INFINITY {
                             t.push(a, s);
                         }
@@ -1056,10 +1337,12 @@ impl Model {
                 }
                 t.into_sorted()
             } else {
-                kernels::topk_of_scores(scores, q.k)
+                let mut t = kernels::topk_of_scores(scores, q.k);
+                t.iter_mut().for_each(|x| x.0 = sl.row(x.0 as usize));
+                t
             };
             if q.explore > 0 && !snap.fresh.is_empty() {
-                explore(&mut top, &snap.fresh, scores, q);
+                explore(&mut top, &snap.fresh, |r| sl.of(r).and_then(|p| scores.get(p)).copied(), q);
             }
             top
         })
@@ -1107,10 +1390,10 @@ impl Model {
 
     /// Adds `w_intent * match / max(match)`: the TF-IDF match of the intent words (the
     /// session's last search, or the request's intent) with each item's text.
-    fn add_intent(&self, words: &[String], scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_intent(&self, words: &[String], sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
-        let max = self.text.add_query(words, tmp);
+        let max = self.text.add_query_by(words, tmp, |r| sl.of(r));
         if max > 0.0 {
             let a = self.cfg.w_intent / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
@@ -1124,14 +1407,15 @@ impl Model {
     /// context without the core (the sidecar's re-rank).
     pub fn context_affinities(&self, top: usize) -> Vec<(String, Vec<(u32, f32)>)> {
         let snap = self.snapshot();
-        let keys = self.ctx.ids().all();
+        let keys = self.ctx.ids().live();
         let mut tmp = Vec::new();
         let mut out = Vec::new();
-        for (r, key) in keys.into_iter().enumerate() {
-            if snap.n == 0 || !self.context_z(&[r as u32], &snap, &mut tmp) {
+        for (r, key) in keys {
+            if snap.n == 0 || !self.context_z(&[r], &snap, &mut tmp) {
                 continue;
             }
-            let best: Vec<(u32, f32)> = kernels::topk_of_scores(&tmp, top.min(snap.n)).into_iter().filter(|x| x.1 > 0.0).collect();
+            let best: Vec<(u32, f32)> =
+                kernels::topk_of_scores(&tmp, top.min(snap.n)).into_iter().filter(|x| x.1 > 0.0).map(|x| (snap.rows[x.0 as usize], x.1)).collect();
             if !best.is_empty() {
                 out.push((key, best));
             }
@@ -1172,7 +1456,7 @@ impl Model {
     }
 
     /// Adds `w_cooc * cooc / max(cooc)` from the user's recent items.
-    fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         let cfg = &self.cfg;
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
@@ -1187,7 +1471,7 @@ impl Model {
             for (j, c) in nb.iter() {
                 let nj = self.item_weight.get(j as usize).load().max(1e-6);
                 let s = base * c / nj.powf(cfg.cooc_beta);
-                if let Some(x) = tmp.get_mut(j as usize) {
+                if let Some(x) = sl.of(j).and_then(|p| tmp.get_mut(p)) {
                     *x += s;
                     max = max.max(*x);
                 }
@@ -1203,7 +1487,7 @@ impl Model {
 
     /// Adds `w_text * text / max(text)`: the item-text similarity to the user's most
     /// recent items, weighted by recency.
-    fn add_text(&self, recent: &[(u32, bool)], scale: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_text(&self, recent: &[(u32, bool)], scale: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if self.text.is_empty() {
             return;
         }
@@ -1219,7 +1503,7 @@ impl Model {
                 x
             })
             .collect();
-        let max = self.text.add_similar(&from, tmp);
+        let max = self.text.add_similar_by(&from, tmp, |r| sl.of(r));
         if max > 0.0 {
             let a = scale * self.cfg.w_text / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
@@ -1291,25 +1575,27 @@ impl Model {
     /// Items most like `item`: co-occurrence neighbours blended with factor cosine.
     pub fn similar_row(&self, item: u32, k: usize) -> Vec<(u32, f32)> {
         let snap = self.snapshot();
-        let n = self.n_items().max(snap.n);
-        let mut scores = vec![0f32; n];
+        let sl = Slots::new(&snap, self.item_rows());
+        let mut scores = vec![0f32; sl.len()];
         let cfg = &self.cfg;
-        if (item as usize) < snap.n && cfg.w_mf > 0.0 {
+        if let Some(p) = sl.of(item).filter(|&p| p < snap.n && cfg.w_mf > 0.0) {
             let dim = cfg.dim;
-            let v: Vec<f32> = snap.vecs[item as usize * dim..(item as usize + 1) * dim].iter().map(|&h| kernels::bf16::from_bf16(h)).collect();
+            let v: Vec<f32> = snap.vecs[p * dim..(p + 1) * dim].iter().map(|&h| kernels::bf16::from_bf16(h)).collect();
             let mut tmp = vec![0f32; snap.n];
             kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &v, &mut tmp);
-            let nv = snap.norms[item as usize].max(1e-12);
+            let nv = snap.norms[p].max(1e-12);
             for (r, t) in tmp.iter().enumerate() {
                 scores[r] = cfg.w_mf * t / (nv * snap.norms[r].max(1e-12));
             }
         }
         let mut tmp = Vec::new();
-        self.add_cooc(&[(item, true)], 1.0, &mut scores, &mut tmp);
-        if let Some(s) = scores.get_mut(item as usize) {
+        self.add_cooc(&[(item, true)], 1.0, &sl, &mut scores, &mut tmp);
+        if let Some(s) = sl.of(item).and_then(|p| scores.get_mut(p)) {
             *s = f32::NEG_INFINITY;
         }
-        kernels::topk_of_scores(&scores, k)
+        let mut top = kernels::topk_of_scores(&scores, k);
+        top.iter_mut().for_each(|x| x.0 = sl.row(x.0 as usize));
+        top
     }
 
     /// The neighbour list of an item (a copy).
@@ -1364,15 +1650,52 @@ impl Model {
     }
 }
 
+/// Where each item row's score is kept in one scoring call: the snapshot's places
+/// `0..snap.n`, then `extra` places for rows added at the end since the snapshot was built.
+struct Slots<'a> {
+    snap: &'a ItemSnapshot,
+    extra: usize,
+}
+
+impl<'a> Slots<'a> {
+    fn new(snap: &'a ItemSnapshot, rows_now: usize) -> Self {
+        Slots { snap, extra: rows_now.saturating_sub(snap.slot.len()) }
+    }
+    /// Places in all.
+    fn len(&self) -> usize {
+        self.snap.n + self.extra
+    }
+    /// The place of an item row (`None`: retired, free, or reused since the snapshot).
+    #[inline]
+    fn of(&self, row: u32) -> Option<usize> {
+        let (r, base) = (row as usize, self.snap.slot.len());
+        if r < base {
+            let p = self.snap.slot[r];
+            (p != u32::MAX).then_some(p as usize)
+        } else {
+            (r - base < self.extra).then(|| self.snap.n + r - base)
+        }
+    }
+    /// The item row of a place.
+    #[inline]
+    fn row(&self, p: usize) -> u32 {
+        if p < self.snap.n {
+            self.snap.rows[p]
+        } else {
+            (self.snap.slot.len() + p - self.snap.n) as u32
+        }
+    }
+}
+
 impl ItemSnapshot {
     fn empty() -> Self {
-        ItemSnapshot { n: 0, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), fresh: Vec::new(), events: 0, built: Instant::now() }
+        ItemSnapshot { n: 0, rows: Vec::new(), slot: Vec::new(), gen: u64::MAX, vecs: Vec::new(), norms: Vec::new(), bias: Vec::new(), pop: Vec::new(), popular: Vec::new(), fresh: Vec::new(), events: 0, built: Instant::now() }
     }
 }
 
 /// Gives the last slots of `top` (at most `q.explore`) to the best-scored new items not in
 /// it already (exploration), skipping excluded, seen and not-allowed items.
-fn explore(top: &mut Vec<(u32, f32)>, fresh: &[u32], scores: &[f32], q: &Query) {
+fn explore(top: &mut Vec<(u32, f32)>, fresh: &[u32], score: impl Fn(u32) -> Option<f32>, q: &Query) {
     let is_fresh: hashbrown::HashSet<u32> = fresh.iter().copied().collect();
     let have = top.iter().filter(|t| is_fresh.contains(&t.0)).count();
     let want = q.explore.min(q.k).saturating_sub(have);
@@ -1383,7 +1706,7 @@ fn explore(top: &mut Vec<(u32, f32)>, fresh: &[u32], scores: &[f32], q: &Query) 
     let listed: hashbrown::HashSet<u32> = top.iter().map(|t| t.0).collect();
     let mut cands: Vec<(u32, f32)> = fresh
         .iter()
-        .filter_map(|&f| scores.get(f as usize).map(|&s| (f, s)))
+        .filter_map(|&f| score(f).map(|s| (f, s)))
         .filter(|&(f, s)| s > f32::NEG_INFINITY && !listed.contains(&f) && allowed.as_ref().is_none_or(|a| a.contains(&f)))
         .collect();
     cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -1416,12 +1739,14 @@ struct Scratch {
     ctx: Vec<u32>,
     recent: Vec<(u32, bool)>,
     pairs: Vec<(u32, f32)>,
+    /// The clock when the learning call started.
+    now: f64,
 }
 
 impl Scratch {
     fn new(dim: usize) -> Self {
         let z = || vec![0.0; dim];
-        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new() }
+        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new(), now: 0.0 }
     }
 }
 
@@ -1599,7 +1924,7 @@ mod tests {
 
     #[test]
     fn context_keys_are_capped() {
-        let m = Model::new(Config { dim: 1, ..Config::default() }).unwrap();
+        let m = Model::new(Config { dim: 1, ctx_min_count: 1, ..Config::default() }).unwrap();
         for chunk in 0..21 {
             let keys: Vec<String> = (0..10_000).map(|k| format!("intent=w{chunk}x{k}")).collect();
             m.context_rows(&keys, true);

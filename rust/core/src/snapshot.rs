@@ -13,7 +13,20 @@
 //!   users       u32 n, n × str id, n × dim f32 factors,
 //!               n × (u32 events, u32 session, f64 last_ts, u32 r, r × (u32 item, u32 session),
 //!                    u32 s, s × u32 seen item)
+//!   text        n × (u32 w, w × str word)
+//!   context     (version 2) u32 c, c × str key, c × dim f32; u32 i, i × (u32 user, u32 session,
+//!               str query, u32 r, r × u32 context row); u32 f, f × (u32 item, u64 since)
+//!   memory      (version 3) f64 clock; u32 k, k × u32 free item row, n × (u32 active secs,
+//!               u8 in catalogue); u32 k, k × u32 free user row, nu × (u64 last_seq,
+//!               f64 active_ts); u32 k, k × u32 free context row, c × f64 last seen
 //! crc32   u32      CRC-32 (IEEE) of magic, version, length and body
+//! ```
+//! Free rows (evicted users, retired items, pruned keys) keep their place, with an empty id
+//! and zero values, so row numbers inside the file stay valid; the id of a forgotten or
+//! evicted user appears nowhere in the file. Files of versions 1 and 2 have no free rows;
+//! loading them starts the clock at the newest user event time in the file and counts
+//! every item and user as active then (so nothing is retired at once for lack of a date).
+//! ```text
 //! ```
 //! `str` is a u32 byte length and UTF-8 bytes. Files are written to a temporary file in the
 //! same folder, fsynced, then renamed over the target, and the folder is fsynced: a reader
@@ -30,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, UserState};
 
 pub const MAGIC: &[u8; 8] = b"RCFSNAP\0";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build still reads (version 1 has no context section).
 pub const OLDEST_VERSION: u32 = 1;
 
@@ -48,6 +61,9 @@ impl W {
     }
     fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
     }
     fn str(&mut self, s: &str) {
         self.u32(s.len() as u32);
@@ -81,6 +97,21 @@ impl<'a> R<'a> {
     fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
     }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    /// A list of free rows below `n`, as a mask of `n` rows.
+    fn free_rows(&mut self, n: usize) -> Result<Vec<bool>> {
+        let mut free = vec![false; n];
+        for _ in 0..self.count(4)? {
+            let r = self.u32()? as usize;
+            match free.get_mut(r) {
+                Some(f) => *f = true,
+                None => return Err(Error::Snapshot(format!("snapshot is corrupt: free row {r} is out of range"))),
+            }
+        }
+        Ok(free)
+    }
     fn str(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::Snapshot("snapshot holds an id that is not UTF-8".into()))
@@ -107,8 +138,9 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     w.u64(m.events());
     w.u64(m.cooc_base());
     let dim = m.config().dim;
-    let item_ids = m.items().ids().all();
+    let (item_ids, item_live) = m.items().ids().all_rows();
     let n = item_ids.len();
+    let live_item = |j: u32| item_live.get(j as usize).copied().unwrap_or(false);
     w.u32(n as u32);
     item_ids.iter().for_each(|s| w.str(s));
     m.items().copy_out(n).into_iter().for_each(|x| w.f32(x));
@@ -117,7 +149,7 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     (0..n as u32).for_each(|r| w.u64(m.item_pop_raw(r)));
     for r in 0..n as u32 {
         // Items created by other threads while this runs are left out (consistent file).
-        let mut nb: Vec<(u32, f32)> = m.neighbors_of(r).into_iter().filter(|x| (x.0 as usize) < n).collect();
+        let mut nb: Vec<(u32, f32)> = if live_item(r) { m.neighbors_of(r).into_iter().filter(|x| live_item(x.0)).collect() } else { Vec::new() };
         nb.sort_by_key(|x| x.0);
         w.u32(nb.len() as u32);
         for (j, c) in nb {
@@ -125,27 +157,36 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
             w.f32(c);
         }
     }
-    let user_ids = m.users().ids().all();
+    let (user_ids, user_live) = m.users().ids().all_rows();
     let nu = user_ids.len();
+    let live_user = |u: u32| user_live.get(u as usize).copied().unwrap_or(false);
+    let state = |r: u32| if live_user(r) { m.user_state_of(r) } else { UserState::default() };
     w.u32(nu as u32);
     user_ids.iter().for_each(|s| w.str(s));
-    m.users().copy_out(nu).into_iter().for_each(|x| w.f32(x));
+    let mut uf = m.users().copy_out(nu);
+    for (r, row) in uf.chunks_exact_mut(dim.max(1)).enumerate() {
+        if !live_user(r as u32) {
+            row.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    uf.into_iter().for_each(|x| w.f32(x));
+    let mut activity = Vec::with_capacity(nu);
     for r in 0..nu as u32 {
-        let st = m.user_state_of(r);
+        let st = state(r);
+        activity.push((st.last_seq, st.active_ts));
         w.u32(st.events);
         w.u32(st.session);
         w.f64(st.last_ts);
-        let recent: Vec<(u32, u32)> = st.recent().iter().copied().filter(|x| (x.0 as usize) < n).collect();
+        let recent: Vec<(u32, u32)> = st.recent().iter().copied().filter(|x| live_item(x.0)).collect();
         w.u32(recent.len() as u32);
         for (i, s) in recent {
             w.u32(i);
             w.u32(s);
         }
-        let seen: Vec<u32> = st.seen().iter().copied().filter(|&i| (i as usize) < n).collect();
+        let seen: Vec<u32> = st.seen().iter().copied().filter(|&i| live_item(i)).collect();
         w.u32(seen.len() as u32);
         seen.iter().for_each(|&i| w.u32(i));
     }
-    let _ = dim;
     // Item text, as the indexed words of each item.
     for r in 0..n as u32 {
         let words = m.item_words(r);
@@ -153,16 +194,16 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         words.iter().for_each(|x| w.str(x));
     }
     // Version 2: context embeddings, session intents, exploration candidates.
-    let ctx_ids = m.contexts().ids().all();
+    let (ctx_ids, ctx_live) = m.contexts().ids().all_rows();
     w.u32(ctx_ids.len() as u32);
     ctx_ids.iter().for_each(|s| w.str(s));
     m.contexts().copy_out(ctx_ids.len()).into_iter().for_each(|x| w.f32(x));
     // Rows added by other threads while this runs are left out, so the file is consistent.
     let nc = ctx_ids.len();
     let intents: Vec<(u32, crate::model::Intent)> = (0..nu as u32)
-        .filter_map(|r| m.user_state_of(r).intent.map(|i| (r, *i)))
+        .filter_map(|r| state(r).intent.map(|i| (r, *i)))
         .map(|(r, mut i)| {
-            i.rows.retain(|&c| (c as usize) < nc);
+            i.rows.retain(|&c| ctx_live.get(c as usize).copied().unwrap_or(false));
             (r, i)
         })
         .collect();
@@ -174,12 +215,36 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
         w.u32(it.rows.len() as u32);
         it.rows.iter().for_each(|&c| w.u32(c));
     }
-    let fresh: Vec<(u32, u64)> = m.fresh_raw().into_iter().filter(|f| (f.0 as usize) < n).collect();
+    let fresh: Vec<(u32, u64)> = m.fresh_raw().into_iter().filter(|f| live_item(f.0)).collect();
     w.u32(fresh.len() as u32);
     fresh.iter().for_each(|&(f, since)| {
         w.u32(f);
         w.u64(since);
     });
+    // Version 3: the clock, free rows and activity.
+    w.f64(m.clock());
+    let free = |live: &[bool]| -> Vec<u32> { live.iter().enumerate().filter(|x| !*x.1).map(|x| x.0 as u32).collect() };
+    let fi = free(&item_live);
+    w.u32(fi.len() as u32);
+    fi.iter().for_each(|&r| w.u32(r));
+    for r in 0..n as u32 {
+        let (active, pinned) = if live_item(r) { m.item_activity(r) } else { (0, false) };
+        w.u32(active);
+        w.u8(pinned as u8);
+    }
+    let fu = free(&user_live);
+    w.u32(fu.len() as u32);
+    fu.iter().for_each(|&r| w.u32(r));
+    for (seq, t) in activity {
+        w.u64(seq);
+        w.f64(t);
+    }
+    let fc = free(&ctx_live);
+    w.u32(fc.len() as u32);
+    fc.iter().for_each(|&r| w.u32(r));
+    for r in 0..nc as u32 {
+        w.f64(if ctx_live[r as usize] { m.ctx_seen_of(r) } else { 0.0 });
+    }
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -217,22 +282,17 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
     }
     let events = r.u64()?;
     let cooc_base = r.u64()?;
-    let dim = cfg.dim;
     let m = Model::new(cfg).map_err(|e| Error::Snapshot(format!("snapshot configuration: {e}")))?;
     m.set_events(events);
     m.set_cooc_base(cooc_base);
     let n = r.count(4)?;
     let ids: Vec<String> = (0..n).map(|_| r.str()).collect::<Result<_>>()?;
-    let rows = m.resolve_items(&ids);
-    if rows.iter().enumerate().any(|(i, &x)| x as usize != i) {
-        return Err(Error::Snapshot("snapshot is corrupt: duplicate item ids".into()));
-    }
+    m.ensure_items(n);
     for i in 0..n as u32 {
         for a in m.items().row(i) {
             a.store(r.f32()?);
         }
     }
-    let _ = dim;
     let bias: Vec<f32> = (0..n).map(|_| r.f32()).collect::<Result<_>>()?;
     let weight: Vec<f32> = (0..n).map(|_| r.f32()).collect::<Result<_>>()?;
     let pop: Vec<u64> = (0..n).map(|_| r.u64()).collect::<Result<_>>()?;
@@ -250,10 +310,7 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
     }
     let nu = r.count(4)?;
     let uids: Vec<String> = (0..nu).map(|_| r.str()).collect::<Result<_>>()?;
-    let urows = m.resolve_users(&uids);
-    if urows.iter().enumerate().any(|(i, &x)| x as usize != i) {
-        return Err(Error::Snapshot("snapshot is corrupt: duplicate user ids".into()));
-    }
+    m.ensure_users(nu);
     for u in 0..nu as u32 {
         for a in m.users().row(u) {
             a.store(r.f32()?);
@@ -293,13 +350,11 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
             m.restore_text(i, &words.join(" "));
         }
     }
+    let mut cids: Vec<String> = Vec::new();
     if version >= 2 {
         let nc = r.count(4)?;
-        let cids: Vec<String> = (0..nc).map(|_| r.str()).collect::<Result<_>>()?;
-        let crows = m.context_rows(&cids, true);
-        if crows.iter().enumerate().any(|(i, &x)| x as usize != i) {
-            return Err(Error::Snapshot("snapshot is corrupt: duplicate context keys".into()));
-        }
+        cids = (0..nc).map(|_| r.str()).collect::<Result<_>>()?;
+        m.ensure_contexts(nc);
         for c in 0..nc as u32 {
             for a in m.contexts().row(c) {
                 a.store(r.f32()?);
@@ -308,7 +363,7 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         for _ in 0..r.count(12)? {
             let (u, session, query) = (r.u32()?, r.u32()?, r.str()?);
             let rows: Vec<u32> = (0..r.count(4)?).map(|_| r.u32()).collect::<Result<_>>()?;
-            if u as usize >= nu || rows.iter().any(|&c| c as usize >= nc) {
+            if u as usize >= nu || rows.iter().any(|&c| c as usize >= cids.len()) {
                 return Err(Error::Snapshot("snapshot is corrupt: an intent is out of range".into()));
             }
             let mut st = m.user_state_of(u);
@@ -321,6 +376,45 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         }
         m.set_fresh(fresh);
     }
+    let nc = cids.len();
+    let (mut free_i, mut free_u, mut free_c) = (vec![false; n], vec![false; nu], vec![false; nc]);
+    if version >= 3 {
+        m.set_clock(r.f64()?);
+        free_i = r.free_rows(n)?;
+        for i in 0..n as u32 {
+            let (active, pinned) = (r.u32()?, r.u8()? != 0);
+            m.restore_item_activity(i, active, pinned);
+        }
+        free_u = r.free_rows(nu)?;
+        for u in 0..nu as u32 {
+            let (seq, t) = (r.u64()?, r.f64()?);
+            let mut st = m.user_state_of(u);
+            st.last_seq = seq;
+            st.active_ts = t;
+            m.restore_user(u, st);
+        }
+        free_c = r.free_rows(nc)?;
+        for c in 0..nc as u32 {
+            m.restore_ctx_seen(c, r.f64()?);
+        }
+    } else {
+        // No dates in the file: every user and item counts as active at the newest event time.
+        let clock = (0..nu as u32).map(|u| m.user_state_of(u).last_ts).filter(|t| t.is_finite()).fold(0.0f64, f64::max);
+        m.set_clock(clock);
+        for i in 0..n as u32 {
+            m.restore_item_activity(i, clock.clamp(0.0, u32::MAX as f64) as u32, false);
+        }
+        for u in 0..nu as u32 {
+            let mut st = m.user_state_of(u);
+            st.last_seq = events;
+            st.active_ts = if st.last_ts.is_finite() { st.last_ts } else { clock };
+            m.restore_user(u, st);
+        }
+        for c in 0..nc as u32 {
+            m.restore_ctx_seen(c, clock);
+        }
+    }
+    m.restore_ids((uids, free_u), (ids, free_i), (cids, free_c))?;
     if r.pos != r.b.len() {
         return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));
     }
@@ -396,23 +490,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn version_1_files_still_load() {
-        // A version-1 body is a version-2 body without the last three sections.
-        let m = Model::new(Config { dim: 4, ..Config::default() }).unwrap();
-        m.learn_many(&["u"], &["a"], &[], &[], &[]).unwrap();
-        let b = to_bytes(&m);
+    /// A version-`v` file from the body of a version-3 one, its last `cut` bytes left out.
+    fn older(b: &[u8], v: u32, cut: usize) -> Vec<u8> {
         let body = &b[20..b.len() - 4];
-        let mut v1 = Vec::new();
-        v1.extend_from_slice(MAGIC);
-        v1.extend_from_slice(&1u32.to_le_bytes());
-        v1.extend_from_slice(&((body.len() - 12) as u64).to_le_bytes());
-        v1.extend_from_slice(&body[..body.len() - 12]);
-        let crc = crc32fast::hash(&v1);
-        v1.extend_from_slice(&crc.to_le_bytes());
-        let m1 = from_bytes(&v1).unwrap();
+        let mut old = Vec::new();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&v.to_le_bytes());
+        old.extend_from_slice(&((body.len() - cut) as u64).to_le_bytes());
+        old.extend_from_slice(&body[..body.len() - cut]);
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        old
+    }
+
+    #[test]
+    fn version_1_and_2_files_still_load() {
+        // One user, one item, no context: the version-3 section is 8 (clock) + 4 + 5 (items)
+        // + 4 + 16 (users) + 4 (contexts) bytes; version 2 adds 12 bytes to version 1.
+        let m = Model::new(Config { dim: 4, ..Config::default() }).unwrap();
+        m.learn_many(&["u"], &["a"], &[], &[5000.0], &[]).unwrap();
+        let b = to_bytes(&m);
+        let v3 = 8 + 4 + 5 + 4 + 16 + 4;
+        let m1 = from_bytes(&older(&b, 1, 12 + v3)).unwrap();
         assert_eq!(m1.events(), 1);
         assert_eq!(m1.contexts().len(), 0);
+        assert_eq!(m1.clock(), 5000.0, "the clock starts at the newest user event time");
+        let m2 = from_bytes(&older(&b, 2, v3)).unwrap();
+        assert_eq!((m2.n_users(), m2.n_items()), (1, 1));
+        assert_eq!(m2.user_state("u").unwrap().active_ts, 5000.0);
+        assert!(m2.expire(None).items.is_empty(), "an old file's items are not retired for lack of dates");
+    }
+
+    #[test]
+    fn free_rows_round_trip_and_forgotten_ids_leave_no_trace() {
+        let m = trained();
+        m.learn_one("secret-user-42", "i1", "purchase", Some(40_000.0), None).unwrap();
+        m.search_many(&["secret-user-42"], &["lamp"], &[40_001.0]).unwrap();
+        assert!(to_bytes(&m).windows(14).any(|w| w == b"secret-user-42"));
+        assert_eq!(m.forget(&["secret-user-42", "u3"]), 2);
+        let b = to_bytes(&m);
+        assert!(!b.windows(14).any(|w| w == b"secret-user-42"), "a forgotten id is in no byte of the file");
+        let m2 = from_bytes(&b).unwrap();
+        assert_eq!(to_bytes(&m2), b);
+        assert!(m2.users().ids().get("u3").is_none());
+        assert_eq!(m2.n_users(), m.n_users());
+        assert_eq!(m2.users().ids().n_free(), 2);
+        m2.learn_one("newcomer", "i2", "view", None, None).unwrap();
+        assert_eq!(m2.users().rows(), m.users().rows(), "the loaded free rows are reused");
+        assert_eq!(m2.clock(), m.clock());
     }
 
     #[test]

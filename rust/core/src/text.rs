@@ -100,6 +100,17 @@ impl TextIndex {
         g.item_tokens.get(item as usize).map(|ts| ts.iter().map(|&t| g.words[t as usize].to_string()).collect()).unwrap_or_default()
     }
 
+    /// Whether some item's text has the (lowercase) word.
+    pub fn has_word(&self, word: &str) -> bool {
+        let g = self.inner.read();
+        g.vocab.get(word).is_some_and(|&t| !g.postings[t as usize].is_empty())
+    }
+
+    /// Whether an item row has text (is in the catalogue).
+    pub fn has_text(&self, item: u32) -> bool {
+        self.inner.read().item_tokens.get(item as usize).is_some_and(|t| !t.is_empty())
+    }
+
     /// Whether any item has text.
     pub fn is_empty(&self) -> bool {
         self.inner.read().n_docs == 0
@@ -108,6 +119,11 @@ impl TextIndex {
     /// Adds `weight_h * cos(h, j)` to `acc[j]` for each (h, weight_h) in `from`; returns the
     /// largest value written.
     pub fn add_similar(&self, from: &[(u32, f32)], acc: &mut [f32]) -> f32 {
+        self.add_similar_by(from, acc, |j| Some(j as usize))
+    }
+
+    /// [`TextIndex::add_similar`] into `acc[place(j)]` (items without a place are skipped).
+    pub fn add_similar_by(&self, from: &[(u32, f32)], acc: &mut [f32], place: impl Fn(u32) -> Option<usize>) -> f32 {
         let g = self.inner.read();
         if g.n_docs == 0 {
             return 0.0;
@@ -132,7 +148,7 @@ impl TextIndex {
                         continue;
                     }
                     let nj = *norms.entry(j).or_insert_with(|| g.norm(j));
-                    if let Some(a) = acc.get_mut(j as usize) {
+                    if let Some(a) = place(j).and_then(|p| acc.get_mut(p)) {
                         *a += wh * idf2 / (nh * nj.max(1e-6));
                         best = best.max(*a);
                     }
@@ -148,6 +164,11 @@ impl TextIndex {
     /// item `j` with one of the words: `Σ idf(w)² / norm(j)`. Returns the largest value
     /// written (0 when no item has any of the words).
     pub fn add_query<S: AsRef<str>>(&self, words: &[S], acc: &mut [f32]) -> f32 {
+        self.add_query_by(words, acc, |j| Some(j as usize))
+    }
+
+    /// [`TextIndex::add_query`] into `acc[place(j)]` (items without a place are skipped).
+    pub fn add_query_by<S: AsRef<str>>(&self, words: &[S], acc: &mut [f32], place: impl Fn(u32) -> Option<usize>) -> f32 {
         let g = self.inner.read();
         if g.n_docs == 0 {
             return 0.0;
@@ -161,7 +182,7 @@ impl TextIndex {
             let idf2 = g.idf(t).powi(2).max(1e-3);
             for &j in &g.postings[t as usize] {
                 let nj = *norms.entry(j).or_insert_with(|| g.norm(j));
-                if let Some(a) = acc.get_mut(j as usize) {
+                if let Some(a) = place(j).and_then(|p| acc.get_mut(p)) {
                     *a += idf2 / nj.max(1e-3);
                     best = best.max(*a);
                 }

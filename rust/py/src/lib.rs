@@ -391,18 +391,64 @@ impl PyModel {
 
     /// (ids, float32 array of shape (n, dim)) of the items.
     fn item_factors<'py>(&self, py: Python<'py>) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
-        let ids = self.m.items().ids().all();
-        let flat = self.m.items().copy_out(ids.len());
-        let arr = PyArray1::from_vec(py, flat).reshape([ids.len(), self.m.config().dim])?;
-        Ok((ids, arr))
+        live_factors(py, self.m.items(), self.m.config().dim)
     }
 
     /// (ids, float32 array of shape (n, dim)) of the users.
     fn user_factors<'py>(&self, py: Python<'py>) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
-        let ids = self.m.users().ids().all();
-        let flat = self.m.users().copy_out(ids.len());
-        let arr = PyArray1::from_vec(py, flat).reshape([ids.len(), self.m.config().dim])?;
-        Ok((ids, arr))
+        live_factors(py, self.m.users(), self.m.config().dim)
+    }
+
+    /// Idle expiry, the user cap, item retirement and context pruning at event time `now`
+    /// (default: the newest event time seen), with the GIL released: (evicted users,
+    /// retired items, pruned context keys).
+    #[pyo3(signature = (now = None))]
+    fn expire(&self, py: Python<'_>, now: Option<f64>) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let m = self.m.clone();
+        let e = py.detach(move || m.expire(now));
+        (e.users, e.items, e.contexts)
+    }
+
+    /// Users evicted by the cap during learning since the last drain.
+    fn drain_evicted(&self, py: Python<'_>) -> Vec<String> {
+        let m = self.m.clone();
+        py.detach(move || m.drain_evicted())
+    }
+
+    /// Removes users entirely; returns how many were known.
+    fn forget(&self, py: Python<'_>, users: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = extract_ids(users, "users")?;
+        let m = self.m.clone();
+        Ok(py.detach(move || m.forget(&ids.as_strs())))
+    }
+
+    /// Marks items as in the catalogue (never retired), or not.
+    #[pyo3(signature = (items, in_catalogue = true))]
+    fn set_catalogue(&self, py: Python<'_>, items: &Bound<'_, PyAny>, in_catalogue: bool) -> PyResult<()> {
+        let ids = extract_ids(items, "items")?;
+        let m = self.m.clone();
+        py.detach(move || m.set_catalogue(&ids.as_strs(), in_catalogue));
+        Ok(())
+    }
+
+    /// Row counts of the user, item and context tables (live, allocated, free).
+    fn memory_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.m.row_stats();
+        let d = PyDict::new(py);
+        d.set_item("users", s.users)?;
+        d.set_item("user_rows", s.user_rows)?;
+        d.set_item("user_free", s.user_free)?;
+        d.set_item("items", s.items)?;
+        d.set_item("item_rows", s.item_rows)?;
+        d.set_item("item_free", s.item_free)?;
+        d.set_item("contexts", s.contexts)?;
+        d.set_item("context_rows", s.context_rows)?;
+        d.set_item("context_free", s.context_free)?;
+        d.set_item("context_candidates", s.context_candidates)?;
+        d.set_item("evicted_waiting", s.evicted_waiting)?;
+        d.set_item("evicted_dropped", s.evicted_dropped)?;
+        d.set_item("clock", self.m.clock())?;
+        Ok(d)
     }
 
     /// A user's recent items (most recent first) and number of positive events, or None.
@@ -498,6 +544,17 @@ impl PyModel {
     fn simd_level(&self) -> &'static str {
         self.m.simd_level().name()
     }
+}
+
+/// (live ids, their factors as a float32 array of shape (n, dim)), in row order.
+fn live_factors<'py>(py: Python<'py>, t: &recofast_core::table::EmbeddingTable, dim: usize) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
+    let live = t.ids().live();
+    let mut flat = vec![0f32; live.len() * dim];
+    for (chunk, (r, _)) in flat.chunks_exact_mut(dim.max(1)).zip(&live) {
+        recofast_core::table::load_row(t.row(*r), chunk);
+    }
+    let arr = PyArray1::from_vec(py, flat).reshape([live.len(), dim])?;
+    Ok((live.into_iter().map(|x| x.1).collect(), arr))
 }
 
 /// Splits a request's context into its (field, value) pairs and its intent text: the
