@@ -40,7 +40,7 @@ def _engine_config(tmp_path, url, **kw):  # noqa: ANN001, ANN202
         model_dir=str(tmp_path / "models"),
         refresh_seconds=3600.0,
         lmdb_map_size=1 << 26,
-        model={"dim": 16, "seed": 1, "snapshot_ms": 0},
+        model={"dim": 16, "seed": 1, "snapshot_ms": 0, "ctx_min_count": 1},
         top_n=5,
     )
     base.update(kw)

@@ -58,6 +58,13 @@ _context = st.one_of(
 
 @st.composite
 def hostile_event(draw, n: int) -> dict:
+    if draw(st.booleans()):  # a valid event with one field made hostile (or none)
+        e = {"v": 1, "id": f"h{n}", "type": draw(st.sampled_from(ev.EVENT_TYPES)), "user": f"u{n % 50}", "item": f"i{n % 30}", "ts": NOW_MS, "query": "lamp"}
+        field = draw(st.sampled_from(["none", "user", "item", "ts", "context", "query", "price", "session"]))
+        strat = {"user": _text, "item": _text, "ts": _time, "context": _context, "query": _text, "price": _number, "session": _text}.get(field)
+        if strat is not None:
+            e[field] = draw(strat)
+        return e
     e = {
         "v": draw(st.sampled_from([1, 1, 1, 2, "1", None])),
         "id": f"h{n}-" + draw(st.text(max_size=8)),

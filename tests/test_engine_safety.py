@@ -298,3 +298,66 @@ async def test_the_weather_provider_escapes_the_region_in_its_url():
     finally:
         await wp.close()
         await runner.cleanup()
+
+
+async def test_a_full_store_stops_fetching_loses_nothing_and_resumes(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    cfg = engine_config(tmp_path, nats_url, lmdb_map_size=1 << 20, lmdb_max_map_size=1 << 20, store_retry_seconds=0.2, similar_top=0)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        n = 0
+        deadline = time.monotonic() + 60
+        while engine.store_problem is None:  # fill the 1 MiB store with long lists
+            pack = [ev.make_event(f"f{n}-{j}", "view", f"user-{n}-{j}-" + "x" * 200, f"item{j}", ts_ms=NOW_MS) for j in range(100)]
+            await js.publish(SUBJECT, ev.encode(pack))
+            n += 1
+            await asyncio.sleep(0.02)
+            assert time.monotonic() < deadline, "the store never filled"
+        ok, status = engine.health()
+        assert not ok and "full" in status
+        await js.publish(SUBJECT, good(1, "late", "lamp"))
+        await asyncio.sleep(0.5)
+        assert engine.model.history("late") == []  # not fetched while the store is full
+        engine.writer.max_map_size = 1 << 26  # the operator makes room
+        await wait_applied(engine, js, timeout=60)
+        assert engine.store_problem is None and engine.health()[0]
+        assert engine.counters["events_applied_total"] == 100 * n + 1
+        assert engine.counters["events_dlq_total"] == 0
+        assert engine.writer.reader().user_list("late") is not None
+
+
+async def test_the_engine_exports_each_items_neighbours_for_similar(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    cfg = engine_config(tmp_path, nats_url, refresh_seconds=0.2)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        evs = [ev.make_event(f"a{i}", "purchase", f"u{i}", "lamp", ts_ms=NOW_MS + 2 * i) for i in range(6)]
+        evs += [ev.make_event(f"b{i}", "purchase", f"u{i}", "bulb", ts_ms=NOW_MS + 2 * i + 1) for i in range(6)]
+        await js.publish(SUBJECT, ev.encode(evs))
+        await wait_applied(engine, js)
+        reader = engine.writer.reader()
+        deadline = time.monotonic() + 10
+        while reader.similar("lamp") is None:
+            assert time.monotonic() < deadline, "no neighbours exported"
+            await asyncio.sleep(0.05)
+        assert reader.similar("lamp").items[0] == "bulb"
+        assert reader.similar("bulb").items[0] == "lamp"
+
+
+async def test_idle_users_expire_from_the_model_and_their_lists_are_deleted(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    model = {"dim": 16, "seed": 1, "snapshot_ms": 0, "ctx_min_count": 1, "user_idle": 3600.0}
+    cfg = engine_config(tmp_path, nats_url, model=model, expire_seconds=0.2)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, ev.encode(ev.make_event("o1", "view", "old", "lamp", ts_ms=NOW_MS - 7_200_000)))
+        await wait_applied(engine, js)
+        reader = engine.writer.reader()
+        assert reader.user_list("old") is not None
+        # Two hours of event time later, the old user has been idle past user_idle.
+        await js.publish(SUBJECT, ev.encode(ev.make_event("n1", "view", "new", "mug", ts_ms=NOW_MS)))
+        await wait_applied(engine, js)
+        deadline = time.monotonic() + 10
+        while reader.user_list("old") is not None:
+            assert time.monotonic() < deadline, "the idle user was not expired"
+            await asyncio.sleep(0.05)
+        assert "old" not in engine.users and engine.model.history("old") == []
+        assert engine.counters["users_expired_total"] >= 1
+        assert reader.user_list("new") is not None

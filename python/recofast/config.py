@@ -64,6 +64,7 @@ class EngineConfig:
     store_retry_seconds: float = 2.0
     # LMDB
     lmdb_map_size: int = 1 << 32
+    lmdb_max_map_size: int = 1 << 36
     lmdb_sync: bool = True
     # mirror every LMDB commit into the NATS KV bucket recofast_lists (for remote edges)
     publish_lists: bool = False

@@ -255,7 +255,7 @@ class StoreUnavailable(Exception):
     engine stops fetching, keeps the batch, and retries until space returns."""
 
 
-RESOURCE_ERRORS: tuple[type[BaseException], ...] = (lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (codec.StoreFullError, lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)
 
 
 async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
@@ -738,7 +738,7 @@ class Engine:
             stamp = time.time()
             self._commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
             self.m_list_writes.inc(len(part))
-            self._refresh_pos = pos + self.cfg.refresh_chunk
+            self._refresh_pos = min(pos + self.cfg.refresh_chunk, n)
             return False
         if pos < n + 1:  # the segment lists, as one step
             self.write_segments(everything=True)
@@ -1042,7 +1042,9 @@ class Engine:
         import nats
 
         await asyncio.to_thread(self.load_state)
-        self.writer = codec.ListWriter(self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync)
+        self.writer = codec.ListWriter(
+            self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync, max_map_size=self.cfg.lmdb_max_map_size
+        )
         self.reader = self.writer.reader()
         self._exported_ctx = set(self.reader.affinity_keys())
         meta = self.reader.meta()

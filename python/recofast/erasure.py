@@ -131,8 +131,13 @@ async def forget(url: str, users: list[str], wait: float = 30.0) -> list[str]:
                 done.set()
 
         sub = await nc.subscribe(FORGOTTEN_SUBJECT, cb=on_confirm) if wait > 0 else None
+        from nats.js.errors import NoStreamResponseError
+
         for u in users:
-            await js.publish(FORGET_SUBJECT, encode_forget(u), headers={MSG_ID_HEADER: f"forget-{secrets.token_hex(8)}"})
+            try:
+                await js.publish(FORGET_SUBJECT, encode_forget(u), headers={MSG_ID_HEADER: f"forget-{secrets.token_hex(8)}"})
+            except NoStreamResponseError:
+                raise ValueError(f"no event stream on {url} takes {FORGET_SUBJECT}: has an engine run there?") from None
         if sub is None:
             return list(users)
         try:
