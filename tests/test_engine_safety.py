@@ -157,9 +157,9 @@ async def test_the_refresh_round_follows_the_clock_on_an_idle_stream(tmp_path, n
         c0, t0 = engine.m_checkpoints.value, time.monotonic()
         while engine.m_checkpoints.value < c0 + 3:
             await asyncio.sleep(0.05)
-            assert time.monotonic() - t0 < 10.0, f"{engine.m_checkpoints.value - c0} refresh rounds in 10 s"
-        # Three rounds of 4,000 users (1 s apart) took well under the 35 s a round used to take.
-        assert time.monotonic() - t0 < 8.0
+            assert time.monotonic() - t0 < 15.0, f"{engine.m_checkpoints.value - c0} refresh rounds in 15 s"
+        # Three rounds of 4,000 users (1 s apart; about 3 s here) took well under the 35 s they used to take.
+        assert time.monotonic() - t0 < 12.0
 
 
 async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(tmp_path, nats_url, engine_config, running_engine, wait_applied):
