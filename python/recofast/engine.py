@@ -347,6 +347,7 @@ class Engine:
         # drained by the publisher task on the loop; deque appends are thread-safe).
         self._kv_pending: collections.deque[codec.Commit] = collections.deque()
         self._kv_task: asyncio.Task[None] | None = None
+        self._kv_busy = False  # the publisher is putting a merged commit
         self.kv_published = 0
         self._refresh_pos = 0
         self._refresh_t0 = 0.0
@@ -573,9 +574,8 @@ class Engine:
                 user_lists={u: codec.list_record(pairs, self.model_version, stamp) for u, pairs in zip(touched, lists)},
                 items=items,
                 meta=codec.MetaRecord(self.model_version, last_seq, stamp),
+                delete_users=forgets,
             )
-            if forgets:
-                commit.delete_users = list(forgets)
             assert self.writer is not None
             self._commit(commit)
         except BaseException:
@@ -703,6 +703,7 @@ class Engine:
                 await asyncio.sleep(0.02)
                 continue
             merged = codec.Commit()
+            self._kv_busy = True
             while self._kv_pending:
                 merged.merge(self._kv_pending.popleft())
             try:
@@ -715,6 +716,8 @@ class Engine:
                 self._kv_pending.appendleft(merged)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            finally:
+                self._kv_busy = False
 
     def refresh_step(self) -> bool:
         """One step of the periodic work (runs in a worker thread, between batches): the
@@ -768,7 +771,7 @@ class Engine:
             self._similar_dirty.pop(i, None)
             if k > 0:
                 out[i] = codec.list_record(self.model.similar_items(i, k=k), self.model_version, stamp)
-        return codec.Commit(similar=out) if out else codec.Commit()
+        return codec.Commit(similar=out)
 
     def write_segments(self, everything: bool = False) -> int:
         """Writes the popular and trending lists of the segments that changed (all of them
@@ -891,36 +894,27 @@ class Engine:
 
     async def _after_forget(self, users: list[str]) -> None:
         """Finishes erasure: the kept checkpoints are rewritten without the users, the KV
-        bucket's keys are purged, and a confirmation goes to ``recofast.forgotten``."""
+        bucket's keys are gone (the commit's ``delete_users`` reach the bucket through the
+        list publisher), and a confirmation goes to ``recofast.forgotten``."""
         try:
             await asyncio.to_thread(self.erase_from_checkpoints)
         except Exception as e:  # noqa: BLE001 - retried at the next checkpoint
             self.background_errors += 1
             log.error("erasing forgotten users from checkpoints: %s", e)
         if self.cfg.publish_lists:
-            await self._purge_kv(users)
+            await self._kv_flushed()
         for u in users:
             try:
                 await self.nc.publish(FORGOTTEN_SUBJECT, encode_forget(u))
             except Exception as e:  # noqa: BLE001
                 log.warning("confirming a forget request: %s", e)
 
-    async def _purge_kv(self, users: list[str]) -> None:
-        from recofast_sidecar.constants import DB_USER_LISTS, LISTS_BUCKET
-        from recofast_sidecar.sync import kv_key
-
-        # Let the publisher put what is pending first, so no stale put follows the purge.
-        for _ in range(250):
-            if not self._kv_pending:
-                break
+    async def _kv_flushed(self, timeout: float = 5.0) -> None:
+        """Waits (bounded) until the list publisher has put everything committed so far,
+        the deletions of forgotten users included (``put_commit`` deletes their keys)."""
+        deadline = time.monotonic() + timeout
+        while (self._kv_pending or self._kv_busy) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        try:
-            kv = await self.js.create_key_value(bucket=LISTS_BUCKET, history=1)
-            for u in users:
-                await kv.purge(kv_key(DB_USER_LISTS, u))
-        except Exception as e:  # noqa: BLE001
-            self.background_errors += 1
-            log.error("purging forgotten users from %s: %s", LISTS_BUCKET, e)
 
     def erase_from_checkpoints(self) -> int:
         """Rewrites the kept checkpoints without the users forgotten since (runs in a thread)."""
