@@ -19,7 +19,6 @@ import os
 import time
 
 import numpy as np
-
 import recofast
 
 DAY = 86_400.0

@@ -10,7 +10,6 @@ import io
 
 import numpy as np
 import pytest
-
 import recofast
 from recofast.data import read_events
 from recofast.simulate import simulate

@@ -9,11 +9,9 @@ import time
 
 import numpy as np
 import pytest
-
 import recofast
-from recofast.data import read_events
-
 from conftest import shared_data
+from recofast.data import read_events
 
 N_USERS = N_ITEMS = 100_000
 

@@ -20,9 +20,8 @@ import functools
 
 import numpy as np
 import pytest
-from river import drift as rdrift
-
 import recofast.drift as rf
+from river import drift as rdrift
 
 N = 100_000
 

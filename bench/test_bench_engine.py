@@ -32,11 +32,10 @@ import msgspec
 import nats
 import numpy as np
 import pytest
-from recofast_sidecar.constants import STREAM
-
 from recofast import events as ev
 from recofast.config import EngineConfig
 from recofast.engine import Engine, ensure_streams
+from recofast_sidecar.protocol.names import STREAM
 
 DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
 

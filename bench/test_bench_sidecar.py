@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from recofast_sidecar import codec
+from recofast_sidecar.protocol import codec, liststore
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
@@ -41,7 +41,7 @@ BARE = textwrap.dedent(
     """
     import sys
     from aiohttp import web
-    from recofast_sidecar.codec import ListReader
+    from recofast_sidecar.protocol.liststore import ListReader
     reader = ListReader(sys.argv[1])
     async def handler(request):
         rec = reader.user_list(request.match_info["user"])
@@ -67,7 +67,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     rng = np.random.default_rng(1)
     cats = ["mugs", "tea", "pots", "cups", "plates"]
     items = {f"i{j}": codec.ItemRecord(category=cats[j % 5], price=float(1 + j % 50), in_stock=j % 17 != 0) for j in range(ITEMS)}
-    with codec.ListWriter(path, map_size=1 << 30, sync=False) as w:
+    with liststore.ListWriter(path, map_size=1 << 30, sync=False) as w:
         w.commit(codec.Commit(items=items, segments={"popular:all": codec.ListRecord([f"i{j}" for j in range(50)], [1.0] * 50, 1, 0.0)}))
         for start in range(0, USERS, 10_000):
             lists = {}

@@ -20,9 +20,8 @@ import warnings
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
-
 from recofast import kernels
+from threadpoolctl import threadpool_info, threadpool_limits
 
 with warnings.catch_warnings():
     # faiss' SWIG wrappers emit DeprecationWarnings on import with some Python versions.

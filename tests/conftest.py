@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
 import pytest
-
 from recofast.natsserver import NatsServer
 
 
@@ -61,7 +60,7 @@ async def _running(cfg):  # noqa: ANN001, ANN202
 
 
 async def _wait_applied(engine, js, timeout: float = 30.0) -> None:  # noqa: ANN001
-    from recofast_sidecar.constants import STREAM
+    from recofast_sidecar.protocol.names import STREAM
 
     last = (await js.stream_info(STREAM)).state.last_seq
     deadline = time.monotonic() + timeout

@@ -1,7 +1,6 @@
 """Drift monitoring wired to adaptation, on a stream with an abrupt preference shift."""
 
 import pytest
-
 import recofast
 from recofast.adaptation import DriftMonitor, shift_stream
 from recofast.drift import PageHinkley

@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-
 import recofast
 from recofast import checkpoints
 from recofast._cmd import run_module

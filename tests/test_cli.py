@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 import recofast
 from recofast.cli import main
 

@@ -8,9 +8,8 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from recofast_sidecar import codec
-from recofast_sidecar.constants import DB_USER_LISTS
+from recofast_sidecar.protocol import codec, liststore
+from recofast_sidecar.protocol.names import DB_USER_LISTS
 
 ids = st.text(min_size=0, max_size=40)
 f32 = st.floats(width=32, allow_nan=False)
@@ -81,7 +80,7 @@ def test_store_round_trip(tmp_path_factory, lists, item):
     path = tmp_path_factory.mktemp("lmdb")
     meta = codec.MetaRecord(model_version=7, last_seq=99, time=12.5)
     seg = codec.ListRecord(["x"], [2.0], 7, 1.0)
-    with codec.ListWriter(path, map_size=1 << 24) as w:
+    with liststore.ListWriter(path, map_size=1 << 24) as w:
         w.commit(codec.Commit(user_lists=lists, items={"x": item}, segments={codec.segment_key("popular", "all"): seg}, meta=meta))
         r = w.reader()
         for user, rec in lists.items():
@@ -90,7 +89,7 @@ def test_store_round_trip(tmp_path_factory, lists, item):
         assert r.segment("popular", "all") == seg
         assert r.meta() == meta
         assert sorted(r.keys(DB_USER_LISTS)) == sorted(lists)
-    with codec.ListReader(path, map_size=1 << 24) as r:  # a separate reader, as a sidecar opens it
+    with liststore.ListReader(path, map_size=1 << 24) as r:  # a separate reader, as a sidecar opens it
         got_meta, got = r.snapshot()
         assert got_meta == meta and got == lists
         assert r.user_list("nobody-at-all-" * 3) is None
@@ -100,7 +99,7 @@ def test_reader_never_sees_a_half_written_commit(tmp_path):
     """Each commit writes 50 users' lists and the meta with the same version; a reader
     thread must always find all 51 records at one version."""
     users = [f"u{i}" for i in range(50)]
-    with codec.ListWriter(tmp_path, map_size=1 << 24) as w:
+    with liststore.ListWriter(tmp_path, map_size=1 << 24) as w:
         r = w.reader()
         w.commit(codec.Commit(user_lists={u: codec.ListRecord(["a"], [0.0], 0) for u in users}, meta=codec.MetaRecord(0, 0)))
         stop = threading.Event()
@@ -140,7 +139,7 @@ def test_affinities_round_trip(aff):
 @settings(max_examples=50, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=30), list_records(), max_size=5), list_records())
 def test_context_records_round_trip_through_lmdb(tmp_path_factory, affs, fresh):
-    with codec.ListWriter(tmp_path_factory.mktemp("ctx"), map_size=1 << 24) as w:
+    with liststore.ListWriter(tmp_path_factory.mktemp("ctx"), map_size=1 << 24) as w:
         w.commit(codec.Commit(affinities=affs, fresh=fresh))
         r = w.reader()
         assert {k: r.affinity(k) for k in r.affinity_keys()} == affs
@@ -151,7 +150,7 @@ def test_context_records_round_trip_through_lmdb(tmp_path_factory, affs, fresh):
 def test_a_corrupt_context_record_raises_the_codec_error(tmp_path):
     good = codec.ListRecord(items=["lamp", "bulb"], scores=[2.0, 1.0], model_version=3, time=5.0)
     buf = codec.encode_list(good)
-    with codec.ListWriter(tmp_path, map_size=1 << 24) as w:
+    with liststore.ListWriter(tmp_path, map_size=1 << 24) as w:
         w.commit(codec.Commit(affinities={"device=mobile": good}, fresh=good))
         with w.env.begin(write=True) as txn:
             db = w._dbs[b"context"]
@@ -175,6 +174,6 @@ def test_a_store_without_the_context_database_reads_as_empty(tmp_path):
     with env.begin(write=True) as txn:
         txn.put(b"u1", codec.encode_list(codec.ListRecord(["a"], [1.0], 1, 0.0)), db=dbs[b"user_lists"])
     env.close()
-    with codec.ListReader(tmp_path) as r:
+    with liststore.ListReader(tmp_path) as r:
         assert r.user_list("u1").items == ["a"]
         assert r.affinity("device=mobile") is None and r.fresh() is None and r.affinity_keys() == []

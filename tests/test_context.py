@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from recofast import Recommender
 from recofast.recommender import CONTEXT_FIELDS
 

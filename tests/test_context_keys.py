@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
-from recofast_sidecar.context import CONTEXT_FIELDS, context_keys, tokenize
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recofast import Recommender
 from recofast.recommender import CONTEXT_FIELDS as CORE_FIELDS
+from recofast_sidecar.protocol.context import CONTEXT_FIELDS, context_keys, tokenize
 
 # Text the core can receive (no lone surrogates: they are not valid UTF-8 and never reach it).
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
@@ -57,3 +57,15 @@ def test_any_context_gives_the_cores_keys(ctx: dict) -> None:
 def test_any_intent_gives_the_cores_words(text: str) -> None:
     core = [k.removeprefix("intent=") for k in Recommender.context_keys({"intent": text})]
     assert tokenize(text)[:3] == core
+
+
+def test_hour_bands_and_segments_are_the_cores() -> None:
+    # The core (rust/core/src/context.rs) and the protocol define the hour bands each in their
+    # own language; every hour must fall in the same band on both sides.
+    from recofast_sidecar.protocol.context import hour_band, request_segments, segment_of, segment_variants
+
+    for h in range(24):
+        assert f"hour={hour_band(h)}" in Recommender.context_keys({"hour": h})
+    seg = segment_of("GB", "mobile", 19)
+    assert segment_variants(seg)[2:] == tuple(request_segments("GB", "mobile", 19)[1:-1])
+    assert request_segments("GB", "mobile", 19)[0] == seg and request_segments(None, None, None) == ["all"]

@@ -14,12 +14,11 @@ from zoneinfo import ZoneInfo
 import nats
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from recofast_sidecar import codec
-from recofast_sidecar.constants import CATALOG_SUBJECT, MSG_ID_HEADER
-from recofast_sidecar.server import STATE, SidecarConfig, create_app
-
-from recofast import events as ev
 from recofast.publish import subject_for
+from recofast_sidecar.protocol import codec, liststore
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.names import CATALOG_SUBJECT, MSG_ID_HEADER
+from recofast_sidecar.server import STATE, SidecarConfig, create_app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,7 +144,7 @@ def write_store(path, affinities: dict[str, dict[str, float]], fresh: list[str] 
     def rec(pairs: dict[str, float]) -> codec.ListRecord:
         return codec.ListRecord(items=list(pairs), scores=list(pairs.values()), model_version=2, time=1.0)
 
-    with codec.ListWriter(path, map_size=1 << 22) as w:
+    with liststore.ListWriter(path, map_size=1 << 22) as w:
         w.commit(
             codec.Commit(
                 user_lists={"u1": rec({"d1": 1.0, "m1": 0.95, "d2": 0.9, "m2": 0.85, "x": -0.5, "lamp": -0.6})},
@@ -220,7 +219,7 @@ async def test_the_exploration_slot_shows_fresh_items_then_trending_ones(tmp_pat
 
 async def test_decoded_context_records_are_reused_until_rewritten(tmp_path):
     write_store(tmp_path, AFFINITIES)
-    w = codec.ListWriter(tmp_path, map_size=1 << 22)
+    w = liststore.ListWriter(tmp_path, map_size=1 << 22)
     async with sidecar(SidecarConfig(lmdb=None), reader=w.reader()) as c:
         url = "/v1/recommendations/u1?k=6&hour=3&device=mobile"
         assert (await items(c, url))[0] == "m1"

@@ -4,19 +4,18 @@ indices, on River's own test streams and on random abrupt and gradual streams.""
 from __future__ import annotations
 
 import collections
-import functools
 import doctest
+import functools
 import pickle
 import random
 
 import numpy as np
 import pytest
+import recofast.drift as rf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from river import drift as rdrift
-
-import recofast.drift as rf
 from recofast.errors import SnapshotError
+from river import drift as rdrift
 
 # name -> (recofast class, River class, whether it has a warning zone)
 DETECTORS = {

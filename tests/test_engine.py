@@ -10,12 +10,16 @@ import time
 import aiohttp
 import nats
 import pytest
-from recofast_sidecar import codec
-from recofast_sidecar.constants import CATALOG_SUBJECT, DLQ_REASON_HEADER, DLQ_SUBJECT, MSG_ID_HEADER, STREAM
-
-from recofast import events as ev
 from recofast.engine import DLQ_STREAM, create_app
 from recofast.publish import subject_for
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.names import (
+    CATALOG_SUBJECT,
+    DLQ_REASON_HEADER,
+    DLQ_SUBJECT,
+    MSG_ID_HEADER,
+    STREAM,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from recofast_sidecar import codec
-from recofast_sidecar.constants import STREAM
-
 from recofast import publish, schema
 from recofast._cmd import run_module
 from recofast.config import load_config
+from recofast_sidecar.protocol import liststore
+from recofast_sidecar.protocol.names import STREAM
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail" / "interactions.csv.gz"
 if not DATA.exists():
@@ -125,7 +124,7 @@ async def test_serve_starts_and_stops_an_embedded_nats_server(tmp_path, small_cs
     host, p = url.removeprefix("nats://").split(":")
     with pytest.raises(OSError), socket.create_connection((host, int(p)), timeout=2):
         pass  # the embedded server is gone with the engine
-    with codec.ListReader(tmp_path / "data" / "lmdb", map_size=1 << 26) as r:
+    with liststore.ListReader(tmp_path / "data" / "lmdb", map_size=1 << 26) as r:
         assert r.meta().last_seq == 1 and r.meta().model_version == 1  # the stop wrote checkpoint v1
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from recofast_sidecar import codec
-from recofast_sidecar.constants import MSG_ID_HEADER, STREAM
-
-from recofast import events as ev
 from recofast.checkpoints import CheckpointStore
 from recofast.engine import ensure_streams
 from recofast.publish import subject_for
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol import liststore
+from recofast_sidecar.protocol.names import MSG_ID_HEADER, STREAM
 
 N_EVENTS = 12_000
 PACK = 40
@@ -71,7 +70,7 @@ def _workload(rng: random.Random) -> tuple[list[tuple[str, bytes]], int, int]:
 
 def _lmdb_seq(tmp: Path) -> int:
     try:
-        with codec.ListReader(tmp / "lmdb", map_size=1 << 28) as r:
+        with liststore.ListReader(tmp / "lmdb", map_size=1 << 28) as r:
             meta = r.meta()
     except Exception:  # noqa: BLE001 — not created yet
         return 0
@@ -157,7 +156,7 @@ async def test_sigkill_while_events_flow_loses_nothing_and_applies_nothing_twice
     assert m["events_duplicate_total"] == dups
     assert m["events_dlq_total"] == bad
     assert final.model.events_learned == N_EVENTS  # the model itself learned each event once
-    with codec.ListReader(tmp_path / "lmdb", map_size=1 << 28) as r:
+    with liststore.ListReader(tmp_path / "lmdb", map_size=1 << 28) as r:
         meta, lists = r.snapshot()
     assert meta.last_seq == len(msgs)
     assert len(lists) == 300 and all(len(rec.items) == 5 for rec in lists.values())

@@ -6,15 +6,15 @@ import importlib
 import pytest
 
 MODULES = [
-    "recofast.events",
+    "recofast_sidecar.protocol.events",
     "recofast.enrich",
     "recofast.config",
     "recofast.metrics",
     "recofast.checkpoints",
     "recofast.publish",
     "recofast.engine",
-    "recofast_sidecar.codec",
-    "recofast_sidecar.context",
+    "recofast_sidecar.protocol.codec",
+    "recofast_sidecar.protocol.context",
 ]
 
 

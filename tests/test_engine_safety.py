@@ -18,12 +18,17 @@ import aiohttp
 import nats
 import pytest
 from aiohttp import web
-from recofast_sidecar.constants import CONSUMER, DLQ_REASON_HEADER, DLQ_SUBJECT, MSG_ID_HEADER, STREAM
-
-from recofast import events as ev
 from recofast.engine import DLQ_STREAM, Popularity, create_app
 from recofast.enrich import Enricher, HttpWeatherProvider
 from recofast.publish import subject_for
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.names import (
+    CONSUMER,
+    DLQ_REASON_HEADER,
+    DLQ_SUBJECT,
+    MSG_ID_HEADER,
+    STREAM,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

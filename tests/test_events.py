@@ -7,9 +7,8 @@ import asyncio
 
 import numpy as np
 import pytest
-
-from recofast import events as ev
 from recofast.enrich import Enricher, StaticWeatherProvider, device_from_ua, region_of
+from recofast_sidecar.protocol import events as ev
 
 GOOD = b'{"v":1,"id":"a","type":"view","user":"u","item":"i","ts":"2024-03-31T01:30:00Z","extra":1}'
 
@@ -84,7 +83,6 @@ def test_device_and_region_tables():
 async def test_http_weather_provider_answers_at_once_and_fills_in_the_background():
     from aiohttp import web
     from aiohttp.test_utils import TestServer
-
     from recofast.enrich import HttpWeatherProvider
 
     calls: list[str] = []
@@ -110,7 +108,7 @@ async def test_http_weather_provider_answers_at_once_and_fills_in_the_background
 
 
 def test_malformed_arrays_are_rejected_never_raised():
-    from recofast_sidecar.events import decode_events, decode_item_upserts
+    from recofast_sidecar.protocol.events import decode_events, decode_item_upserts
 
     for decode, what in ((decode_events, "events"), (decode_item_upserts, "catalog upserts")):
         ok, bad = decode(b'[{"v": 1, "item": "mug"}, {"v": 1, broken')

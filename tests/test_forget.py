@@ -10,11 +10,10 @@ from pathlib import Path
 import lmdb
 import nats
 import pytest
-from recofast_sidecar.constants import LISTS_BUCKET
-
-from recofast import events as ev
 from recofast.cli import main
 from recofast.publish import subject_for
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.names import LISTS_BUCKET
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -82,7 +81,7 @@ async def test_forget_erases_the_user_everywhere_and_a_replay_does_not_learn_the
 
 
 async def _decoded_keys(kv) -> list[str]:  # noqa: ANN001
-    from recofast_sidecar.sync import parse_kv_key
+    from recofast_sidecar.protocol.keys import parse_kv_key
 
     try:
         keys = await kv.keys()

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 import recofast
 
 DAY = 86_400.0

@@ -9,7 +9,6 @@ import sys
 
 import nats
 import pytest
-
 from recofast.publish import catalog_messages
 
 pytestmark = pytest.mark.timeout(120)

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 import recofast
 from recofast.errors import SnapshotError
 

@@ -24,11 +24,11 @@ except ImportError:  # Python 3.10
 
 import nats
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from aiohttp.test_utils import TestClient, TestServer
-from recofast_sidecar import codec
-from recofast_sidecar.constants import (
+from recofast_sidecar.protocol import codec, liststore
+from recofast_sidecar.protocol.names import (
     DLQ_REASON_HEADER,
     DLQ_SOURCE_HEADER,
     DLQ_SUBJECT,
@@ -36,7 +36,15 @@ from recofast_sidecar.constants import (
     IMPRESSIONS_SUBJECT,
     STREAM,
 )
-from recofast_sidecar.server import SidecarConfig, _parser, config_from_args, create_app, load_config, openapi_document, user_token
+from recofast_sidecar.server import (
+    SidecarConfig,
+    _parser,
+    config_from_args,
+    create_app,
+    load_config,
+    openapi_document,
+    user_token,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +68,7 @@ def lst(items: list[str], version: int = 7) -> codec.ListRecord:
 
 def write_store(path, **user_lists: list[str]) -> None:  # noqa: ANN001
     lists = {"u1": ["a", "b", "d", "c", "f", "e"], "u2": ["b", "a", "g"], "u3": ["c", "g"], **user_lists}
-    with codec.ListWriter(path, map_size=1 << 22) as w:
+    with liststore.ListWriter(path, map_size=1 << 22) as w:
         w.commit(
             codec.Commit(
                 user_lists={u: lst(i) for u, i in lists.items()},
@@ -301,7 +309,7 @@ async def test_bad_input_is_a_4xx_json_error_never_a_5xx(store):
 
 
 async def test_non_finite_scores_in_the_store_still_make_json(tmp_path):
-    with codec.ListWriter(tmp_path / "s", map_size=1 << 22) as w:
+    with liststore.ListWriter(tmp_path / "s", map_size=1 << 22) as w:
         w.commit(codec.Commit(user_lists={"u": codec.ListRecord(["a", "b"], [float("nan"), float("inf")], 1, T)}))
     async with sidecar(SidecarConfig(lmdb=str(tmp_path / "s"))) as c:
         r = await c.get("/v1/recommendations/u")
@@ -441,7 +449,7 @@ def test_the_command_line_and_the_configuration_file(tmp_path):
         config_from_args(_parser().parse_args(["--lmdb", "/x"]), env={"RECOFAST_SIDECAR_PORT": "many"})
 
 
-@pytest.mark.parametrize("name", ["recofast_sidecar.events", "recofast_sidecar.rerank", "recofast_sidecar.server", "recofast_sidecar.sync"])
+@pytest.mark.parametrize("name", ["recofast_sidecar.protocol.events", "recofast_sidecar.protocol.keys", "recofast_sidecar.protocol.settings", "recofast_sidecar.protocol.context", "recofast_sidecar.protocol.codec", "recofast_sidecar.protocol.liststore", "recofast_sidecar.rerank", "recofast_sidecar.server"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
@@ -490,8 +498,9 @@ def test_no_input_makes_a_5xx(store, requests, bodies):
 
 
 async def test_sync_mirrors_the_list_bucket_into_the_local_store(tmp_path, nats_url):
-    from recofast_sidecar.constants import DB_USER_LISTS, LISTS_BUCKET
-    from recofast_sidecar.sync import kv_key, put_commit
+    from recofast_sidecar.protocol.keys import kv_key
+    from recofast_sidecar.protocol.names import DB_USER_LISTS, LISTS_BUCKET
+    from recofast_sidecar.sync import put_commit
 
     odd = "ü ser/1"  # any id makes a valid bucket key
     async with await nats.connect(nats_url) as nc:
@@ -545,7 +554,7 @@ def test_list_view_reads_what_decode_list_reads_and_rejects_truncation(items, ve
 
 
 async def test_posted_events_are_checked_against_the_schema_registry(store, nats_url):
-    from recofast_sidecar.constants import SCHEMA_BUCKET
+    from recofast_sidecar.protocol.names import SCHEMA_BUCKET
 
     async with await nats.connect(nats_url) as nc:
         js = nc.jetstream()
@@ -624,9 +633,9 @@ async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_
     tmp_path, nats_url, engine_config, running_engine, wait_applied
 ):
     """The engine on one host (its LMDB), the sidecar on another (its own LMDB, --sync)."""
-    from recofast import events as ev
     from recofast.publish import subject_for
-    from recofast_sidecar.constants import MSG_ID_HEADER
+    from recofast_sidecar.protocol import events as ev
+    from recofast_sidecar.protocol.names import MSG_ID_HEADER
 
     cfg = engine_config(tmp_path / "engine-host", nats_url, publish_lists=True)
     async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:

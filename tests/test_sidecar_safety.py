@@ -15,11 +15,17 @@ import urllib.request
 
 import nats
 import pytest
-from recofast_sidecar import codec
-from recofast_sidecar.constants import DB_USER_LISTS, EVENTS_SUBJECTS, LISTS_BUCKET, PRODUCER_KEY_HEADER, STREAM
+from recofast_sidecar.protocol import codec, liststore
+from recofast_sidecar.protocol.keys import kv_key
+from recofast_sidecar.protocol.names import (
+    DB_USER_LISTS,
+    EVENTS_SUBJECTS,
+    LISTS_BUCKET,
+    PRODUCER_KEY_HEADER,
+    STREAM,
+)
 from recofast_sidecar.server import STATE, SidecarConfig, openapi_document, user_token
-from recofast_sidecar.sync import kv_key, put_commit
-
+from recofast_sidecar.sync import put_commit
 from test_sidecar import get_json, items_of, lst, sidecar, view, write_store
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,7 +120,7 @@ def _lists(start: int, n: int, version: int) -> dict[str, codec.ListRecord]:
             for i in range(start, start + n)}
 
 
-def _write_growing(w: codec.ListWriter, commits: int, done: threading.Event) -> None:
+def _write_growing(w: liststore.ListWriter, commits: int, done: threading.Event) -> None:
     try:
         for v in range(1, commits + 1):
             w.commit(codec.Commit(user_lists=_lists(v * 2000, 2000, v), meta=codec.MetaRecord(v, v, 0.0)))
@@ -124,7 +130,7 @@ def _write_growing(w: codec.ListWriter, commits: int, done: threading.Event) -> 
 
 
 async def test_the_store_grows_while_an_in_process_sidecar_serves_it(tmp_path):
-    w = codec.ListWriter(tmp_path / "s", map_size=1 << 20, max_map_size=1 << 28)
+    w = liststore.ListWriter(tmp_path / "s", map_size=1 << 20, max_map_size=1 << 28)
     w.commit(codec.Commit(user_lists=_lists(0, 200, 0)))
     try:
         async with sidecar(SidecarConfig(lmdb=None), reader=w.reader()) as c:
@@ -147,7 +153,7 @@ def test_the_store_grows_while_a_sidecar_process_serves_it_without_fallbacks(tmp
     import socket
 
     path = tmp_path / "s"
-    w = codec.ListWriter(path, map_size=1 << 20, max_map_size=1 << 28)
+    w = liststore.ListWriter(path, map_size=1 << 20, max_map_size=1 << 28)
     w.commit(codec.Commit(user_lists=_lists(0, 200, 0)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -190,10 +196,10 @@ def test_the_store_grows_while_a_sidecar_process_serves_it_without_fallbacks(tmp
 
 
 def test_a_full_store_raises_store_full_with_nothing_written_and_resumes(tmp_path):
-    with codec.ListWriter(tmp_path, map_size=1 << 20, max_map_size=1 << 21) as w:
+    with liststore.ListWriter(tmp_path, map_size=1 << 20, max_map_size=1 << 21) as w:
         w.commit(codec.Commit(user_lists=_lists(0, 10, 1), meta=codec.MetaRecord(1, 1, 0.0)))
         big = codec.Commit(user_lists=_lists(100, 5000, 2), meta=codec.MetaRecord(2, 2, 0.0))
-        with pytest.raises(codec.StoreFullError, match="is full") as e:
+        with pytest.raises(liststore.StoreFullError, match="is full") as e:
             w.commit(big)
         assert isinstance(e.value, codec.CodecError) and e.value.max_map_size == 1 << 21
         r = w.reader()
@@ -204,7 +210,7 @@ def test_a_full_store_raises_store_full_with_nothing_written_and_resumes(tmp_pat
 
 
 def test_map_full_aborts_grows_and_retries_the_commit(tmp_path):
-    with codec.ListWriter(tmp_path, map_size=1 << 20, max_map_size=1 << 26) as w:
+    with liststore.ListWriter(tmp_path, map_size=1 << 20, max_map_size=1 << 26) as w:
         w.HEADROOM = 0  # no growth before the commit: MDB_MAP_FULL must do it
         w.GROW_AT = 1.0
         w.commit(codec.Commit(user_lists=_lists(0, 4000, 3)))
@@ -255,7 +261,7 @@ async def test_a_failing_mirror_makes_readyz_503_with_the_reason_and_recovers(tm
 
 async def test_similar_answers_an_unknown_item_fast_and_a_known_one_from_its_neighbours(tmp_path):
     path = tmp_path / "s"
-    with codec.ListWriter(path, map_size=1 << 26) as w:
+    with liststore.ListWriter(path, map_size=1 << 26) as w:
         w.commit(codec.Commit(user_lists=_lists(0, 30000, 1), segments={"popular:all": lst(["p1", "p2", "p3"])},
                               similar={"item-0001": lst(["item-0002", "item-0003"], 4)}))
     async with sidecar(SidecarConfig(lmdb=str(path))) as c:
@@ -290,7 +296,7 @@ def test_delete_users_removes_records_in_the_same_transaction_and_merges_in_orde
     assert c.user_lists == {"u2": a, "u3": b} and c.delete_users == ["u1"]
     c.merge(codec.Commit(user_lists={"u1": b}, delete_users=["u2"]))  # in one commit the erasure wins over nothing
     assert c.user_lists == {"u3": b, "u1": b} and c.delete_users == ["u2"]
-    with codec.ListWriter(tmp_path, map_size=1 << 22) as w:
+    with liststore.ListWriter(tmp_path, map_size=1 << 22) as w:
         w.commit(codec.Commit(user_lists={"u1": a, "u2": a, "u3": a}))
         w.commit(codec.Commit(user_lists={"u4": b, "u3": b}, delete_users=["u1", "u3", "nobody"]))
         r = w.reader()
@@ -320,16 +326,16 @@ async def test_an_erased_user_disappears_from_a_sync_mirror(tmp_path, nats_url):
 
 
 def test_a_second_writer_is_refused_until_the_first_closes(tmp_path):
-    w = codec.ListWriter(tmp_path, map_size=1 << 20)
-    with pytest.raises(codec.StoreLockedError, match=str(tmp_path)) as e:
-        codec.ListWriter(tmp_path, map_size=1 << 20)
+    w = liststore.ListWriter(tmp_path, map_size=1 << 20)
+    with pytest.raises(liststore.StoreLockedError, match=str(tmp_path)) as e:
+        liststore.ListWriter(tmp_path, map_size=1 << 20)
     assert "writer.lock" in str(e.value) and isinstance(e.value, codec.CodecError)
     other = subprocess.run(
-        [sys.executable, "-c", f"from recofast_sidecar import codec\ncodec.ListWriter({str(tmp_path)!r})"],
+        [sys.executable, "-c", f"from recofast_sidecar.protocol import liststore\nliststore.ListWriter({str(tmp_path)!r})"],
         capture_output=True, text=True, timeout=60,
     )
-    assert other.returncode != 0 and "StoreLockedError" in other.stderr and f"pid" in other.stderr
+    assert other.returncode != 0 and "StoreLockedError" in other.stderr and "pid" in other.stderr
     w.close()
     w.close()  # idempotent
-    with codec.ListWriter(tmp_path, map_size=1 << 20) as again:
+    with liststore.ListWriter(tmp_path, map_size=1 << 20) as again:
         again.commit(codec.Commit(user_lists={"u": lst(["a"])}))

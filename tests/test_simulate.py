@@ -5,10 +5,9 @@ import json
 from collections import Counter
 
 import pytest
-
-from recofast import events as ev
 from recofast.cli import main
 from recofast.simulate import simulate
+from recofast_sidecar.protocol import events as ev
 
 
 def lines(**kw):

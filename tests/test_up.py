@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import pytest
-
 from recofast.cli import main
 from recofast.up import free_port
 

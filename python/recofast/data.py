@@ -76,7 +76,7 @@ JSONL_CONTEXT = ("device", "country", "region", "weather", "intent")
 
 
 def _read_jsonl_events(path: str | os.PathLike[str], limit: int | None) -> EventLog:
-    from recofast_sidecar.events import decode_events
+    from recofast_sidecar.protocol.events import decode_events
 
     users: list[str] = []
     items: list[str | None] = []
@@ -188,7 +188,7 @@ def read_catalog(path: str | os.PathLike[str]) -> list[CatalogEntry]:
     if not _is_jsonl(path, "item catalogue"):
         ids, texts = read_items(path)
         return [CatalogEntry(i, t) for i, t in zip(ids, texts)]
-    from recofast_sidecar.events import _seconds, decode_item_upserts
+    from recofast_sidecar.protocol.events import _seconds, decode_item_upserts
 
     out: list[CatalogEntry] = []
     with _open_text(path, "item catalogue") as f:

@@ -25,7 +25,7 @@ place in the batch, so it sets the shopper's session intent for the events after
 
 The periodic refresh also exports what the sidecar needs to apply context without the
 model: each context key's top ``context_top`` items by affinity, and the fresh items (the
-exploration pool), in the LMDB ``context`` database (see :mod:`recofast_sidecar.codec`).
+exploration pool), in the LMDB ``context`` database (see :mod:`recofast_sidecar.protocol.codec`).
 
 Exactly once: on start the engine loads the newest good checkpoint and re-creates its
 consumer to start at the checkpoint's sequence + 1, so the events after the checkpoint are
@@ -52,24 +52,30 @@ from typing import Any
 import lmdb
 import msgspec
 import numpy as np
-from recofast_sidecar import codec
-from recofast_sidecar.constants import (
+from recofast_sidecar.protocol import codec, liststore
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.context import segment_variants
+from recofast_sidecar.protocol.names import (
     CATALOG_SUBJECT,
     CONSUMER,
     DLQ_REASON_HEADER,
-    FORGET_SUBJECT,
-    FORGOTTEN_SUBJECT,
     DLQ_SEQ_HEADER,
     DLQ_SUBJECT,
     EVENTS_SUBJECTS,
+    FORGET_SUBJECT,
+    FORGOTTEN_SUBJECT,
     MSG_ID_HEADER,
     STREAM,
 )
 
-from recofast import events as ev
 from recofast.checkpoints import CheckpointStore
 from recofast.config import EngineConfig
-from recofast.enrich import EnrichedBatch, Enricher, HttpWeatherProvider, StaticWeatherProvider, hour_band
+from recofast.enrich import (
+    EnrichedBatch,
+    Enricher,
+    HttpWeatherProvider,
+    StaticWeatherProvider,
+)
 from recofast.erasure import Tombstones, decode_forget, encode_forget
 from recofast.metrics import Registry
 from recofast.recommender import Recommender
@@ -151,7 +157,7 @@ class Popularity:
         if v is None:
             if len(self._variants) > 4 * self.max_segments:
                 self._variants.clear()
-            v = self._variants[seg] = (seg, "all", *seg.split("|"))
+            v = self._variants[seg] = segment_variants(seg)
         return v
 
     def add(self, b: EnrichedBatch, now: float | None = None) -> None:
@@ -255,7 +261,7 @@ class StoreUnavailable(Exception):
     engine stops fetching, keeps the batch, and retries until space returns."""
 
 
-RESOURCE_ERRORS: tuple[type[BaseException], ...] = (codec.StoreFullError, lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (liststore.StoreFullError, lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)
 
 
 async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
@@ -335,8 +341,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self._lock_cm = None
-        self.writer: codec.ListWriter | None = None
-        self.reader: codec.ListReader | None = None
+        self.writer: liststore.ListWriter | None = None
+        self.reader: liststore.ListReader | None = None
         self.nc = None
         self.js = None
         self.sub = None
@@ -693,7 +699,7 @@ class Engine:
         the background: pending commits are merged (the newest record of a key wins) and put
         together, so a slow bucket delays the remote edges, never the batches. A merged
         commit that fails to go out is kept and retried (merged with what came after it)."""
-        from recofast_sidecar.constants import LISTS_BUCKET
+        from recofast_sidecar.protocol.names import LISTS_BUCKET
         from recofast_sidecar.sync import put_commit
 
         kv = None
@@ -1036,7 +1042,7 @@ class Engine:
         import nats
 
         await asyncio.to_thread(self.load_state)
-        self.writer = codec.ListWriter(
+        self.writer = liststore.ListWriter(
             self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync, max_map_size=self.cfg.lmdb_max_map_size
         )
         self.reader = self.writer.reader()
@@ -1127,7 +1133,7 @@ def context_columns(events: Sequence[ev.Event], b: EnrichedBatch) -> dict[str, A
     """The context of an enriched batch as ``learn_many``'s columns (one value per event,
     None where missing; ``unknown`` placeholders become None; all-None columns are left out).
 
-    >>> from recofast.events import make_event
+    >>> from recofast_sidecar.protocol.events import make_event
     >>> from recofast.enrich import Enricher
     >>> es = [make_event("e1", "view", "u1", "mug", ts_ms=0, context={"device": "mobile", "intent": "red mug"}),
     ...       make_event("e2", "view", "u2", "mug", ts_ms=0)]
@@ -1148,11 +1154,6 @@ def context_columns(events: Sequence[ev.Event], b: EnrichedBatch) -> dict[str, A
     return {f: c for f, c in cols.items() if isinstance(c, np.ndarray) or any(x is not None for x in c)}
 
 
-def describe_segment(country: str, device: str, hour: int) -> str:
-    """The segment key of a context: ``country=GB|device=mobile|hour=evening``."""
-    return f"country={country}|device={device}|hour={hour_band(hour)}"
-
-
 # -- the service ----------------------------------------------------------------------------
 
 
@@ -1160,7 +1161,7 @@ def create_app(engine: Engine):  # noqa: ANN201
     """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming) and
     Prometheus ``/metrics``."""
     from aiohttp import web
-    from recofast_sidecar.constants import PATH_HEALTHZ, PATH_METRICS
+    from recofast_sidecar.protocol.names import PATH_HEALTHZ, PATH_METRICS
 
     key = web.AppKey("engine", Engine)
 

@@ -4,7 +4,7 @@ provider, and the popularity segment each event counts in.
 
 A value the producer sent in ``context`` wins over what the engine would derive.
 
->>> from recofast.events import make_event
+>>> from recofast_sidecar.protocol.events import make_event
 >>> en = Enricher(timezone="Europe/London", weather=StaticWeatherProvider({"europe-west": "rain"}))
 >>> ev = make_event("e1", "view", "u1", "mug", ts_ms=1_700_000_000_000,
 ...                 context={"ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148", "country": "GB"})
@@ -29,13 +29,11 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
-
-from recofast.events import Event
+from recofast_sidecar.protocol.context import segment_of
+from recofast_sidecar.protocol.events import Event
 
 log = logging.getLogger("recofast.enrich")
 
-HOUR_BANDS = ((0, "night"), (6, "morning"), (12, "afternoon"), (18, "evening"))
-_BAND_OF_HOUR = [next(name for start, name in reversed(HOUR_BANDS) if h >= start) for h in range(24)]
 
 # -- device ---------------------------------------------------------------------------------
 
@@ -280,8 +278,7 @@ class Enricher:
             c.weather if c is not None and c.weather else (wp.weather(r, t) if wp is not None else None)
             for c, r, t in zip(ctxs, region, ts.tolist())
         ]
-        bands = [_BAND_OF_HOUR[h] for h in hour.tolist()]
-        segment = [f"country={c}|device={d}|hour={b}" for c, d, b in zip(country, device, bands)]
+        segment = [segment_of(c, d, h) for c, d, h in zip(country, device, hour.tolist())]
         return EnrichedBatch(
             users=[e.user for e in events],  # type: ignore[misc]
             items=[e.item for e in events],  # type: ignore[misc]
@@ -297,11 +294,6 @@ class Enricher:
         )
 
 
-def hour_band(hour: int) -> str:
-    """``night`` (0–5), ``morning`` (6–11), ``afternoon`` (12–17), ``evening`` (18–23)."""
-    return _BAND_OF_HOUR[hour]
-
-
 __all__ = [
     "COUNTRY_REGIONS",
     "EnrichedBatch",
@@ -310,6 +302,5 @@ __all__ = [
     "StaticWeatherProvider",
     "WeatherProvider",
     "device_from_ua",
-    "hour_band",
     "region_of",
 ]

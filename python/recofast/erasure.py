@@ -114,7 +114,11 @@ async def forget(url: str, users: list[str], wait: float = 30.0) -> list[str]:
     import asyncio
 
     import nats
-    from recofast_sidecar.constants import FORGET_SUBJECT, FORGOTTEN_SUBJECT, MSG_ID_HEADER
+    from recofast_sidecar.protocol.names import (
+        FORGET_SUBJECT,
+        FORGOTTEN_SUBJECT,
+        MSG_ID_HEADER,
+    )
 
     async with await nats.connect(url, connect_timeout=5, max_reconnect_attempts=2) as nc:
         js = nc.jetstream()

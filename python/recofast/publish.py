@@ -37,9 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from recofast_sidecar.constants import CATALOG_SUBJECT, EVENTS_SUBJECT_PREFIX, MSG_ID_HEADER
-
-from recofast import events as ev
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.names import (
+    CATALOG_SUBJECT,
+    EVENTS_SUBJECT_PREFIX,
+    MSG_ID_HEADER,
+)
 
 CSV_COLUMNS = ("user_id", "item_id", "timestamp", "invoice", "quantity", "unit_price", "country")
 

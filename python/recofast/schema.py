@@ -15,9 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from recofast_sidecar.constants import SCHEMA_BUCKET
-
-from recofast import events
+from recofast_sidecar.protocol import events
+from recofast_sidecar.protocol.names import SCHEMA_BUCKET
 
 _KEY = "event.v{}"
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from recofast_sidecar.codec import ItemRecord
+from recofast_sidecar.protocol.codec import ItemRecord
 
 
 class Candidate(NamedTuple):

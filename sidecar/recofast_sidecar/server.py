@@ -9,7 +9,7 @@
   context's segment, then of the whole shop, then a static fallback list. It never answers
   5xx for want of data.
 - ``GET /v1/items/{item_id}/similar``, ``GET /v1/popular``,
-- ``POST /v1/events`` (validated with :mod:`recofast_sidecar.events`, published to NATS),
+- ``POST /v1/events`` (validated with :mod:`recofast_sidecar.protocol.events`, published to NATS),
 - ``GET /v1/track.js``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``.
 
 Every served list is published as an impression (with its ``rec_id``) from a background
@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hashlib
 import functools
+import hashlib
 import hmac
 import itertools
 import json
@@ -40,7 +40,14 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,25 +59,28 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from recofast_sidecar import __version__, events as ev
-from recofast_sidecar.codec import (
+from recofast_sidecar import __version__
+from recofast_sidecar.protocol import events as ev
+from recofast_sidecar.protocol.codec import (
     AFFINITY_PREFIX,
-    DEFAULT_MAX_MAP_SIZE,
     FRESH_KEY,
     CodecError,
     ItemRecord,
-    ListReader,
     ListView,
-    ListWriter,
-    ReadTxn,
     decode_affinities,
     decode_item,
     decode_list,
 )
-from recofast_sidecar.constants import (
+from recofast_sidecar.protocol.context import context_keys, request_segments
+from recofast_sidecar.protocol.liststore import (
+    DEFAULT_MAX_MAP_SIZE,
+    ListReader,
+    ListWriter,
+    ReadTxn,
+)
+from recofast_sidecar.protocol.names import (
     DB_CONTEXT,
     DB_ITEMS,
-    DB_USER_LISTS,
     DLQ_REASON_HEADER,
     DLQ_SOURCE_HEADER,
     DLQ_SUBJECT,
@@ -91,9 +101,15 @@ from recofast_sidecar.constants import (
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
 )
+from recofast_sidecar.rerank import (
+    Candidate,
+    Filters,
+    context_rerank,
+    explore_slot,
+    mmr,
+    passes,
+)
 from recofast_sidecar.sync import Mirror
-from recofast_sidecar.context import context_keys
-from recofast_sidecar.rerank import Candidate, Filters, context_rerank, explore_slot, mmr, passes
 
 log = logging.getLogger("recofast.sidecar")
 
@@ -524,10 +540,6 @@ def _id(raw: str, what: str) -> str:
     return raw
 
 
-def _hour_band(hour: int) -> str:
-    return ("night", "morning", "afternoon", "evening")[hour // 6]
-
-
 @dataclass(frozen=True)
 class Context:
     device: str | None = None
@@ -554,17 +566,7 @@ class Context:
 
     def segments(self) -> list[str]:
         """Segment keys to try, most specific first (as the engine writes them), then ``all``."""
-        out = []
-        if self.country and self.device and self.hour is not None:
-            out.append(f"country={self.country}|device={self.device}|hour={_hour_band(self.hour)}")
-        if self.country:
-            out.append(f"country={self.country}")
-        if self.device:
-            out.append(f"device={self.device}")
-        if self.hour is not None:
-            out.append(f"hour={_hour_band(self.hour)}")
-        out.append("all")
-        return out
+        return request_segments(self.country, self.device, self.hour)
 
 
 _KEYS_CACHE: dict[tuple[Any, ...], list[str]] = {}

@@ -1,67 +1,48 @@
 """Mirroring the list store through a NATS KV bucket, for edges on other hosts.
 
-The bucket :data:`~recofast_sidecar.constants.LISTS_BUCKET` holds one entry per LMDB record:
-key ``u.<id>`` (a user list), ``i.<id>`` (item metadata), ``s.<segment key>`` (a popular or
-trending list), ``c.<key>`` (a record of the ``context`` database: ``aff:<context key>``, an
-affinity list, or ``fresh``), ``n.<item id>`` (an item's neighbours, the ``similar``
-database), or ``meta``; ids are unpadded base64url, so any id makes a valid KV key. The
-value is the record's codec bytes, the same as in LMDB, so a mirror never re-encodes.
+The bucket :data:`~recofast_sidecar.protocol.names.LISTS_BUCKET` holds one entry per LMDB
+record, keyed as :mod:`recofast_sidecar.protocol.keys` says; the value is the record's codec
+bytes, the same as in LMDB, so a mirror never re-encodes.
 
-A producer (the engine, or anything holding a :class:`~recofast_sidecar.codec.Commit`)
+A producer (the engine, or anything holding a :class:`~recofast_sidecar.protocol.codec.Commit`)
 calls :func:`put_commit`, which also deletes the keys of the commit's ``delete_users``;
 ``recofast-sidecar --sync`` runs a :class:`Mirror`, which watches the bucket and applies
 updates to its local LMDB store in batches, one write transaction a batch (in a thread, off
-the event loop, through :meth:`ListWriter.apply <recofast_sidecar.codec.ListWriter.apply>`,
+the event loop, through :meth:`ListWriter.apply <recofast_sidecar.protocol.liststore.ListWriter.apply>`,
 so the map grows as the store fills), deleting the records whose entries are deleted or
 purged (KV ``DEL``/``PURGE``). A batch that cannot be written (a full store, a disk error)
 is logged, counted and retried with backoff, never dropped; :attr:`Mirror.error` says why
 while it fails.
-
->>> kv_key(DB_USER_LISTS, "ü/1")
-'u.w7wvMQ'
->>> parse_kv_key("u.w7wvMQ"), parse_kv_key("meta"), parse_kv_key("x.y")
-((b'user_lists', 'ü/1'), (b'meta', ''), None)
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from typing import Any
 
-from recofast_sidecar.codec import FRESH_KEY, Commit, ListWriter, Op, affinity_key, encode_item, encode_list, encode_meta
-from recofast_sidecar.constants import DB_CONTEXT, DB_ITEMS, DB_META, DB_SEGMENTS, DB_SIMILAR, DB_USER_LISTS, LISTS_BUCKET
+from recofast_sidecar.protocol.codec import (
+    FRESH_KEY,
+    Commit,
+    affinity_key,
+    encode_item,
+    encode_list,
+    encode_meta,
+)
+from recofast_sidecar.protocol.keys import META_KEY, kv_key, parse_kv_key
+from recofast_sidecar.protocol.liststore import ListWriter, Op
+from recofast_sidecar.protocol.names import (
+    DB_CONTEXT,
+    DB_ITEMS,
+    DB_META,
+    DB_SEGMENTS,
+    DB_SIMILAR,
+    DB_USER_LISTS,
+    LISTS_BUCKET,
+    META_RECORD_KEY,
+)
 
 log = logging.getLogger("recofast.sidecar.sync")
-
-_PREFIX = {DB_USER_LISTS: "u", DB_ITEMS: "i", DB_SEGMENTS: "s", DB_CONTEXT: "c", DB_SIMILAR: "n"}
-_DB = {v: k for k, v in _PREFIX.items()}
-META_KEY = "meta"
-_META_LMDB_KEY = b"state"
-
-
-def kv_key(db: bytes, key: str) -> str:
-    """The bucket key of an LMDB record (``db`` one of the list store's databases)."""
-    if db == DB_META:
-        return META_KEY
-    return f"{_PREFIX[db]}." + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def parse_kv_key(k: str) -> tuple[bytes, str] | None:
-    """``(db, key)`` of a bucket key, None when it is not one of ours."""
-    if k == META_KEY:
-        return DB_META, ""
-    prefix, _, rest = k.partition(".")
-    db = _DB.get(prefix)
-    if db is None or not rest:
-        return None
-    try:
-        return db, base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
 
 async def put_commit(kv: Any, c: Commit) -> int:
     """Puts every record of a commit into the bucket and deletes the keys of its
@@ -132,7 +113,7 @@ class Mirror:
                 self.skipped += 1
                 continue
             db, key = where
-            k = _META_LMDB_KEY if db == DB_META else key.encode()
+            k = META_RECORD_KEY if db == DB_META else key.encode()
             if e.operation in ("DEL", "PURGE") or e.value is None:
                 ops.append((db, k, None))
             else:
@@ -236,4 +217,4 @@ class Mirror:
                 self.synced.set()
 
 
-__all__ = ["META_KEY", "Mirror", "kv_key", "parse_kv_key", "put_commit"]
+__all__ = ["Mirror", "put_commit"]

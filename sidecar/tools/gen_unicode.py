@@ -1,4 +1,4 @@
-"""Writes ``recofast_sidecar/_unicode.py``: where Rust's ``char::is_alphanumeric`` and
+"""Writes ``recofast_sidecar/protocol/_unicode.py``: where Rust's ``char::is_alphanumeric`` and
 ``char::to_lowercase`` (the core's text normalisation, see ``rust/core/src/context.rs`` and
 ``text.rs``) differ from this Python's ``str.isalnum`` and ``str.lower``. The two follow
 different Unicode versions; the sidecar must produce the core's context keys without the core.
@@ -33,7 +33,7 @@ fn main() {
 }
 """
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "recofast_sidecar" / "_unicode.py"
+OUT = pathlib.Path(__file__).resolve().parent.parent / "recofast_sidecar" / "protocol" / "_unicode.py"
 
 
 def main() -> int:

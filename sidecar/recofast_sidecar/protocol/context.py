@@ -1,4 +1,5 @@
-"""Context keys at the edge: the core's normalisation of a context, in pure Python.
+"""Context keys, hour bands and segment keys: the core's normalisation of a context, in pure
+Python, and the popularity segments engine and sidecar share.
 
 The engine exports, for each learned context key (``device=mobile``, ``hour=evening``,
 ``intent=lamp``), the items with the highest affinity to it. To use them the sidecar must
@@ -24,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from recofast_sidecar._unicode import ALNUM_ENDS, ALNUM_STARTS, LOWER
+from recofast_sidecar.protocol._unicode import ALNUM_ENDS, ALNUM_STARTS, LOWER
 
 CONTEXT_FIELDS: tuple[str, ...] = ("device", "hour", "weekday", "country", "region", "weather", "segment", "intent")
 """The fields the model learns from (the core's ``CONTEXT_FIELDS``)."""
@@ -140,7 +141,7 @@ def keys_of(field: str, value: str, out: list[str]) -> None:
         h = _parse_unsigned(v, _U32_MAX)
         if h is not None:
             if h < 24:
-                out.append(f"hour={HOUR_BANDS[h // 6]}")
+                out.append(f"hour={hour_band(h)}")
                 out.append(f"hour={h}")
         elif v.isascii():
             low = v.lower()
@@ -179,4 +180,61 @@ def context_keys(context: Mapping[str, Any] | None) -> list[str]:
     return list(dict.fromkeys(out))[:MAX_KEYS]
 
 
-__all__ = ["CONTEXT_FIELDS", "HOUR_BANDS", "WEEKDAYS", "context_keys", "hour_band", "keys_of", "tokenize"]
+# -- segments ---------------------------------------------------------------------------------
+# The engine keeps popular and trending lists per segment; the sidecar looks them up for a
+# request's context. Both build the keys here.
+
+SEGMENT_ALL = "all"
+"""The segment of the whole shop."""
+
+
+def segment_of(country: str, device: str, hour: int) -> str:
+    """The full segment key of a context (what an event counts in, besides its parts).
+
+    >>> segment_of("GB", "mobile", 20)
+    'country=GB|device=mobile|hour=evening'
+    """
+    return f"country={country}|device={device}|hour={hour_band(hour)}"
+
+
+def segment_variants(segment: str) -> tuple[str, ...]:
+    """Every segment an event of ``segment`` counts in: itself, ``all`` and each of its parts.
+
+    >>> segment_variants("country=GB|device=mobile|hour=evening")
+    ('country=GB|device=mobile|hour=evening', 'all', 'country=GB', 'device=mobile', 'hour=evening')
+    """
+    return (segment, SEGMENT_ALL, *segment.split("|"))
+
+
+def request_segments(country: str | None, device: str | None, hour: int | None) -> list[str]:
+    """The segments to try for a request, most specific first, then ``all``.
+
+    >>> request_segments("GB", None, 7)
+    ['country=GB', 'hour=morning', 'all']
+    """
+    out = []
+    if country and device and hour is not None:
+        out.append(segment_of(country, device, hour))
+    if country:
+        out.append(f"country={country}")
+    if device:
+        out.append(f"device={device}")
+    if hour is not None:
+        out.append(f"hour={hour_band(hour)}")
+    out.append(SEGMENT_ALL)
+    return out
+
+
+__all__ = [
+    "CONTEXT_FIELDS",
+    "HOUR_BANDS",
+    "SEGMENT_ALL",
+    "WEEKDAYS",
+    "context_keys",
+    "hour_band",
+    "keys_of",
+    "request_segments",
+    "segment_of",
+    "segment_variants",
+    "tokenize",
+]
