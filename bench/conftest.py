@@ -50,7 +50,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 @pytest.fixture
 def nats_url(tmp_path_factory: pytest.TempPathFactory):
     """A real nats-server (JetStream) on a free loopback port, for the engine benchmarks."""
-    from recofast.natsserver import NatsServer
+    from recofast.engine.natsserver import NatsServer
 
     server = NatsServer(tmp_path_factory.mktemp("nats"), port=-1)
     server.start()

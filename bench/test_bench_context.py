@@ -11,8 +11,8 @@ import io
 import numpy as np
 import pytest
 import recofast
-from recofast.data import read_events
-from recofast.simulate import simulate
+from recofast.evaluation.data import read_events
+from recofast.evaluation.simulate import simulate
 
 FIELDS = ("device", "country", "weather")
 

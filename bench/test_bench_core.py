@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import recofast
 from conftest import shared_data
-from recofast.data import read_events
+from recofast.evaluation.data import read_events
 
 N_USERS = N_ITEMS = 100_000
 

@@ -1,5 +1,5 @@
 """Engine throughput and freshness, with a real nats-server and the publisher in another
-process (``recofast publish``, via ``python -m recofast.publish``).
+process (``recofast publish``, via ``python -m recofast.engine.publish``).
 
 Run (about 2 minutes on 2 cores)::
 
@@ -33,8 +33,9 @@ import nats
 import numpy as np
 import pytest
 from recofast import events as ev
-from recofast.config import EngineConfig
-from recofast.engine import Engine, ensure_streams
+from recofast.engine.config import EngineConfig
+from recofast.engine import Engine
+from recofast.engine.streams import ensure_streams
 from recofast_sidecar.protocol.names import STREAM
 
 DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
@@ -49,7 +50,7 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.skipif(not DATA.exists(), re
 
 def _publisher(url: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "recofast.publish", "publish", "--events", str(DATA), "--nats", url, "--quiet", *args],
+        [sys.executable, "-m", "recofast.cli", "publish", "--events", str(DATA), "--nats", url, "--quiet", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -138,7 +139,7 @@ def test_engine_backlog(benchmark, backlog, tmp_path, record_rate):
     assert engine.counters["events_applied_total"] == N_EVENTS
     _report(
         benchmark, events=N_EVENTS, seconds=dt, events_per_s=N_EVENTS / dt, users=engine.model.n_users,
-        list_writes=engine.m_list_writes.value, batches=engine.m_batches.value,
+        list_writes=engine.metrics.value("recofast_list_writes_total"), batches=engine.metrics.value("recofast_batches_total"),
         learn_s=engine.m_learn.sum, lists_s=engine.m_lists.sum, commit_s=engine.m_commit.sum,
     )  # fmt: skip
     record_rate("engine throughput", "engine (backlog)", N_EVENTS / dt)

@@ -185,7 +185,7 @@ def test_latency_near_2000_rps_while_the_engine_writes(benchmark, record_rate, t
     lists to the LMDB the sidecar reads; wrk paces ~2,000 requests a second against it."""
     port = _port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+        [sys.executable, "-m", "recofast.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
          "--demo", "--rate", "2000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

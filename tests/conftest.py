@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
 import pytest
-from recofast.natsserver import NatsServer
+from recofast.engine.natsserver import NatsServer
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def nats_url(nats_server: NatsServer) -> str:
 
 
 def _engine_config(tmp_path, url, **kw):  # noqa: ANN001, ANN202
-    from recofast.config import EngineConfig
+    from recofast.engine.config import EngineConfig
 
     base = dict(
         nats=url,

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 import recofast
-from recofast import checkpoints
-from recofast._cmd import run_module
-from recofast.checkpoints import CheckpointError, CheckpointStore
+from recofast.engine import checkpoints
+from recofast.cli import main as cli_main
+from recofast.engine.checkpoints import CheckpointError, CheckpointStore
 from recofast.errors import RecofastError
 
 
@@ -47,7 +47,7 @@ def test_a_corrupt_checkpoint_is_skipped_with_a_log_line(tmp_path, caplog, damag
         (v2 / "manifest.json").write_text("{not json")
     else:
         (v2 / "model.bin").unlink()
-    with caplog.at_level(logging.WARNING, logger="recofast.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="recofast.engine.checkpoints"):
         cp = store.load_latest()
     assert cp.version == 1 and cp.manifest["stream_seq"] == 2
     assert "skipping corrupt checkpoint: v000002" in caplog.text
@@ -87,11 +87,11 @@ def test_model_list_and_rollback_commands(tmp_path, capsys):
     store = CheckpointStore(tmp_path, keep=10)
     store.save(_model(2), {"stream_seq": 20, "events_applied_total": 2})
     store.save(_model(3), {"stream_seq": 30, "events_applied_total": 3})
-    assert run_module(checkpoints.register, ["model", "rollback", "v000001", "--model-dir", str(tmp_path)]) == 0
+    assert cli_main(["model", "rollback", "v000001", "--model-dir", str(tmp_path)]) == 0
     assert "v000003 now holds the model of v000001" in capsys.readouterr().out
-    assert run_module(checkpoints.register, ["model", "list", "--model-dir", str(tmp_path), "--json"]) == 0
+    assert cli_main(["model", "list", "--model-dir", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["version"], r["stream_seq"], r["rolled_back_from"]) for r in rows] == [(1, 20, None), (2, 30, None), (3, 30, 2)]
-    assert run_module(checkpoints.register, ["model", "list", "--model-dir", str(tmp_path)]) == 0
+    assert cli_main(["model", "list", "--model-dir", str(tmp_path)]) == 0
     assert "rollback from v2" in capsys.readouterr().out
-    assert run_module(checkpoints.register, ["model", "rollback", "9", "--model-dir", str(tmp_path)]) == 2
+    assert cli_main(["model", "rollback", "9", "--model-dir", str(tmp_path)]) == 2

@@ -231,8 +231,8 @@ def test_a_search_event_with_an_item_learns_the_item_too():
 
 
 def test_eval_counts_only_first_arrivals_and_skips_empty_catalogue_text(tmp_path):
-    from recofast.data import CatalogEntry, EventLog
-    from recofast.evaluate import build_models, prequential
+    from recofast.evaluation.data import CatalogEntry, EventLog
+    from recofast.evaluation.protocol import build_models, prequential
 
     ts = np.arange(100, 141, dtype=np.float64)
     users = [f"u{k % 5}" for k in range(41)]

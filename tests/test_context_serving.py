@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import nats
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from recofast.publish import subject_for
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import CATALOG_SUBJECT, MSG_ID_HEADER

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation", "recofast.kernels", "recofast.up", "recofast.simulate"]
+MODULES = ["recofast", "recofast.recommender", "recofast.evaluation.data", "recofast.evaluation.train", "recofast.evaluation.protocol", "recofast.drift", "recofast.adaptation", "recofast.kernels", "recofast.engine.stack", "recofast.evaluation.simulate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

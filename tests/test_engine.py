@@ -10,8 +10,9 @@ import time
 import aiohttp
 import nats
 import pytest
-from recofast.engine import DLQ_STREAM, create_app
-from recofast.publish import subject_for
+from recofast.engine.service import create_app
+from recofast_sidecar.protocol.names import DLQ_STREAM
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     CATALOG_SUBJECT,
@@ -142,7 +143,7 @@ async def test_periodic_refresh_runs_in_steps_between_batches(tmp_path, nats_url
         await js.publish(SUBJECT, ev.encode(evs))
         await wait_applied(engine, js)
         deadline = time.monotonic() + 30
-        while engine.m_checkpoints.value < 2:  # the first round may have started before the events
+        while engine.metrics.value("recofast_checkpoints_total") < 2:  # the first round may have started before the events
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         reader = engine.writer.reader()
@@ -151,13 +152,13 @@ async def test_periodic_refresh_runs_in_steps_between_batches(tmp_path, nats_url
         assert len(gb.items) == 3 and gb.scores == sorted(gb.scores, reverse=True)
         # 1,700,000,000 s is 22:13 UTC: the evening band.
         assert reader.segment("trending", "country=GB|device=mobile|hour=evening").items[0] in {"i0", "i1", "i2", "i3"}
-        assert engine.m_refresh.count >= 1
+        assert engine.metrics.value("recofast_refresh_seconds_count") >= 1
 
 
 async def test_rollback_then_start_uses_the_older_model_and_goes_on_from_the_stream_position(
     tmp_path, nats_url, engine_config, running_engine, wait_applied
 ):
-    from recofast.checkpoints import CheckpointStore
+    from recofast.engine.checkpoints import CheckpointStore
 
     cfg = engine_config(tmp_path, nats_url)
     async with await nats.connect(nats_url) as nc:
@@ -177,3 +178,13 @@ async def test_rollback_then_start_uses_the_older_model_and_goes_on_from_the_str
             await wait_applied(engine, js)
             assert engine.model.events_learned == 11  # only the new event; events 10..29 are not replayed
             assert engine.counters["events_applied_total"] == 31
+
+
+async def test_the_meta_record_carries_what_the_edges_take_from_the_engine(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    cfg = engine_config(tmp_path, nats_url, timezone="Europe/Berlin", model={"dim": 8, "seed": 1, "snapshot_ms": 0, "w_ctx": 0.7})
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, ev.encode(event(1, "u1", "lamp", "purchase")), headers={MSG_ID_HEADER: "s1"})
+        await wait_applied(engine, js)
+        shared = engine.writer.reader().meta().shared
+        assert shared is not None and shared.timezone == "Europe/Berlin" and shared.context_weight == pytest.approx(0.7)

@@ -16,9 +16,9 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from recofast import publish, schema
-from recofast._cmd import run_module
-from recofast.config import load_config
+from recofast.cli import main as cli_main
+from recofast.engine import streams
+from recofast.engine.config import load_config
 from recofast_sidecar.protocol import liststore
 from recofast_sidecar.protocol.names import STREAM
 
@@ -44,8 +44,8 @@ def small_csv(tmp_path) -> Path:
 
 async def test_publish_a_csv_log_and_replay_it_idempotently(tmp_path, nats_url, small_csv, engine_config, running_engine, wait_applied):
     args = ["publish", "--events", str(small_csv), "--nats", nats_url, "--limit", "250", "--pack", "50", "--quiet"]
-    assert await asyncio.to_thread(run_module, publish.register, args) == 0
-    assert await asyncio.to_thread(run_module, publish.register, args) == 0  # same ids: stored once
+    assert await asyncio.to_thread(cli_main, args) == 0
+    assert await asyncio.to_thread(cli_main, args) == 0  # same ids: stored once
     async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
         assert (await js.stream_info(STREAM)).state.messages == 5
@@ -62,10 +62,10 @@ async def test_schema_registry_and_check(tmp_path, nats_url, capsys, engine_conf
     (tmp_path / "good.jsonl").write_bytes(good * 3)
     (tmp_path / "bad.jsonl").write_bytes(good + bad)
     async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)):
-        assert await schema.registered_versions(nc.jetstream()) == (1,)
-        ok = await asyncio.to_thread(run_module, schema.register, ["schema", "check", str(tmp_path / "good.jsonl"), "--nats", nats_url])
+        assert await streams.registered_versions(nc.jetstream()) == (1,)
+        ok = await asyncio.to_thread(cli_main, ["schema", "check", str(tmp_path / "good.jsonl"), "--nats", nats_url])
         assert ok == 0 and "3 events pass, 0 fail (accepted versions: v1)" in capsys.readouterr().out
-        fail = await asyncio.to_thread(run_module, schema.register, ["schema", "check", str(tmp_path / "bad.jsonl"), "--nats", nats_url])
+        fail = await asyncio.to_thread(cli_main, ["schema", "check", str(tmp_path / "bad.jsonl"), "--nats", nats_url])
         out = capsys.readouterr().out
         assert fail == 1
         assert "bad.jsonl:2: unknown schema version 2" in out and "bad.jsonl:3: purchase event needs an item" in out
@@ -83,7 +83,7 @@ async def test_serve_starts_and_stops_an_embedded_nats_server(tmp_path, small_cs
     port = _free_port()
     env = {**os.environ, "RECOFAST_REFRESH_SECONDS": "3600", "RECOFAST_MODEL__DIM": "16", "RECOFAST_LMDB_MAP_SIZE": str(1 << 26)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recofast.engine", "serve", "--http-port", str(port)],
+        [sys.executable, "-m", "recofast.cli", "serve", "--http-port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -97,7 +97,7 @@ async def test_serve_starts_and_stops_an_embedded_nats_server(tmp_path, small_cs
         cwd = os.getcwd()
         os.chdir(tmp_path)
         try:
-            assert await asyncio.to_thread(run_module, publish.register, ["publish", "--events", str(small_csv), "--limit", "100", "--quiet"]) == 0
+            assert await asyncio.to_thread(cli_main, ["publish", "--events", str(small_csv), "--limit", "100", "--quiet"]) == 0
         finally:
             os.chdir(cwd)
         health: dict = {}

@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from recofast.checkpoints import CheckpointStore
-from recofast.engine import ensure_streams
-from recofast.publish import subject_for
+from recofast.engine.checkpoints import CheckpointStore
+from recofast.engine.streams import ensure_streams
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol import liststore
 from recofast_sidecar.protocol.names import MSG_ID_HEADER, STREAM
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 def _engine(url: str, tmp: Path, log, port: int = 0) -> subprocess.Popen[bytes]:  # noqa: ANN001
     return subprocess.Popen(
-        [sys.executable, "-m", "recofast.engine", "serve", "--nats", url, "--lmdb", str(tmp / "lmdb"),
+        [sys.executable, "-m", "recofast.cli", "serve", "--nats", url, "--lmdb", str(tmp / "lmdb"),
          "--model-dir", str(tmp / "models"), "--config", str(tmp / "recofast.toml"), "--log-level", "warning",
          "--http-port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -7,12 +7,11 @@ import pytest
 
 MODULES = [
     "recofast_sidecar.protocol.events",
-    "recofast.enrich",
-    "recofast.config",
-    "recofast.metrics",
-    "recofast.checkpoints",
-    "recofast.publish",
-    "recofast.engine",
+    "recofast.engine.enrich",
+    "recofast.engine.config",
+    "recofast.engine.metrics",
+    "recofast.engine.checkpoints",
+    "recofast.engine.publish",
     "recofast_sidecar.protocol.codec",
     "recofast_sidecar.protocol.context",
 ]

@@ -15,7 +15,7 @@ import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from recofast.publish import subject_for
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import events as ev
 
 pytestmark = pytest.mark.timeout(600)

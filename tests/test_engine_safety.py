@@ -18,9 +18,11 @@ import aiohttp
 import nats
 import pytest
 from aiohttp import web
-from recofast.engine import DLQ_STREAM, Popularity, create_app
-from recofast.enrich import Enricher, HttpWeatherProvider
-from recofast.publish import subject_for
+from recofast.engine.aggregates import Popularity
+from recofast.engine.service import create_app
+from recofast_sidecar.protocol.names import DLQ_STREAM
+from recofast.engine.enrich import Enricher, HttpWeatherProvider
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     CONSUMER,
@@ -159,10 +161,10 @@ async def test_the_refresh_round_follows_the_clock_on_an_idle_stream(tmp_path, n
             pack = [ev.make_event(f"e{i}", "view", f"u{i}", f"i{i % 200}", ts_ms=NOW_MS + i) for i in range(start, start + 500)]
             await js.publish(SUBJECT, ev.encode(pack))
         await wait_applied(engine, js)
-        c0, t0 = engine.m_checkpoints.value, time.monotonic()
-        while engine.m_checkpoints.value < c0 + 3:
+        c0, t0 = engine.metrics.value("recofast_checkpoints_total"), time.monotonic()
+        while engine.metrics.value("recofast_checkpoints_total") < c0 + 3:
             await asyncio.sleep(0.05)
-            assert time.monotonic() - t0 < 15.0, f"{engine.m_checkpoints.value - c0} refresh rounds in 15 s"
+            assert time.monotonic() - t0 < 15.0, f"{engine.metrics.value('recofast_checkpoints_total') - c0} refresh rounds in 15 s"
         # Three rounds of 4,000 users (1 s apart; about 3 s here) took well under the 35 s they used to take.
         assert time.monotonic() - t0 < 12.0
 
@@ -177,7 +179,7 @@ async def test_a_deleted_consumer_is_recreated_and_nothing_is_lost(tmp_path, nat
         for i in range(2, 6):
             await js.publish(SUBJECT, good(i, "ann", f"item{i}"))
         await wait_applied(engine, js, timeout=20)
-        assert engine.m_consumer.value >= 1
+        assert engine.metrics.value("recofast_consumer_recreated_total") >= 1
         assert engine.counters["events_applied_total"] == 5
         assert (await js.consumer_info(STREAM, CONSUMER)).name == CONSUMER
 
@@ -247,7 +249,7 @@ async def test_a_nats_restart_mid_stream_loses_nothing(tmp_path, nats_server, en
 _DISK_FULL = r"""
 import os, resource, signal, sys
 import recofast
-from recofast.checkpoints import CheckpointError, CheckpointStore
+from recofast.engine.checkpoints import CheckpointError, CheckpointStore
 root = sys.argv[1]
 store = CheckpointStore(root, keep=3)
 rec = recofast.Recommender(dim=32, seed=1)
@@ -263,7 +265,7 @@ except CheckpointError as e:
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_cleans_up(tmp_path):
-    from recofast.checkpoints import CheckpointStore
+    from recofast.engine.checkpoints import CheckpointStore
 
     root = tmp_path / "models"
     out = subprocess.run([sys.executable, "-c", _DISK_FULL, str(root)], capture_output=True, text=True, timeout=120)

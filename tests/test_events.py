@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from recofast.enrich import Enricher, StaticWeatherProvider, device_from_ua, region_of
+from recofast.engine.enrich import Enricher, StaticWeatherProvider, device_from_ua, region_of
 from recofast_sidecar.protocol import events as ev
 
 GOOD = b'{"v":1,"id":"a","type":"view","user":"u","item":"i","ts":"2024-03-31T01:30:00Z","extra":1}'
@@ -83,7 +83,7 @@ def test_device_and_region_tables():
 async def test_http_weather_provider_answers_at_once_and_fills_in_the_background():
     from aiohttp import web
     from aiohttp.test_utils import TestServer
-    from recofast.enrich import HttpWeatherProvider
+    from recofast.engine.enrich import HttpWeatherProvider
 
     calls: list[str] = []
 

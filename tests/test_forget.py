@@ -11,7 +11,7 @@ import lmdb
 import nats
 import pytest
 from recofast.cli import main
-from recofast.publish import subject_for
+from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import LISTS_BUCKET
 

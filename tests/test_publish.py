@@ -9,7 +9,7 @@ import sys
 
 import nats
 import pytest
-from recofast.publish import catalog_messages
+from recofast.engine.publish import catalog_messages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +28,7 @@ def test_catalog_lines_are_checked_and_packed(tmp_path):
 
 
 def test_catalog_and_events_are_interleaved_in_time_order(tmp_path):
-    from recofast.publish import interleaved, read_events
+    from recofast.engine.publish import interleaved, read_events
 
     cat, evs = tmp_path / "cat.jsonl", tmp_path / "ev.jsonl"
     subprocess.run([sys.executable, "-m", "recofast.cli", "simulate", "--users", "50", "--items", "40", "--events", "500",
@@ -62,7 +62,7 @@ async def test_publish_catalog_then_events_reaches_the_engine(tmp_path, nats_url
                     "--seed", "3", "--out", str(evs), "--catalog", str(cat)], check=True, capture_output=True)
     async with await nats.connect(nats_url) as nc, running_engine(engine_config(tmp_path, nats_url)) as engine:
         js = nc.jetstream()
-        res = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "recofast.publish", "publish", "--catalog", str(cat),
+        res = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "recofast.cli", "publish", "--catalog", str(cat),
                                                       "--events", str(evs), "--nats", nats_url, "--quiet"],
                                       capture_output=True, text=True, check=True)
         assert "events and catalog upserts" in res.stdout

@@ -633,7 +633,7 @@ async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_
     tmp_path, nats_url, engine_config, running_engine, wait_applied
 ):
     """The engine on one host (its LMDB), the sidecar on another (its own LMDB, --sync)."""
-    from recofast.publish import subject_for
+    from recofast.engine.publish import subject_for
     from recofast_sidecar.protocol import events as ev
     from recofast_sidecar.protocol.names import MSG_ID_HEADER
 

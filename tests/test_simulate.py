@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from recofast.cli import main
-from recofast.simulate import simulate
+from recofast.evaluation.simulate import simulate
 from recofast_sidecar.protocol import events as ev
 
 

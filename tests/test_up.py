@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 from recofast.cli import main
-from recofast.up import free_port
+from recofast.engine.stack import free_port
 
 
 def get_json(url):
@@ -23,7 +23,7 @@ def get_json(url):
 def test_up_serves_personal_lists_from_demo_traffic_and_stops_cleanly(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "1000"],
+        [sys.executable, "-m", "recofast.cli", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -67,7 +67,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     example min_price > max_price)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recofast.up", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "300"],
+        [sys.executable, "-m", "recofast.cli", "up", "--port", str(port), "--data-dir", str(tmp_path), "--demo", "--rate", "300"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -134,7 +134,12 @@ def load(
     fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
     kinds = {name: _kind(f.type) for name, f in fields.items()}
     values: dict[str, Any] = {}
-    tables: dict[str, dict[str, Any]] = {n: dict(f.default) for n, f in fields.items() if kinds[n] == "dict" and isinstance(f.default, dict)}
+    tables: dict[str, dict[str, Any]] = {}
+    for n, f in fields.items():
+        if kinds[n] == "dict":
+            default = f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+            if isinstance(default, dict):
+                tables[n] = dict(default)
     if path is not None:
         for k, v in read_table(path, table).items():
             if kinds.get(k) == "dict" and isinstance(v, dict):
@@ -162,7 +167,7 @@ def load(
             logging.getLogger("recofast.config").warning("option %r is ignored: %s", k, removed[k])
             del values[k]
         elif k not in fields:
-            raise ConfigError(f"unknown option {k!r} in [{table}]")
+            raise ConfigError(f"unknown {table} option {k!r}")
     values.update(tables)
     try:
         return msgspec.convert(values, cls, strict=False)

@@ -25,14 +25,15 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.context import segment_of
 from recofast_sidecar.protocol.events import Event
 
-log = logging.getLogger("recofast.enrich")
+log = logging.getLogger("recofast.engine.enrich")
 
 
 # -- device ---------------------------------------------------------------------------------
@@ -294,7 +295,36 @@ class Enricher:
         )
 
 
+def context_columns(events: Sequence[ev.Event], b: EnrichedBatch) -> dict[str, Any]:
+    """The context of an enriched batch as ``learn_many``'s columns (one value per event,
+    None where missing; ``unknown`` placeholders become None; all-None columns are left out).
+
+    >>> from recofast_sidecar.protocol.events import make_event
+    >>> from recofast.engine.enrich import Enricher
+    >>> es = [make_event("e1", "view", "u1", "mug", ts_ms=0, context={"device": "mobile", "intent": "red mug"}),
+    ...       make_event("e2", "view", "u2", "mug", ts_ms=0)]
+    >>> cols = context_columns(es, Enricher().enrich(es))
+    >>> cols["device"], cols["intent"], cols["hour"].tolist(), "country" in cols
+    (['mobile', None], ['red mug', None], [0, 0], False)
+    """
+    unknown = "unknown"
+    cols: dict[str, Any] = {
+        "device": [None if d == unknown else d for d in b.device],
+        "hour": b.hour,
+        "weekday": b.weekday,
+        "country": [None if c == unknown else c for c in b.country],
+        "region": [None if r == unknown else r for r in b.region],
+        "weather": b.weather,
+        "intent": [None if e.context is None else e.context.intent for e in events],
+    }
+    return {f: c for f, c in cols.items() if isinstance(c, np.ndarray) or any(x is not None for x in c)}
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
 __all__ = [
+    "context_columns",
     "COUNTRY_REGIONS",
     "EnrichedBatch",
     "Enricher",

@@ -9,24 +9,20 @@ at the repository root documents every option.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import msgspec
+from recofast_sidecar.protocol.settings import ConfigError, load
+from recofast_sidecar.protocol.settings import replace as _replace
 
 ENV_PREFIX = "RECOFAST_"
 
 
-@dataclass
-class EngineConfig:
+class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every option of the engine, with its default (``recofast.toml`` documents each)."""
+
     # where things are
     nats: str = ""
     lmdb: str = "data/lmdb"
@@ -70,46 +66,15 @@ class EngineConfig:
     publish_lists: bool = False
     # weather provider: "none", "static" (weather_table) or "http" (weather_url)
     weather: str = "static"
-    weather_table: dict[str, str] = field(default_factory=dict)
+    weather_table: dict[str, str] = {}
     weather_url: str = ""
     weather_ttl: float = 600.0
     # options of recofast.Recommender
-    model: dict[str, Any] = field(default_factory=lambda: {"dim": 64})
+    model: dict[str, Any] = msgspec.field(default_factory=lambda: {"dim": 64})
 
     def replace(self, **changes: Any) -> EngineConfig:
-        return dataclasses.replace(self, **changes)
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
-
-
-def _coerce(name: str, value: Any, current: Any) -> Any:
-    if isinstance(current, bool):
-        if isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{name}: expected true or false, got {value!r}")
-        return bool(value)
-    if isinstance(current, int) and not isinstance(current, bool):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, str):
-        return str(value)
-    return value
-
-
-def _auto(value: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
+        """A copy with ``changes``, validated like a loaded configuration."""
+        return _replace(self, **changes)
 
 
 def load_config(
@@ -119,29 +84,10 @@ def load_config(
 ) -> EngineConfig:
     """Reads the ``[engine]`` table (and ``[engine.model]``, ``[engine.weather_table]``) of
     a TOML file, then ``RECOFAST_<OPTION>`` (``RECOFAST_MODEL__<OPTION>`` for model
-    options) from ``env``, then ``overrides`` (None values are ignored)."""
-    cfg = EngineConfig()
-    values: dict[str, Any] = {}
-    if path is not None:
-        data = tomllib.loads(Path(path).read_text())
-        values.update(data.get("engine", {}))
-    env = os.environ if env is None else env
-    model = dict(cfg.model)
-    model.update(values.pop("model", {}))
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name.startswith("model__"):
-            model[name[len("model__") :]] = _auto(raw)
-        elif name in _FIELDS and name not in ("model", "weather_table"):
-            values[name] = raw
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-    for key, value in values.items():
-        if key not in _FIELDS:
-            raise ValueError(f"unknown engine option {key!r} in the configuration")
-        setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
-    cfg.model = model
-    return cfg
+    options) from ``env``, then ``overrides`` (None values are ignored); the layered loader
+    of :mod:`recofast_sidecar.protocol.settings`. Raises :class:`ConfigError` (a
+    ``ValueError``) naming the option it cannot take."""
+    return load(EngineConfig, table="engine", env_prefix=ENV_PREFIX, path=path, env=env, overrides=overrides)
+
+
+__all__ = ["ENV_PREFIX", "ConfigError", "EngineConfig", "load_config"]

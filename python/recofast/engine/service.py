@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
 import itertools
 import logging
 import os
@@ -54,183 +53,41 @@ import msgspec
 import numpy as np
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol import events as ev
-from recofast_sidecar.protocol.context import segment_variants
 from recofast_sidecar.protocol.names import (
     CATALOG_SUBJECT,
     CONSUMER,
     DLQ_REASON_HEADER,
     DLQ_SEQ_HEADER,
     DLQ_SUBJECT,
-    EVENTS_SUBJECTS,
     FORGET_SUBJECT,
     FORGOTTEN_SUBJECT,
     MSG_ID_HEADER,
     STREAM,
 )
+from recofast_sidecar.protocol.settings import SharedSettings
 
-from recofast.checkpoints import CheckpointStore
-from recofast.config import EngineConfig
-from recofast.enrich import (
+from recofast.engine.aggregates import Dedupe, Popularity
+from recofast.engine.checkpoints import CheckpointStore
+from recofast.engine.config import EngineConfig
+from recofast.engine.enrich import (
     EnrichedBatch,
     Enricher,
     HttpWeatherProvider,
     StaticWeatherProvider,
+    context_columns,
 )
-from recofast.erasure import Tombstones, decode_forget, encode_forget
-from recofast.metrics import Registry
+from recofast.engine.erasure import Tombstones, decode_forget, encode_forget
+from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
+from recofast.engine.streams import ensure_streams
 from recofast.recommender import Recommender
 
 log = logging.getLogger("recofast.engine")
 
-DLQ_STREAM = "RECOFAST_DLQ"
 STATE_FORMAT = 2
-# How much an event counts towards popular and trending lists.
-POPULARITY_WEIGHTS = {"view": 1.0, "click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
-_FRESHNESS_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0)
 
 
-class Dedupe:
-    """Remembers the last ``window`` event ids (two generations of sets)."""
-
-    def __init__(self, window: int) -> None:
-        self.half = max(1, window // 2)
-        self.cur: set[str] = set()
-        self.prev: set[str] = set()
-
-    def filter(self, events: Sequence[ev.Event]) -> list[ev.Event]:
-        out = []
-        cur, prev = self.cur, self.prev
-        for e in events:
-            i = e.id
-            if i in cur or i in prev:
-                continue
-            cur.add(i)
-            out.append(e)
-            if len(cur) >= self.half:
-                self.prev, self.cur = cur, set()
-                cur, prev = self.cur, self.prev
-        return out
-
-    def discard(self, ids: Sequence[str]) -> None:
-        """Forgets ``ids`` (a batch that failed is applied again, not dropped as duplicates)."""
-        for i in ids:
-            self.cur.discard(i)
-            self.prev.discard(i)
-
-    def drop_containing(self, text: str) -> None:
-        """Forgets every id that contains ``text`` (erasure: ids may embed a user id)."""
-        self.cur = {i for i in self.cur if text not in i}
-        self.prev = {i for i in self.prev if text not in i}
-
-    def dump(self) -> list[list[str]]:
-        return [list(self.prev), list(self.cur)]
-
-    def load(self, gens: list[list[str]]) -> None:
-        self.prev, self.cur = set(gens[0]), set(gens[1])
 
 
-class Popularity:
-    """Popular (all-time weighted counts) and trending (exponentially decayed, in forward-
-    decay form) scores of items per segment. A segment is the full context key
-    (``country=GB|device=mobile|hour=evening``), each of its parts (``country=GB``, ...),
-    and ``all``; each is kept aggregated as events arrive, so the lists are a top-n away.
-
-    Event times count at most up to ``now`` (the engine's clock), so a future-dated event
-    cannot move the decay base and lead the trending list for good. Bounded: at most
-    ``max_segments`` segments (new ones past that are not tracked, ``all`` and the parts of
-    known segments still are) and ``max_items`` items a segment (the weakest half is dropped
-    when a table outgrows it)."""
-
-    def __init__(self, half_life: float, max_segments: int = 10_000, max_items: int = 20_000) -> None:
-        self.half_life = half_life
-        self.max_segments = max_segments
-        self.max_items = max_items
-        self.pop: dict[str, dict[str, float]] = {}
-        self.trend: dict[str, dict[str, float]] = {}
-        self.base: float | None = None  # trend values are scaled to 2**((t - base) / half_life)
-        self.latest = 0.0
-        self.dirty: set[str] = set()  # segments changed since their lists were last written
-        self._variants: dict[str, tuple[str, ...]] = {}
-
-    def _segments_of(self, seg: str) -> tuple[str, ...]:
-        v = self._variants.get(seg)
-        if v is None:
-            if len(self._variants) > 4 * self.max_segments:
-                self._variants.clear()
-            v = self._variants[seg] = segment_variants(seg)
-        return v
-
-    def add(self, b: EnrichedBatch, now: float | None = None) -> None:
-        w = np.array([POPULARITY_WEIGHTS.get(t, 0.0) for t in b.types])
-        if not len(w) or not w.any():
-            return
-        now = time.time() if now is None else now
-        ts = np.minimum(b.ts, now)
-        if self.base is None:
-            self.base = float(ts.min())
-        tmax = float(ts.max())
-        self.latest = max(self.latest, tmax)
-        if (tmax - self.base) / self.half_life > 400:  # keep the scale away from overflow
-            scale = 2.0 ** ((self.base - tmax) / self.half_life)
-            self.trend = {s: {i: v * scale for i, v in t.items() if v * scale > 1e-12} for s, t in self.trend.items()}
-            self.base = tmax
-        decay = w * np.exp2(np.clip((ts - self.base) / self.half_life, -1000, 1000))
-        # Sum the batch per (segment, item) first, then spread to the segment's variants.
-        pw: dict[tuple[str, str], float] = {}
-        pd: dict[tuple[str, str], float] = {}
-        for seg, item, wi, di in zip(b.segment, b.items, w.tolist(), decay.tolist()):
-            if wi and item is not None:
-                k = (seg, item)
-                pw[k] = pw.get(k, 0.0) + wi
-                pd[k] = pd.get(k, 0.0) + di
-        pop, trend, dirty = self.pop, self.trend, self.dirty
-        grown: set[str] = set()
-        for (seg, item), wi in pw.items():
-            di = pd[(seg, item)]
-            for s in self._segments_of(seg):
-                t = pop.get(s)
-                if t is None:
-                    if len(pop) >= self.max_segments:
-                        continue
-                    t = pop[s] = {}
-                    trend[s] = {}
-                t[item] = t.get(item, 0.0) + wi
-                tt = trend[s]
-                tt[item] = tt.get(item, 0.0) + di
-                dirty.add(s)
-                if len(t) > self.max_items:
-                    grown.add(s)
-        for s in grown:
-            for table in (pop, trend):
-                keep = heapq.nlargest(self.max_items // 2, table[s].items(), key=lambda kv: kv[1])
-                table[s] = dict(keep)
-
-    def lists(self, n: int, version: int, now: float, only: set[str] | None = None) -> dict[str, codec.ListRecord]:
-        """Top-``n`` popular and trending lists of every segment (or of those in ``only``)."""
-        out: dict[str, codec.ListRecord] = {}
-        scale = 2.0 ** ((self.base - self.latest) / self.half_life) if self.base is not None else 1.0
-        for kind, tables, mult in (("popular", self.pop, 1.0), ("trending", self.trend, scale)):
-            for s in tables if only is None else only:
-                table = tables.get(s)
-                if table is None:
-                    continue
-                top = heapq.nlargest(n, table.items(), key=lambda kv: kv[1])
-                out[codec.segment_key(kind, s)] = codec.ListRecord(
-                    items=[i for i, _ in top], scores=[float(v * mult) for _, v in top], model_version=version, time=now
-                )
-        return out
-
-    def take_dirty(self) -> set[str]:
-        d, self.dirty = self.dirty, set()
-        return d
-
-    def dump(self) -> dict[str, Any]:
-        return {"pop": self.pop, "trend": self.trend, "base": self.base, "latest": self.latest}
-
-    def load(self, d: dict[str, Any]) -> None:
-        self.pop, self.trend = d["pop"], d["trend"]
-        self.base, self.latest = d["base"], d["latest"]
-        self.dirty = set(self.pop)
 
 
 @dataclass
@@ -264,33 +121,6 @@ class StoreUnavailable(Exception):
 RESOURCE_ERRORS: tuple[type[BaseException], ...] = (liststore.StoreFullError, lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)
 
 
-async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
-    """Creates the event stream (and the DLQ stream) if missing; checks an existing one."""
-    cfg = EngineConfig() if cfg is None else cfg
-    from nats.js import api
-    from nats.js.errors import NotFoundError
-
-    want = api.StreamConfig(
-        name=STREAM,
-        subjects=[EVENTS_SUBJECTS],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        duplicate_window=cfg.duplicate_window,
-        max_age=cfg.stream_max_age,
-        max_bytes=cfg.stream_max_bytes,
-    )
-    try:
-        info = await js.stream_info(STREAM)
-        if EVENTS_SUBJECTS not in (info.config.subjects or []):
-            raise RuntimeError(f"stream {STREAM} exists without subject {EVENTS_SUBJECTS}: {info.config.subjects}")
-        if info.config.duplicate_window != cfg.duplicate_window:
-            await js.update_stream(info.config.evolve(duplicate_window=cfg.duplicate_window))
-    except NotFoundError:
-        await js.add_stream(want)
-    try:
-        await js.stream_info(DLQ_STREAM)
-    except NotFoundError:
-        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
 
 
 class Engine:
@@ -358,48 +188,14 @@ class Engine:
         self._refresh_pos = 0
         self._refresh_t0 = 0.0
         self._exported_ctx: set[str] = set()  # context keys with an affinity list in LMDB
-        self._setup_metrics()
+        self._shared: SharedSettings | None = None
+        self.metrics = EngineMetrics(lambda: self.counters)
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def _setup_metrics(self) -> None:
-        r = self.registry = Registry()
-        self.m_applied = r.counter("recofast_events_applied_total", "Events applied to the model, ever (kept in checkpoints).")
-        self.m_dlq = r.counter("recofast_events_dlq_total", "Events sent to the dead-letter subject, ever (kept in checkpoints).")
-        self.m_dup = r.counter("recofast_events_duplicate_total", "Events dropped as duplicate ids, ever (kept in checkpoints).")
-        self.m_upserts = r.counter("recofast_items_upserted_total", "Catalog upserts applied, ever (kept in checkpoints).")
-        self.m_list_writes = r.counter("recofast_list_writes_total", "User lists written to LMDB since start.")
-        self.m_batches = r.counter("recofast_batches_total", "Batches handled since start.")
-        self.m_checkpoints = r.counter("recofast_checkpoints_total", "Checkpoints written since start.")
-        self.m_batch = r.histogram("recofast_batch_seconds", "Batch handling time, fetch to ack.")
-        self.m_learn = r.histogram("recofast_learn_seconds", "learn_many time per batch.")
-        self.m_lists = r.histogram("recofast_list_compute_seconds", "Top-N recompute time of touched users per batch.")
-        self.m_commit = r.histogram("recofast_lmdb_commit_seconds", "LMDB commit time per batch.")
-        self.m_refresh = r.histogram("recofast_refresh_seconds", "Periodic full refresh plus checkpoint time.", (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
-        self.m_fresh = r.histogram("recofast_freshness_seconds", "Event time to list commit.", _FRESHNESS_BUCKETS)
-        self.m_version = r.gauge("recofast_model_version", "Version of the newest checkpoint the model descends from.")
-        self.m_seq = r.gauge("recofast_stream_seq", "Last applied stream sequence.")
-        self.m_users = r.gauge("recofast_users", "Users the model knows.")
-        self.m_items = r.gauge("recofast_items", "Items the model knows.")
-        self.m_errors = r.counter("recofast_apply_errors_total", "Events or upserts sent to the DLQ because applying them raised, ever.")
-        self.m_bg_errors = r.counter("recofast_background_errors_total", "Errors in periodic work (refresh, export, checkpoint, expiry) since start.")
-        self.m_store_stalls = r.counter("recofast_store_unavailable_total", "Commits the list store could not take (full map or disk) since start.")
-        self.m_consumer = r.counter("recofast_consumer_recreated_total", "Times the durable consumer was found missing and recreated since start.")
-        self.m_pending = r.gauge("recofast_pending_messages", "Messages in the stream not yet applied (checked every health_seconds).")
-        self.m_expired = r.counter("recofast_users_expired_total", "Users expired from the model (idle or over the cap), ever.")
-        self.m_forgotten = r.counter("recofast_users_forgotten_total", "Users erased by a forget request, ever.")
-
     def _sync_gauges(self) -> None:
-        self.m_applied.value = self.counters["events_applied_total"]
-        self.m_dlq.value = self.counters["events_dlq_total"]
-        self.m_dup.value = self.counters["events_duplicate_total"]
-        self.m_upserts.value = self.counters["items_upserted_total"]
-        self.m_errors.value = self.counters["apply_errors_total"]
-        self.m_expired.value = self.counters["users_expired_total"]
-        self.m_forgotten.value = self.counters["users_forgotten_total"]
-        self.m_bg_errors.value = self.background_errors
-        self.m_version.set(self.model_version)
-        self.m_seq.set(self.applied_seq)
+        self.metrics.model_version.set(self.model_version)
+        self.metrics.stream_seq.set(self.applied_seq)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -441,6 +237,14 @@ class Engine:
                     self.users.pop(u, None)
                 log.info("checkpoint v%06d held %d forgotten user(s): forgotten again", cp.version, len(ids))
 
+    def shared_settings(self) -> SharedSettings:
+        """What the edges take from the engine, written into every meta record: the shop's
+        time zone and the model's context weight (``w_ctx``)."""
+        w = float(self.model.options().get("w_ctx", SharedSettings().context_weight))
+        if self._shared is None or self._shared.context_weight != w:
+            self._shared = SharedSettings(timezone=self.cfg.timezone, context_weight=w)
+        return self._shared
+
     def _state_bytes(self) -> bytes:
         return msgspec.msgpack.encode({"format": STATE_FORMAT, "dedupe": self.dedupe.dump(), "popularity": self.popularity.dump()})
 
@@ -450,9 +254,9 @@ class Engine:
         cp = self.store.save(self.model, m, self._state_bytes())
         self.model_version = cp.version
         assert self.writer is not None
-        self._commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time())))
+        self._commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time(), self.shared_settings())))
         self.writer.sync()
-        self.m_checkpoints.inc()
+        self.metrics.checkpoints.inc()
         log.info("checkpoint v%06d at stream seq %d", cp.version, self.applied_seq)
         if self._erase_pending:  # an erasure that failed earlier is retried with each checkpoint
             self.erase_from_checkpoints()
@@ -579,7 +383,7 @@ class Engine:
             commit = codec.Commit(
                 user_lists={u: codec.list_record(pairs, self.model_version, stamp) for u, pairs in zip(touched, lists)},
                 items=items,
-                meta=codec.MetaRecord(self.model_version, last_seq, stamp),
+                meta=codec.MetaRecord(self.model_version, last_seq, stamp, self.shared_settings()),
                 delete_users=forgets,
             )
             assert self.writer is not None
@@ -601,14 +405,14 @@ class Engine:
             for k in list(itertools.islice(self._similar_dirty, len(self._similar_dirty) // 2)):
                 del self._similar_dirty[k]
         res.applied += len(unique)
-        self.m_learn.observe(t1 - t0)
-        self.m_lists.observe(t2 - t1)
-        self.m_commit.observe(t3 - t2)
-        self.m_list_writes.inc(len(touched))
+        self.metrics.learn.observe(t1 - t0)
+        self.metrics.lists.observe(t2 - t1)
+        self.metrics.commit.observe(t3 - t2)
+        self.metrics.list_writes.inc(len(touched))
         has_ts = [i for i, e in enumerate(unique) if e.ts is not None]
         if has_ts:
             fresh = done - b.ts[has_ts]
-            self.m_fresh.observe_many(fresh)
+            self.metrics.freshness.observe_many(fresh)
             self.freshness.extend(fresh.tolist())
         self.counters["events_applied_total"] += len(unique)
         self.counters["events_duplicate_total"] += len(events) - len(unique)
@@ -746,7 +550,7 @@ class Engine:
             lists = self.model.recommend_many(part, k=self.cfg.top_n) if part else []
             stamp = time.time()
             self._commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
-            self.m_list_writes.inc(len(part))
+            self.metrics.list_writes.inc(len(part))
             self._refresh_pos = min(pos + self.cfg.refresh_chunk, n)
             return False
         if pos < n + 1:  # the segment lists, as one step
@@ -765,7 +569,7 @@ class Engine:
             return False
         self.checkpoint()
         self._refresh_users = None
-        self.m_refresh.observe(time.perf_counter() - self._refresh_t0)
+        self.metrics.refresh.observe(time.perf_counter() - self._refresh_t0)
         return True
 
     def _similar_commit(self, items: Sequence[str]) -> codec.Commit:
@@ -874,7 +678,7 @@ class Engine:
                 res = await asyncio.to_thread(self.apply, msgs)
                 break
             except StoreUnavailable as e:
-                self.m_store_stalls.inc()
+                self.metrics.store_stalls.inc()
                 if self.store_problem is None:
                     log.error("the list store cannot take commits (%s): fetching stops until it can", e)
                 self.store_problem = f"list store unavailable: {e}"
@@ -894,8 +698,8 @@ class Engine:
         if res.forgotten:
             await self._after_forget(res.forgotten)
         self._sync_gauges()
-        self.m_batches.inc()
-        self.m_batch.observe(time.perf_counter() - t0)
+        self.metrics.batches.inc()
+        self.metrics.batch.observe(time.perf_counter() - t0)
         return res
 
     async def _after_forget(self, users: list[str]) -> None:
@@ -906,6 +710,7 @@ class Engine:
             await asyncio.to_thread(self.erase_from_checkpoints)
         except Exception as e:  # noqa: BLE001 - retried at the next checkpoint
             self.background_errors += 1
+            self.metrics.background_errors.inc()
             log.error("erasing forgotten users from checkpoints: %s", e)
         if self.cfg.publish_lists:
             await self._kv_flushed()
@@ -960,8 +765,8 @@ class Engine:
             if self._refresh_users is not None or now >= self._next_periodic:
                 budget = self.cfg.refresh_budget if busy else max(self.cfg.refresh_budget, self.cfg.fetch_timeout)
                 if await asyncio.to_thread(self.refresh_for, budget):
-                    self.m_users.set(self.model.n_users)
-                    self.m_items.set(self.model.n_items)
+                    self.metrics.users.set(self.model.n_users)
+                    self.metrics.items.set(self.model.n_items)
                     self._sync_gauges()
                     self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
         except RESOURCE_ERRORS as e:
@@ -971,7 +776,7 @@ class Engine:
 
     def _background_failed(self, what: str, e: BaseException) -> None:
         self.background_errors += 1
-        self.m_bg_errors.value = self.background_errors
+        self.metrics.background_errors.inc()
         log.exception("%s failed (%s: %s); the engine goes on and retries", what, type(e).__name__, e)
         # Start the round again later; a partial round is harmless (lists are complete records).
         self._refresh_users = None
@@ -991,7 +796,7 @@ class Engine:
             self.pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
         except NotFoundError:
             log.error("durable consumer %s is gone: recreating it at stream seq %d", CONSUMER, self.applied_seq + 1)
-            self.m_consumer.inc()
+            self.metrics.consumer_recreated.inc()
             try:
                 await self._bind_consumer()
             except Exception as e:  # noqa: BLE001
@@ -1000,7 +805,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - NATS away: the reconnect logic handles it
             log.warning("consumer check: %s", e)
             return
-        self.m_pending.set(self.pending)
+        self.metrics.pending.set(self.pending)
         idle = time.monotonic() - self._last_progress
         if self.pending and idle > self.cfg.stall_seconds:
             self.problem = f"no progress for {idle:.0f} s with {self.pending} messages pending"
@@ -1053,7 +858,7 @@ class Engine:
         self.nc = await nats.connect(self.cfg.nats, name="recofast-engine", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         await self._ensure_streams()
-        from recofast.schema import register_versions
+        from recofast.engine.streams import register_versions
 
         await register_versions(self.js, self.accepted)
         await self._bind_consumer()
@@ -1129,32 +934,6 @@ class Engine:
         return {"stream_seq": self.applied_seq, "model_version": self.model_version, **self.counters}
 
 
-def context_columns(events: Sequence[ev.Event], b: EnrichedBatch) -> dict[str, Any]:
-    """The context of an enriched batch as ``learn_many``'s columns (one value per event,
-    None where missing; ``unknown`` placeholders become None; all-None columns are left out).
-
-    >>> from recofast_sidecar.protocol.events import make_event
-    >>> from recofast.enrich import Enricher
-    >>> es = [make_event("e1", "view", "u1", "mug", ts_ms=0, context={"device": "mobile", "intent": "red mug"}),
-    ...       make_event("e2", "view", "u2", "mug", ts_ms=0)]
-    >>> cols = context_columns(es, Enricher().enrich(es))
-    >>> cols["device"], cols["intent"], cols["hour"].tolist(), "country" in cols
-    (['mobile', None], ['red mug', None], [0, 0], False)
-    """
-    unknown = "unknown"
-    cols: dict[str, Any] = {
-        "device": [None if d == unknown else d for d in b.device],
-        "hour": b.hour,
-        "weekday": b.weekday,
-        "country": [None if c == unknown else c for c in b.country],
-        "region": [None if r == unknown else r for r in b.region],
-        "weather": b.weather,
-        "intent": [None if e.context is None else e.context.intent for e in events],
-    }
-    return {f: c for f, c in cols.items() if isinstance(c, np.ndarray) or any(x is not None for x in c)}
-
-
-# -- the service ----------------------------------------------------------------------------
 
 
 def create_app(engine: Engine):  # noqa: ANN201
@@ -1172,7 +951,7 @@ def create_app(engine: Engine):  # noqa: ANN201
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=request.app[key].registry.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=request.app[key].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app[key] = engine
@@ -1184,7 +963,7 @@ def create_app(engine: Engine):  # noqa: ANN201
 async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, int]:
     """Runs the engine until SIGTERM/SIGINT (or :meth:`Engine.request_stop`); starts an
     embedded nats-server first when ``cfg.nats`` is empty. Returns the final counts."""
-    from recofast.natsserver import NatsServer
+    from recofast.engine.natsserver import NatsServer
 
     embedded = None
     if not cfg.nats:
@@ -1218,40 +997,3 @@ async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, in
 
 
 # -- CLI ------------------------------------------------------------------------------------
-
-
-def _cmd_serve(args: Any) -> int:
-    from recofast.config import load_config
-
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"nats": args.nats, "lmdb": args.lmdb, "model_dir": args.model_dir, "http_port": args.http_port}
-    cfg = load_config(args.config, overrides=overrides)
-    counts = asyncio.run(serve(cfg))
-    log.info("stopped: %s", counts)
-    return 0
-
-
-def register(sub: Any) -> None:
-    """Adds ``recofast serve``."""
-    p = sub.add_parser(
-        "serve",
-        help="run the engine: NATS JetStream in, learning, LMDB lists out, checkpoints",
-        description="Consumes events from the RECOFAST_EVENTS stream, learns, writes each touched "
-        "user's list to LMDB, and checkpoints. Without --nats it starts an embedded nats-server. "
-        "Options not given here come from the configuration file, then RECOFAST_* variables.",
-    )
-    p.add_argument("--nats", default=None, help="NATS URL (default: start an embedded nats-server)")
-    p.add_argument("--lmdb", default=None, help="LMDB directory for the lists (default data/lmdb)")
-    p.add_argument("--model-dir", default=None, help="checkpoint directory (default data/models)")
-    p.add_argument("--config", default=None, help="recofast.toml with an [engine] table")
-    p.add_argument("--http-port", type=int, default=None, help="serve /healthz and /metrics on this port (default: off)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
-    p.set_defaults(func=_cmd_serve)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from recofast._cmd import run_module
-
-    sys.exit(run_module(register))

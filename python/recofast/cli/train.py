@@ -1,4 +1,4 @@
-"""`recofast train`: backfill a model from an event log."""
+"""``recofast train``: backfill a model from an event log and save it."""
 
 from __future__ import annotations
 
@@ -7,29 +7,8 @@ import time
 
 from tqdm import tqdm
 
-from recofast.data import read_events
-from recofast.recommender import Recommender
-
-
-def parse_options(pairs: list[str] | None) -> dict[str, str]:
-    """`name=value` pairs from the command line.
-
-    >>> parse_options(["dim=32", "w_mf=0.2"])
-    {'dim': '32', 'w_mf': '0.2'}
-    """
-    out: dict[str, str] = {}
-    for p in pairs or []:
-        name, sep, value = p.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--option takes NAME=VALUE, got {p!r}")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def make_recommender(options: dict[str, str]) -> Recommender:
-    opts = dict(options)
-    dim = int(opts.pop("dim", 64))
-    return Recommender(dim=dim, **opts)
+from recofast.evaluation.data import read_events
+from recofast.evaluation.train import make_recommender, parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""The schema registry (a NATS KV bucket) and ``recofast schema check``.
+"""The engine's streams: the event stream and the dead-letter stream (created or checked at
+start), and the schema registry (a NATS KV bucket) that ``recofast schema check`` reads.
 
 The engine registers the event versions it accepts under ``event.v<N>`` (the value is the
 version's JSON Schema); a producer checks a file of events (JSON Lines) against the
@@ -7,18 +8,24 @@ versions the registry holds, or against this package's versions without ``--nats
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import gzip
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from recofast_sidecar.protocol import events
-from recofast_sidecar.protocol.names import SCHEMA_BUCKET
+from recofast_sidecar.protocol.names import (
+    DLQ_STREAM,
+    DLQ_SUBJECT,
+    EVENTS_SUBJECTS,
+    SCHEMA_BUCKET,
+    SCHEMA_KEY_PREFIX,
+    STREAM,
+)
 
-_KEY = "event.v{}"
+from recofast.engine.config import EngineConfig
+
+_KEY = SCHEMA_KEY_PREFIX + "{}"
 
 
 async def _bucket(js):  # noqa: ANN001, ANN202
@@ -76,48 +83,39 @@ def check_file(path: str | Path, accepted: tuple[int, ...]) -> tuple[int, list[t
     return ok_n, bad
 
 
-async def _registry_versions(url: str) -> tuple[int, ...]:
+async def registry_versions(url: str) -> tuple[int, ...]:
     import nats
 
     async with await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1) as nc:
         versions = await registered_versions(nc.jetstream())
         await nc.drain()
         return versions
+async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
+    """Creates the event stream (and the DLQ stream) if missing; checks an existing one."""
+    cfg = EngineConfig() if cfg is None else cfg
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    want = api.StreamConfig(
+        name=STREAM,
+        subjects=[EVENTS_SUBJECTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=cfg.duplicate_window,
+        max_age=cfg.stream_max_age,
+        max_bytes=cfg.stream_max_bytes,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+        if EVENTS_SUBJECTS not in (info.config.subjects or []):
+            raise RuntimeError(f"stream {STREAM} exists without subject {EVENTS_SUBJECTS}: {info.config.subjects}")
+        if info.config.duplicate_window != cfg.duplicate_window:
+            await js.update_stream(info.config.evolve(duplicate_window=cfg.duplicate_window))
+    except NotFoundError:
+        await js.add_stream(want)
+    try:
+        await js.stream_info(DLQ_STREAM)
+    except NotFoundError:
+        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    accepted = events.ACCEPTED_VERSIONS
-    if args.nats:
-        accepted = asyncio.run(_registry_versions(args.nats))
-        if not accepted:
-            print("the schema registry is empty: has an engine run on this NATS?", file=sys.stderr)
-            return 2
-    ok, bad = check_file(args.file, accepted)
-    for line, reason in bad[: args.show]:
-        print(f"{args.file}:{line}: {reason}")
-    if len(bad) > args.show:
-        print(f"... and {len(bad) - args.show} more")
-    versions = ", ".join(f"v{v}" for v in accepted)
-    print(f"{ok} events pass, {len(bad)} fail (accepted versions: {versions})")
-    return 1 if bad else 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Adds ``recofast schema check``."""
-    p = sub.add_parser("schema", help="check events against the schema registry")
-    ssub = p.add_subparsers(dest="schema_command", metavar="SUBCOMMAND")
-    ssub.required = True
-    c = ssub.add_parser("check", help="tell whether the events in a JSON Lines file pass (exit 1 if any fails)")
-    c.add_argument("file", help="JSON Lines file (.jsonl or .jsonl.gz), one event or array of events a line")
-    c.add_argument("--nats", default=None, help="check against the versions in this NATS's registry (default: this package's)")
-    c.add_argument("--show", type=int, default=20, help="how many failures to print (default 20)")
-    c.set_defaults(func=_cmd_check)
-
-
-
-if __name__ == "__main__":
-    import sys
-
-    from recofast._cmd import run_module
-
-    sys.exit(run_module(register))

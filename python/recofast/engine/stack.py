@@ -13,8 +13,6 @@ out.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import socket
@@ -25,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from recofast.natsserver import NatsServer
+from recofast.engine.natsserver import NatsServer
 
 
 def free_port() -> int:
@@ -40,14 +38,14 @@ def write_demo_events(path: Path, events: int = 200_000, users: int = 500, items
     tastes, context, searches, new items) as v1 JSON Lines, and its catalog upserts to
     ``catalog``. Returns the number of events.
 
-    >>> import tempfile, pathlib
+    >>> import json, pathlib, tempfile
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> write_demo_events(d / "demo.jsonl", events=3, catalog=d / "catalog.jsonl")
     3
     >>> sorted(json.loads((d / "demo.jsonl").read_text().splitlines()[0]))[:4]
     ['context', 'id', 'item', 'session']
     """
-    from recofast.simulate import simulate
+    from recofast.evaluation.simulate import simulate
 
     with open(path, "w") as f, open(catalog or os.devnull, "w") as c:
         stats = simulate(f, users=users, items=items, events=events, seed=seed, catalog=c, user_prefix="shopper")
@@ -82,30 +80,21 @@ def _stop(p: subprocess.Popen | None, timeout: float = 30.0) -> None:
         p.wait()
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start NATS, the engine and the sidecar together and print the URLs",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, default=8080, help="the sidecar's HTTP port (default 8080)")
-    p.add_argument("--data-dir", default="data", help="where NATS, LMDB and checkpoints live (default ./data)")
-    p.add_argument("--engine-http-port", type=int, default=0, help="the engine's /metrics port (default: a free one)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--demo", action="store_true", help="feed generated shop traffic")
-    g.add_argument("--events", default=None, help="replay this log (v1 JSON Lines or a CSV purchase log)")
-    p.add_argument("--rate", type=float, default=200.0, help="events per second of --demo/--events (default 200)")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.rate <= 0:
-        raise ValueError(f"--rate must be positive, got {args.rate}")
-    if args.events and not os.path.exists(args.events):
-        raise FileNotFoundError(f"no such event log: {args.events}")
-    data = Path(args.data_dir).resolve()
+def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int = 0, demo: bool = False,
+              events: str | None = None, rate: float = 200.0, duration: float = 0.0) -> int:
+    """Starts NATS, the engine and the sidecar (and, with ``demo`` or ``events``, a feeder);
+    runs until interrupted or for ``duration`` seconds; stops them all. Returns the exit code."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}")
+    if rate <= 0:
+        raise ValueError(f"--rate must be positive, got {rate}")
+    if events and not os.path.exists(events):
+        raise FileNotFoundError(f"no such event log: {events}")
+    data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    engine_port = args.engine_http_port or free_port()
+    engine_port = engine_http_port or free_port()
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -118,22 +107,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         url = nats.start()
         py = sys.executable
-        engine = subprocess.Popen([py, "-m", "recofast.engine", "serve", "--nats", url, "--lmdb", str(data / "lmdb"),
+        engine = subprocess.Popen([py, "-m", "recofast.cli", "serve", "--nats", url, "--lmdb", str(data / "lmdb"),
                                    "--model-dir", str(data / "models"), "--http-port", str(engine_port)])
         _wait_http(f"http://127.0.0.1:{engine_port}/healthz", 60, [engine])
         sidecar = subprocess.Popen([py, "-m", "recofast_sidecar.server", "--lmdb", str(data / "lmdb"),
-                                    "--port", str(args.port), "--nats", url])
-        _wait_http(f"http://127.0.0.1:{args.port}/healthz", 60, [engine, sidecar])
-        source = args.events
+                                    "--port", str(port), "--nats", url])
+        _wait_http(f"http://127.0.0.1:{port}/healthz", 60, [engine, sidecar])
+        source = events
         extra: list[str] = []
-        if args.demo:
+        if demo:
             source = str(data / "demo-events.jsonl")
             write_demo_events(Path(source), catalog=data / "demo-catalog.jsonl")
             extra = ["--catalog", str(data / "demo-catalog.jsonl")]
         if source:
-            feeder = subprocess.Popen([py, "-m", "recofast.publish", "publish", "--events", source, "--nats", url,
-                                       "--rate", str(args.rate), "--pack", "10", "--stamp-now", "--quiet", *extra])
-        base = f"http://127.0.0.1:{args.port}"
+            feeder = subprocess.Popen([py, "-m", "recofast.cli", "publish", "--events", source, "--nats", url,
+                                       "--rate", str(rate), "--pack", "10", "--stamp-now", "--quiet", *extra])
+        base = f"http://127.0.0.1:{port}"
         print(f"recofast is up (data in {data})", flush=True)
         print(f"  recommendations  {base}/v1/recommendations/<user>?k=10", flush=True)
         print(f"  popular          {base}/v1/popular?k=10", flush=True)
@@ -141,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  API              {base}/openapi.json", flush=True)
         print(f"  engine metrics   http://127.0.0.1:{engine_port}/metrics", flush=True)
         print(f"  NATS             {url}", flush=True)
-        if args.demo:
+        if demo:
             print(f"  demo shoppers    {base}/v1/recommendations/shopper1?k=10", flush=True)
         print("Ctrl-C stops everything.", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else None
+        deadline = time.monotonic() + duration if duration > 0 else None
         while not stopping and (deadline is None or time.monotonic() < deadline):
             for name, p in (("engine", engine), ("sidecar", sidecar)):
                 if p.poll() is not None:
@@ -160,9 +149,3 @@ def run(args: argparse.Namespace) -> int:
         nats.stop()
         for s, h in old.items():
             signal.signal(s, h)
-
-
-if __name__ == "__main__":
-    from recofast._cmd import run_module
-
-    sys.exit(run_module(register))

@@ -1,5 +1,5 @@
-"""The `recofast` command line. Each subcommand lives in its own module, which provides
-`register(subparsers)`; this file only assembles them."""
+"""The ``recofast`` command line: one module per command, each with ``register(subparsers)``
+(argument parsing, and a call into the library); this module assembles them."""
 
 from __future__ import annotations
 
@@ -7,18 +7,8 @@ import argparse
 import importlib
 import sys
 
-# Modules that add subcommands, in the order of `recofast --help`.
-_COMMAND_MODULES = [
-    "recofast.evaluate",
-    "recofast.train",
-    "recofast.engine",
-    "recofast.publish",
-    "recofast.checkpoints",
-    "recofast.erasure",
-    "recofast.schema",
-    "recofast.up",
-    "recofast.simulate",
-]
+# Command modules, in the order of `recofast --help`.
+_COMMANDS = ["eval", "train", "serve", "publish", "model", "forget", "schema", "up", "simulate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"recofast {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for name in _COMMANDS:
+        importlib.import_module(f"recofast.cli.{name}").register(sub)
     return parser
 
 
@@ -53,5 +43,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["build_parser", "main"]
