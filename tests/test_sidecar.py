@@ -646,7 +646,7 @@ async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_
         want = engine.writer.reader().user_list("u1").items  # what the engine committed
         assert len(want) == 5
         deadline = time.monotonic() + 20
-        while engine.kv_published == 0:
+        while engine.mirror.published == 0:
             assert time.monotonic() < deadline, "the engine published nothing to the bucket"
             await asyncio.sleep(0.02)
         edge = SidecarConfig(lmdb=str(tmp_path / "edge-host"), nats=nats_url, sync=True)
@@ -662,4 +662,4 @@ async def test_engine_publishes_lists_to_the_bucket_and_a_remote_sidecar_serves_
                 assert time.monotonic() < deadline, body
                 await asyncio.sleep(0.05)
             assert items_of(body) == want
-        assert engine.kv_published > 0
+        assert engine.mirror.published > 0

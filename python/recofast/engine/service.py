@@ -37,8 +37,6 @@ duplicate window) and by the engine (the last ``dedupe_window`` ids, kept in the
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
 import logging
 import os
 import signal
@@ -78,6 +76,8 @@ from recofast.engine.enrich import (
 )
 from recofast.engine.erasure import Tombstones, decode_forget, encode_forget
 from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
+from recofast.engine.mirror import ListMirror
+from recofast.engine.refresh import Refresher
 from recofast.engine.streams import ensure_streams
 from recofast.recommender import Recommender
 
@@ -157,7 +157,6 @@ class Engine:
         self.window = ev.TimeWindow(cfg.event_earliest, cfg.event_max_future)
         self.tombstones = Tombstones(cfg.model_dir)
         self._erase_pending: set[str] = set()  # forgotten users still in older checkpoints
-        self._similar_dirty: dict[str, None] = {}  # items whose neighbours changed, oldest first
         self._last_progress = time.monotonic()
         self._next_segments = 0.0
         self._next_expire = 0.0
@@ -178,18 +177,10 @@ class Engine:
         self.sub = None
         self._next_periodic = 0.0
         self.users: dict[str, None] = {}  # every user seen, in first-seen order (for refreshes)
-        self._refresh_users: list[str] | None = None
-        # Commits waiting to be mirrored to the list bucket (appended by worker threads,
-        # drained by the publisher task on the loop; deque appends are thread-safe).
-        self._kv_pending: collections.deque[codec.Commit] = collections.deque()
-        self._kv_task: asyncio.Task[None] | None = None
-        self._kv_busy = False  # the publisher is putting a merged commit
-        self.kv_published = 0
-        self._refresh_pos = 0
-        self._refresh_t0 = 0.0
-        self._exported_ctx: set[str] = set()  # context keys with an affinity list in LMDB
+        self.mirror = ListMirror() if cfg.publish_lists else None
         self._shared: SharedSettings | None = None
         self.metrics = EngineMetrics(lambda: self.counters)
+        self.refresher = Refresher(self)
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -254,7 +245,7 @@ class Engine:
         cp = self.store.save(self.model, m, self._state_bytes())
         self.model_version = cp.version
         assert self.writer is not None
-        self._commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time(), self.shared_settings())))
+        self.commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time(), self.shared_settings())))
         self.writer.sync()
         self.metrics.checkpoints.inc()
         log.info("checkpoint v%06d at stream seq %d", cp.version, self.applied_seq)
@@ -387,7 +378,7 @@ class Engine:
                 delete_users=forgets,
             )
             assert self.writer is not None
-            self._commit(commit)
+            self.commit(commit)
         except BaseException:
             self.dedupe.discard([e.id for e in unique])
             raise
@@ -398,12 +389,7 @@ class Engine:
         res.forgotten.extend(forgets)
         self.popularity.add(b, now)
         self.users.update(dict.fromkeys(touched))
-        for i in b.items:
-            if i is not None:
-                self._similar_dirty[i] = None
-        if len(self._similar_dirty) > 4 * max(1, self.cfg.similar_per_round):
-            for k in list(itertools.islice(self._similar_dirty, len(self._similar_dirty) // 2)):
-                del self._similar_dirty[k]
+        self.refresher.items_changed(b.items)
         res.applied += len(unique)
         self.metrics.learn.observe(t1 - t0)
         self.metrics.lists.observe(t2 - t1)
@@ -463,18 +449,6 @@ class Engine:
             [b.users[i] for i in idx], [items[i] for i in idx], events=[b.types[i] for i in idx], ts=b.ts[idx], context=ctx
         )
 
-    def _context_commit(self, now: float) -> codec.Commit:
-        """The context records for the sidecar: each context key's affinity list (keys no
-        longer exported are written empty) and the fresh items."""
-        v = self.model_version
-        aff = self.model.context_affinities(top=self.cfg.context_top)
-        recs = {k: codec.list_record(pairs, v, now) for k, pairs in aff.items()}
-        for k in self._exported_ctx - recs.keys():
-            recs[k] = codec.ListRecord(items=[], scores=[], model_version=v, time=now)
-        self._exported_ctx = set(aff)
-        fresh = self.model.fresh_items()[: codec.MAX_LIST_LEN]
-        return codec.Commit(affinities=recs, fresh=codec.ListRecord(items=fresh, scores=[0.0] * len(fresh), model_version=v, time=now))
-
     def _merge_upserts(self, upserts: Sequence[ev.ItemUpsert]) -> dict[str, codec.ItemRecord]:
         out: dict[str, codec.ItemRecord] = {}
         assert self.reader is not None
@@ -491,111 +465,16 @@ class Engine:
             )
         return out
 
-    def _commit(self, c: codec.Commit) -> None:
+    def commit(self, c: codec.Commit) -> None:
         """Writes to LMDB and, with ``publish_lists``, queues the same records for the bucket."""
         assert self.writer is not None
         self.writer.commit(c)
-        if self.cfg.publish_lists:
-            self._kv_pending.append(c)
+        if self.mirror is not None:
+            self.mirror.add(c)
 
-    async def _publish_lists(self) -> None:
-        """Mirrors committed records into the NATS KV bucket for edges on other hosts, in
-        the background: pending commits are merged (the newest record of a key wins) and put
-        together, so a slow bucket delays the remote edges, never the batches. A merged
-        commit that fails to go out is kept and retried (merged with what came after it)."""
-        from recofast_sidecar.protocol.names import LISTS_BUCKET
-        from recofast_sidecar.sync import put_commit
-
-        kv = None
-        delay = 0.5
-        while True:
-            if not self._kv_pending:
-                await asyncio.sleep(0.02)
-                continue
-            merged = codec.Commit()
-            self._kv_busy = True
-            while self._kv_pending:
-                merged.merge(self._kv_pending.popleft())
-            try:
-                if kv is None:
-                    kv = await self.js.create_key_value(bucket=LISTS_BUCKET, history=1)
-                self.kv_published += await put_commit(kv, merged)
-                delay = 0.5
-            except Exception as e:  # noqa: BLE001 - keep mirroring: retry these records
-                log.warning("publishing lists to %s: %s (retrying in %.1f s)", LISTS_BUCKET, e, delay)
-                self._kv_pending.appendleft(merged)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            finally:
-                self._kv_busy = False
-
-    def refresh_step(self) -> bool:
-        """One step of the periodic work (runs in a worker thread, between batches): the
-        next ``refresh_chunk`` users' lists; then the segment lists; the context records;
-        the neighbours of items that changed; then a checkpoint. Returns True when the round
-        is complete. Stepping keeps batches flowing (and lists fresh) while a large shop is
-        refreshed."""
-        assert self.writer is not None
-        if self._refresh_users is None:
-            self._refresh_t0 = time.perf_counter()
-            self.model.refresh()
-            self._refresh_users = list(self.users)
-            self._refresh_pos = 0
-            self._refresh_items = list(itertools.islice(self._similar_dirty, max(0, self.cfg.similar_per_round)))
-            self._refresh_item_pos = 0
-        pos = self._refresh_pos
-        n = len(self._refresh_users)
-        if pos < n:
-            part = [u for u in self._refresh_users[pos : pos + self.cfg.refresh_chunk] if u in self.users]
-            lists = self.model.recommend_many(part, k=self.cfg.top_n) if part else []
-            stamp = time.time()
-            self._commit(codec.Commit(user_lists={u: codec.list_record(p, self.model_version, stamp) for u, p in zip(part, lists)}))
-            self.metrics.list_writes.inc(len(part))
-            self._refresh_pos = min(pos + self.cfg.refresh_chunk, n)
-            return False
-        if pos < n + 1:  # the segment lists, as one step
-            self.write_segments(everything=True)
-            self._refresh_pos = n + 1
-            return False
-        if pos == n + 1:  # context affinities and fresh items for the sidecar, as one step
-            if self.cfg.context_top > 0:
-                self._commit(self._context_commit(time.time()))
-            self._refresh_pos = n + 2
-            return False
-        if self._refresh_item_pos < len(self._refresh_items):  # neighbours of changed items
-            part = self._refresh_items[self._refresh_item_pos : self._refresh_item_pos + self.cfg.refresh_chunk]
-            self._commit(self._similar_commit(part))
-            self._refresh_item_pos += len(part)
-            return False
-        self.checkpoint()
-        self._refresh_users = None
-        self.metrics.refresh.observe(time.perf_counter() - self._refresh_t0)
-        return True
-
-    def _similar_commit(self, items: Sequence[str]) -> codec.Commit:
-        """Each item's neighbours (``similar_items``) for the sidecar's ``/similar``."""
-        stamp = time.time()
-        out = {}
-        k = self.cfg.similar_top
-        for i in items:
-            self._similar_dirty.pop(i, None)
-            if k > 0:
-                out[i] = codec.list_record(self.model.similar_items(i, k=k), self.model_version, stamp)
-        return codec.Commit(similar=out)
-
-    def write_segments(self, everything: bool = False) -> int:
-        """Writes the popular and trending lists of the segments that changed (all of them
-        with ``everything``); returns how many segments were written."""
-        dirty = self.popularity.take_dirty()
-        only = None if everything else dirty
-        if only is not None and not only:
-            return 0
-        try:
-            self._commit(codec.Commit(segments=self.popularity.lists(self.cfg.popular_n, self.model_version, time.time(), only)))
-        except BaseException:
-            self.popularity.dirty |= dirty
-            raise
-        return len(self.popularity.pop) if only is None else len(only)
+    def refresh_all(self) -> None:
+        """The whole periodic round at once: every user's list, segment lists, a checkpoint."""
+        self.refresher.run_all()
 
     def expire(self) -> list[str]:
         """Expires idle users (and retires items, prunes context keys) in the model, and
@@ -604,23 +483,9 @@ class Engine:
         if gone:
             for u in gone:
                 self.users.pop(u, None)
-            self._commit(codec.Commit(delete_users=list(gone)))
+            self.commit(codec.Commit(delete_users=list(gone)))
             self.counters["users_expired_total"] += len(gone)
         return gone
-
-    def refresh_all(self) -> None:
-        """The whole periodic round at once: every user's list, segment lists, a checkpoint."""
-        while not self.refresh_step():
-            pass
-
-    def refresh_for(self, budget: float) -> bool:
-        """Refresh steps for up to ``budget`` seconds; True when the round completed."""
-        deadline = time.perf_counter() + budget
-        while True:
-            if self.refresh_step():
-                return True
-            if time.perf_counter() >= deadline:
-                return False
 
     # -- NATS -------------------------------------------------------------------------------
 
@@ -712,20 +577,13 @@ class Engine:
             self.background_errors += 1
             self.metrics.background_errors.inc()
             log.error("erasing forgotten users from checkpoints: %s", e)
-        if self.cfg.publish_lists:
-            await self._kv_flushed()
+        if self.mirror is not None:
+            await self.mirror.flushed()
         for u in users:
             try:
                 await self.nc.publish(FORGOTTEN_SUBJECT, encode_forget(u))
             except Exception as e:  # noqa: BLE001
                 log.warning("confirming a forget request: %s", e)
-
-    async def _kv_flushed(self, timeout: float = 5.0) -> None:
-        """Waits (bounded) until the list publisher has put everything committed so far,
-        the deletions of forgotten users included (``put_commit`` deletes their keys)."""
-        deadline = time.monotonic() + timeout
-        while (self._kv_pending or self._kv_busy) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
 
     def erase_from_checkpoints(self) -> int:
         """Rewrites the kept checkpoints without the users forgotten since (runs in a thread)."""
@@ -757,14 +615,14 @@ class Engine:
             if now >= self._next_segments:
                 self._next_segments = now + self.cfg.segment_seconds
                 if self.popularity.dirty:
-                    await asyncio.to_thread(self.write_segments)
+                    await asyncio.to_thread(self.refresher.write_segments)
             if self.cfg.expire_seconds > 0 and now >= self._next_expire:
                 self._next_expire = now + self.cfg.expire_seconds
                 if await asyncio.to_thread(self.expire):
                     self._sync_gauges()
-            if self._refresh_users is not None or now >= self._next_periodic:
+            if self.refresher.users is not None or now >= self._next_periodic:
                 budget = self.cfg.refresh_budget if busy else max(self.cfg.refresh_budget, self.cfg.fetch_timeout)
-                if await asyncio.to_thread(self.refresh_for, budget):
+                if await asyncio.to_thread(self.refresher.run_for, budget):
                     self.metrics.users.set(self.model.n_users)
                     self.metrics.items.set(self.model.n_items)
                     self._sync_gauges()
@@ -779,7 +637,7 @@ class Engine:
         self.metrics.background_errors.inc()
         log.exception("%s failed (%s: %s); the engine goes on and retries", what, type(e).__name__, e)
         # Start the round again later; a partial round is harmless (lists are complete records).
-        self._refresh_users = None
+        self.refresher.users = None
         self._next_periodic = time.monotonic() + min(self.cfg.refresh_seconds, 10.0)
 
     async def check_health(self) -> None:
@@ -851,7 +709,7 @@ class Engine:
             self.cfg.lmdb, map_size=self.cfg.lmdb_map_size, sync=self.cfg.lmdb_sync, max_map_size=self.cfg.lmdb_max_map_size
         )
         self.reader = self.writer.reader()
-        self._exported_ctx = set(self.reader.affinity_keys())
+        self.refresher.exported_ctx = set(self.reader.affinity_keys())
         meta = self.reader.meta()
         if meta is not None and meta.last_seq > self.applied_seq:
             log.info("LMDB is at stream seq %d, the checkpoint at %d: replaying the difference", meta.last_seq, self.applied_seq)
@@ -865,8 +723,8 @@ class Engine:
         if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
             await self.enricher.weather_provider.start()
         self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
-        if self.cfg.publish_lists:
-            self._kv_task = asyncio.create_task(self._publish_lists())
+        if self.mirror is not None:
+            self.mirror.start(self.js)
         self._sync_gauges()
         self.ready.set()
 
@@ -878,18 +736,8 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - the stream still holds what is not in a checkpoint
                     log.error("final checkpoint failed (%s); the next start replays from the previous one", e)
         finally:
-            if self._kv_task is not None:
-                # Let the publisher put what is pending (bounded), then stop it.
-                for _ in range(100):
-                    if not self._kv_pending:
-                        break
-                    await asyncio.sleep(0.02)
-                self._kv_task.cancel()
-                try:
-                    await self._kv_task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
-                self._kv_task = None
+            if self.mirror is not None:
+                await self.mirror.stop()
             if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
                 await self.enricher.weather_provider.close()
             if self.nc is not None and not self.nc.is_closed:
@@ -916,7 +764,7 @@ class Engine:
         import nats.errors
 
         while not self.stopping.is_set():
-            timeout = 0.01 if self._refresh_users is not None else self.cfg.fetch_timeout
+            timeout = 0.01 if self.refresher.users is not None else self.cfg.fetch_timeout
             try:
                 msgs = await self.sub.fetch(self.cfg.batch_size, timeout=timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
