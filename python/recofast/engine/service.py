@@ -54,12 +54,8 @@ from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     CATALOG_SUBJECT,
     CONSUMER,
-    DLQ_REASON_HEADER,
-    DLQ_SEQ_HEADER,
-    DLQ_SUBJECT,
     FORGET_SUBJECT,
     FORGOTTEN_SUBJECT,
-    MSG_ID_HEADER,
     STREAM,
 )
 from recofast_sidecar.protocol.settings import SharedSettings
@@ -78,7 +74,7 @@ from recofast.engine.erasure import Tombstones, decode_forget, encode_forget
 from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
 from recofast.engine.mirror import ListMirror
 from recofast.engine.refresh import Refresher
-from recofast.engine.streams import ensure_streams
+from recofast.engine.streams import bind_consumer, ensure_streams, publish_dlq
 from recofast.recommender import Recommender
 
 log = logging.getLogger("recofast.engine")
@@ -489,48 +485,8 @@ class Engine:
 
     # -- NATS -------------------------------------------------------------------------------
 
-    async def _ensure_streams(self) -> None:
-        await ensure_streams(self.js, self.cfg)
-
     async def _bind_consumer(self) -> None:
-        """(Re)creates the durable consumer to start right after the applied sequence."""
-        from nats.js import api
-        from nats.js.errors import NotFoundError
-
-        js = self.js
-        try:
-            await js.delete_consumer(STREAM, CONSUMER)
-        except NotFoundError:
-            pass
-        info = await js.stream_info(STREAM)
-        start = self.applied_seq + 1
-        if info.state.last_seq and self.applied_seq > info.state.last_seq:
-            raise RuntimeError(
-                f"checkpoint is at stream seq {self.applied_seq} but {STREAM} ends at {info.state.last_seq}: "
-                "was the stream recreated? Start from an empty model dir or roll back."
-            )
-        if info.state.first_seq and start < info.state.first_seq and info.state.messages:
-            log.warning("stream starts at seq %d, after the checkpoint's %d: events in between are lost", info.state.first_seq, start)
-        cfg = api.ConsumerConfig(
-            durable_name=CONSUMER,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
-            ack_policy=api.AckPolicy.ALL,
-            ack_wait=60.0,
-            max_ack_pending=-1,
-            max_waiting=16,
-        )
-        await js.add_consumer(STREAM, cfg)
-        self.sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
-
-    async def _publish_dlq(self, dlq: list[tuple[int, int, str, bytes]]) -> None:
-        futs = []
-        for seq, index, reason, raw in dlq:
-            headers = {DLQ_REASON_HEADER: reason[:1000].replace("\n", " "), DLQ_SEQ_HEADER: str(seq), MSG_ID_HEADER: f"dlq-{seq}-{index}"}
-            futs.append(self.js.publish(DLQ_SUBJECT, raw, headers=headers))
-        for r in await asyncio.gather(*futs, return_exceptions=True):
-            if isinstance(r, Exception):
-                log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
+        self.sub = await bind_consumer(self.js, self.applied_seq)
 
     async def handle(self, msgs: Sequence[Any]) -> BatchResult | None:
         """Applies a batch, publishes its rejects, acks it. While the list store cannot take
@@ -558,7 +514,7 @@ class Engine:
             log.info("the list store takes commits again")
             self.store_problem = None
         if res.dlq:
-            await self._publish_dlq(res.dlq)
+            await publish_dlq(self.js, res.dlq)
         await msgs[-1].ack()
         if res.forgotten:
             await self._after_forget(res.forgotten)
@@ -715,7 +671,7 @@ class Engine:
             log.info("LMDB is at stream seq %d, the checkpoint at %d: replaying the difference", meta.last_seq, self.applied_seq)
         self.nc = await nats.connect(self.cfg.nats, name="recofast-engine", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await self._ensure_streams()
+        await ensure_streams(self.js, self.cfg)
         from recofast.engine.streams import register_versions
 
         await register_versions(self.js, self.accepted)

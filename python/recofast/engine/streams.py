@@ -8,22 +8,30 @@ versions the registry holds, or against this package's versions without ``--nats
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from recofast_sidecar.protocol import events
 from recofast_sidecar.protocol.names import (
+    CONSUMER,
+    DLQ_REASON_HEADER,
+    DLQ_SEQ_HEADER,
     DLQ_STREAM,
     DLQ_SUBJECT,
     EVENTS_SUBJECTS,
+    MSG_ID_HEADER,
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
     STREAM,
 )
 
 from recofast.engine.config import EngineConfig
+
+log = logging.getLogger("recofast.engine")
 
 _KEY = SCHEMA_KEY_PREFIX + "{}"
 
@@ -119,3 +127,47 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
         await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
 
 
+async def bind_consumer(js, applied_seq: int):  # noqa: ANN001, ANN201
+    """(Re)creates the engine's durable consumer to start right after ``applied_seq``;
+    returns the pull subscription bound to it."""
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.delete_consumer(STREAM, CONSUMER)
+    except NotFoundError:
+        pass
+    info = await js.stream_info(STREAM)
+    start = applied_seq + 1
+    if info.state.last_seq and applied_seq > info.state.last_seq:
+        raise RuntimeError(
+            f"checkpoint is at stream seq {applied_seq} but {STREAM} ends at {info.state.last_seq}: "
+            "was the stream recreated? Start from an empty model dir or roll back."
+        )
+    if info.state.first_seq and start < info.state.first_seq and info.state.messages:
+        log.warning("stream starts at seq %d, after the checkpoint's %d: events in between are lost", info.state.first_seq, start)
+    cfg = api.ConsumerConfig(
+        durable_name=CONSUMER,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start,
+        ack_policy=api.AckPolicy.ALL,
+        ack_wait=60.0,
+        max_ack_pending=-1,
+        max_waiting=16,
+    )
+    await js.add_consumer(STREAM, cfg)
+    return await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+
+
+async def publish_dlq(js, dlq: list[tuple[int, int, str, bytes]]) -> None:  # noqa: ANN001
+    """Publishes rejected events ``(stream seq, index, reason, raw)`` to the dead-letter subject."""
+    futs = []
+    for seq, index, reason, raw in dlq:
+        headers = {DLQ_REASON_HEADER: reason[:1000].replace("\n", " "), DLQ_SEQ_HEADER: str(seq), MSG_ID_HEADER: f"dlq-{seq}-{index}"}
+        futs.append(js.publish(DLQ_SUBJECT, raw, headers=headers))
+    for r in await asyncio.gather(*futs, return_exceptions=True):
+        if isinstance(r, Exception):
+            log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
+
+
+__all__ = ["bind_consumer", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions"]
