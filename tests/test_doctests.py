@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.adaptation", "recofast.kernels", "recofast.up", "recofast.simulate"]
+MODULES = ["recofast", "recofast.recommender", "recofast.data", "recofast.train", "recofast.evaluate", "recofast.drift", "recofast.errors", "recofast.adaptation", "recofast.kernels", "recofast.up", "recofast.simulate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

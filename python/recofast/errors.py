@@ -1,16 +1,15 @@
 """Exceptions raised by recofast.
 
 Bad arguments raise the built-in :class:`ValueError`; the classes here cover what is
-specific to recofast.
+specific to recofast. They are defined in the compiled core (``recofast._core``), so the
+core raises them directly, and re-exported here, their documented home:
+
+>>> issubclass(SnapshotError, RecofastError) and issubclass(RecofastError, Exception)
+True
+>>> SnapshotError.__module__
+'recofast.errors'
 """
 
-
-class RecofastError(Exception):
-    """Base class of recofast's own exceptions."""
-
-
-class SnapshotError(RecofastError):
-    """A model snapshot is truncated, corrupt, or of a format this build cannot read."""
-
+from recofast._core import RecofastError, SnapshotError
 
 __all__ = ["RecofastError", "SnapshotError"]

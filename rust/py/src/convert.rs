@@ -14,7 +14,7 @@ use crate::error::to_py;
 /// Runs heavy core work with the GIL released and maps its error: the one path every
 /// long call from Python takes.
 pub(crate) fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> recofast_core::Result<T> + Send) -> PyResult<T> {
-    py.detach(f).map_err(|e| to_py(py, e))
+    py.detach(f).map_err(to_py)
 }
 
 /// Ids packed in one buffer: copied out of Python objects under the GIL (one allocation),

@@ -1,7 +1,8 @@
 //! `recofast._core`: the Python bindings of the Rust core. Conversions, GIL release and
 //! error mapping only; every algorithm lives in `recofast-core`. The files mirror the
 //! core's modules: `model` (the `Model` class, its options and snapshots), `drift`,
-//! `kernels`; `convert` and `error` hold what they share.
+//! `kernels`, `error` (the exception classes and the mapping of core errors); `convert`
+//! holds the conversions they share.
 
 mod convert;
 mod drift;
@@ -16,6 +17,7 @@ use recofast_core::{EVENT_TYPES, VERSION};
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    error::register(m)?;
     model::register(m)?;
     drift::register(m)?;
     kernels::register(m)?;

@@ -44,12 +44,12 @@ impl PyModel {
     /// `Model(options)`: options as (name, value-as-text) pairs.
     #[new]
     #[pyo3(signature = (options = Vec::new()))]
-    fn new(py: Python<'_>, options: Vec<(String, String)>) -> PyResult<Self> {
+    fn new(options: Vec<(String, String)>) -> PyResult<Self> {
         let mut cfg = Config::default();
         for (k, v) in &options {
-            cfg.set(k, v).map_err(|e| to_py(py, e))?;
+            cfg.set(k, v).map_err(to_py)?;
         }
-        let m = Model::new(cfg).map_err(|e| to_py(py, e))?;
+        let m = Model::new(cfg).map_err(to_py)?;
         Ok(PyModel { m: Arc::new(m) })
     }
 
@@ -129,7 +129,6 @@ impl PyModel {
     #[allow(clippy::too_many_arguments)]
     fn learn_one(
         &self,
-        py: Python<'_>,
         user: &Bound<'_, PyAny>,
         item: &Bound<'_, PyAny>,
         event: &str,
@@ -145,11 +144,11 @@ impl PyModel {
             }
         }
         match context.filter(|c| !c.is_empty()) {
-            None => self.m.learn_one(&u, &i, event, ts, weight).map_err(|e| to_py(py, e)),
+            None => self.m.learn_one(&u, &i, event, ts, weight).map_err(to_py),
             Some(ctx) => {
-                let kind = event_index(event).map_err(|e| to_py(py, e))?;
+                let kind = event_index(event).map_err(to_py)?;
                 let (t, w): (Vec<f64>, Vec<f32>) = (ts.into_iter().collect(), weight.into_iter().collect());
-                self.m.learn_many_ctx(&[u], &[i], &[kind], &t, &w, &[ctx]).map_err(|e| to_py(py, e))
+                self.m.learn_many_ctx(&[u], &[i], &[kind], &t, &w, &[ctx]).map_err(to_py)
             }
         }
     }
@@ -313,8 +312,8 @@ impl PyModel {
     }
 
     /// Adapts to a detected drift for the next `events` events (see the core's docs).
-    fn adapt(&self, py: Python<'_>, lr_boost: f32, recency_decay: f32, events: u64) -> PyResult<()> {
-        self.m.adapt(lr_boost, recency_decay, events).map_err(|e| to_py(py, e))
+    fn adapt(&self, lr_boost: f32, recency_decay: f32, events: u64) -> PyResult<()> {
+        self.m.adapt(lr_boost, recency_decay, events).map_err(to_py)
     }
 
     /// (adaptation in force, adaptations started).
