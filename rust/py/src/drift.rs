@@ -148,8 +148,10 @@ detector!(PyAdwin, Adwin, "ADWIN", {
 });
 
 detector!(PyPageHinkley, PageHinkley, "PageHinkley", {
+    // alpha: River's `1 - 0.0001`, written as the literal it equals so that it shows in
+    // the signature Python reports.
     #[new]
-    #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 1.0 - 0.0001, mode = "both"))]
+    #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 0.9999, mode = "both"))]
     fn new(min_instances: i64, delta: f64, threshold: f64, alpha: f64, mode: &str) -> PyResult<Self> {
         let mode = Mode::parse(mode).map_err(to_py)?;
         let d = PageHinkley::new(count("PageHinkley", "min_instances", min_instances)?, delta, threshold, alpha, mode)
