@@ -8,7 +8,6 @@ import logging
 
 import pytest
 import recofast
-from recofast.engine import checkpoints
 from recofast.cli import main as cli_main
 from recofast.engine.checkpoints import CheckpointError, CheckpointStore
 from recofast.errors import RecofastError

@@ -62,7 +62,12 @@ def test_any_intent_gives_the_cores_words(text: str) -> None:
 def test_hour_bands_and_segments_are_the_cores() -> None:
     # The core (rust/core/src/context.rs) and the protocol define the hour bands each in their
     # own language; every hour must fall in the same band on both sides.
-    from recofast_sidecar.protocol.context import hour_band, request_segments, segment_of, segment_variants
+    from recofast_sidecar.protocol.context import (
+        hour_band,
+        request_segments,
+        segment_of,
+        segment_variants,
+    )
 
     for h in range(24):
         assert f"hour={hour_band(h)}" in Recommender.context_keys({"hour": h})

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["recofast", "recofast.recommender", "recofast.evaluation.data", "recofast.evaluation.train", "recofast.evaluation.protocol", "recofast.drift", "recofast.adaptation", "recofast.kernels", "recofast.engine.stack", "recofast.evaluation.simulate"]
+MODULES = ["recofast", "recofast.recommender", "recofast.evaluation.data", "recofast.evaluation.train", "recofast.evaluation.protocol", "recofast.drift", "recofast.errors", "recofast.adaptation", "recofast.kernels", "recofast.engine.stack", "recofast.evaluation.simulate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

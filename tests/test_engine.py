@@ -10,13 +10,13 @@ import time
 import aiohttp
 import nats
 import pytest
-from recofast.engine.service import create_app
-from recofast_sidecar.protocol.names import DLQ_STREAM
 from recofast.engine.publish import subject_for
+from recofast.engine.service import create_app
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     CATALOG_SUBJECT,
     DLQ_REASON_HEADER,
+    DLQ_STREAM,
     DLQ_SUBJECT,
     MSG_ID_HEADER,
     STREAM,

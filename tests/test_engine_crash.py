@@ -19,8 +19,8 @@ import aiohttp
 import nats
 import pytest
 from recofast.engine.checkpoints import CheckpointStore
-from recofast.engine.streams import ensure_streams
 from recofast.engine.publish import subject_for
+from recofast.engine.streams import ensure_streams
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol import liststore
 from recofast_sidecar.protocol.names import MSG_ID_HEADER, STREAM

@@ -19,14 +19,14 @@ import nats
 import pytest
 from aiohttp import web
 from recofast.engine.aggregates import Popularity
-from recofast.engine.service import create_app
-from recofast_sidecar.protocol.names import DLQ_STREAM
 from recofast.engine.enrich import Enricher, HttpWeatherProvider
 from recofast.engine.publish import subject_for
+from recofast.engine.service import create_app
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     CONSUMER,
     DLQ_REASON_HEADER,
+    DLQ_STREAM,
     DLQ_SUBJECT,
     MSG_ID_HEADER,
     STREAM,

@@ -7,7 +7,12 @@ import asyncio
 
 import numpy as np
 import pytest
-from recofast.engine.enrich import Enricher, StaticWeatherProvider, device_from_ua, region_of
+from recofast.engine.enrich import (
+    Enricher,
+    StaticWeatherProvider,
+    device_from_ua,
+    region_of,
+)
 from recofast_sidecar.protocol import events as ev
 
 GOOD = b'{"v":1,"id":"a","type":"view","user":"u","item":"i","ts":"2024-03-31T01:30:00Z","extra":1}'

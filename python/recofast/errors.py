@@ -1,16 +1,47 @@
-"""Exceptions raised by recofast.
+"""Every exception recofast raises, in one place.
 
 Bad arguments raise the built-in :class:`ValueError`; the classes here cover what is
-specific to recofast.
+specific to recofast. :class:`RecofastError` and :class:`SnapshotError` are defined in the
+compiled core (``recofast._core``), so the core raises them directly; the engine's own
+(:class:`CheckpointError`, :class:`StoreUnavailable`) are defined here; the contract's
+(:class:`CodecError` and the list store's :class:`StoreError` family, :class:`ConfigError`)
+are defined in :mod:`recofast_sidecar.protocol`, which the edge installs without recofast,
+and re-exported here.
+
+>>> issubclass(SnapshotError, RecofastError) and issubclass(RecofastError, Exception)
+True
+>>> SnapshotError.__module__
+'recofast.errors'
 """
 
+from recofast_sidecar.protocol.codec import CodecError
+from recofast_sidecar.protocol.liststore import (
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+)
+from recofast_sidecar.protocol.settings import ConfigError
 
-class RecofastError(Exception):
-    """Base class of recofast's own exceptions."""
+from recofast._core import RecofastError, SnapshotError
 
 
-class SnapshotError(RecofastError):
-    """A model snapshot is truncated, corrupt, or of a format this build cannot read."""
+class CheckpointError(RecofastError):
+    """A checkpoint is missing, incomplete or fails its checksums."""
 
 
-__all__ = ["RecofastError", "SnapshotError"]
+class StoreUnavailable(RecofastError):
+    """The list store cannot take a commit now (full map at its maximum, full disk): the
+    engine stops fetching, keeps the batch, and retries until space returns."""
+
+
+__all__ = [
+    "CheckpointError",
+    "CodecError",
+    "ConfigError",
+    "RecofastError",
+    "SnapshotError",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "StoreUnavailable",
+]

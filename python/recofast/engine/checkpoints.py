@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recofast.errors import RecofastError, SnapshotError
+from recofast.errors import CheckpointError, RecofastError, SnapshotError
 from recofast.recommender import Recommender
 
 log = logging.getLogger("recofast.engine.checkpoints")
@@ -44,10 +44,6 @@ MODEL_FILE = "model.bin"
 STATE_FILE = "state.msgpack"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
-
-
-class CheckpointError(RecofastError):
-    """A checkpoint is missing, incomplete or fails its checksums."""
 
 
 @dataclass

@@ -75,6 +75,7 @@ from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
 from recofast.engine.mirror import ListMirror
 from recofast.engine.refresh import Refresher
 from recofast.engine.streams import bind_consumer, ensure_streams, publish_dlq
+from recofast.errors import StoreUnavailable
 from recofast.recommender import Recommender
 
 log = logging.getLogger("recofast.engine")
@@ -107,11 +108,6 @@ class Unit:
     index: int
     kind: int
     obj: Any
-
-
-class StoreUnavailable(Exception):
-    """The list store cannot take a commit now (full map at its maximum, full disk): the
-    engine stops fetching, keeps the batch, and retries until space returns."""
 
 
 RESOURCE_ERRORS: tuple[type[BaseException], ...] = (liststore.StoreFullError, lmdb.MapFullError, lmdb.DiskError, lmdb.MapResizedError, OSError)

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::error::to_py;
 use recofast_core::drift::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, Kswin, Mode, PageHinkley};
 
 /// A non-negative integer parameter.
@@ -77,8 +78,8 @@ macro_rules! detector {
                 PyBytes::new(py, &self.d.to_bytes())
             }
 
-            fn __setstate__(&mut self, py: Python<'_>, state: &[u8]) -> PyResult<()> {
-                self.d = <$core>::from_bytes(state).map_err(|e| crate::to_py(py, e))?;
+            fn __setstate__(&mut self, state: &[u8]) -> PyResult<()> {
+                self.d = <$core>::from_bytes(state).map_err(to_py)?;
                 Ok(())
             }
         }
@@ -88,7 +89,7 @@ macro_rules! detector {
 detector!(PyAdwin, Adwin, "ADWIN", {
     #[new]
     #[pyo3(signature = (delta = 0.002, clock = 32, max_buckets = 5, min_window_length = 5, grace_period = 10))]
-    fn new(py: Python<'_>, delta: f64, clock: i64, max_buckets: i64, min_window_length: i64, grace_period: i64) -> PyResult<Self> {
+    fn new(delta: f64, clock: i64, max_buckets: i64, min_window_length: i64, grace_period: i64) -> PyResult<Self> {
         let d = Adwin::new(
             delta,
             count("ADWIN", "clock", clock)?,
@@ -96,7 +97,7 @@ detector!(PyAdwin, Adwin, "ADWIN", {
             count("ADWIN", "min_window_length", min_window_length)?,
             count("ADWIN", "grace_period", grace_period)?,
         )
-        .map_err(|e| crate::to_py(py, e))?;
+        .map_err(to_py)?;
         Ok(Self { d })
     }
     #[getter]
@@ -147,12 +148,14 @@ detector!(PyAdwin, Adwin, "ADWIN", {
 });
 
 detector!(PyPageHinkley, PageHinkley, "PageHinkley", {
+    // alpha: River's `1 - 0.0001`, written as the literal it equals so that it shows in
+    // the signature Python reports.
     #[new]
-    #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 1.0 - 0.0001, mode = "both"))]
-    fn new(py: Python<'_>, min_instances: i64, delta: f64, threshold: f64, alpha: f64, mode: &str) -> PyResult<Self> {
-        let mode = Mode::parse(mode).map_err(|e| crate::to_py(py, e))?;
+    #[pyo3(signature = (min_instances = 30, delta = 0.005, threshold = 50.0, alpha = 0.9999, mode = "both"))]
+    fn new(min_instances: i64, delta: f64, threshold: f64, alpha: f64, mode: &str) -> PyResult<Self> {
+        let mode = Mode::parse(mode).map_err(to_py)?;
         let d = PageHinkley::new(count("PageHinkley", "min_instances", min_instances)?, delta, threshold, alpha, mode)
-            .map_err(|e| crate::to_py(py, e))?;
+            .map_err(to_py)?;
         Ok(Self { d })
     }
     #[getter]
@@ -180,8 +183,8 @@ detector!(PyPageHinkley, PageHinkley, "PageHinkley", {
 detector!(PyDdm, Ddm, "DDM", {
     #[new]
     #[pyo3(signature = (warm_start = 30, warning_threshold = 2.0, drift_threshold = 3.0))]
-    fn new(py: Python<'_>, warm_start: i64, warning_threshold: f64, drift_threshold: f64) -> PyResult<Self> {
-        let d = Ddm::new(count("DDM", "warm_start", warm_start)?, warning_threshold, drift_threshold).map_err(|e| crate::to_py(py, e))?;
+    fn new(warm_start: i64, warning_threshold: f64, drift_threshold: f64) -> PyResult<Self> {
+        let d = Ddm::new(count("DDM", "warm_start", warm_start)?, warning_threshold, drift_threshold).map_err(to_py)?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
@@ -206,8 +209,8 @@ detector!(PyDdm, Ddm, "DDM", {
 detector!(PyEddm, Eddm, "EDDM", {
     #[new]
     #[pyo3(signature = (warm_start = 30, alpha = 0.95, beta = 0.9))]
-    fn new(py: Python<'_>, warm_start: i64, alpha: f64, beta: f64) -> PyResult<Self> {
-        let d = Eddm::new(count("EDDM", "warm_start", warm_start)?, alpha, beta).map_err(|e| crate::to_py(py, e))?;
+    fn new(warm_start: i64, alpha: f64, beta: f64) -> PyResult<Self> {
+        let d = Eddm::new(count("EDDM", "warm_start", warm_start)?, alpha, beta).map_err(to_py)?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
@@ -232,8 +235,8 @@ detector!(PyEddm, Eddm, "EDDM", {
 detector!(PyHddmA, HddmA, "HDDM_A", {
     #[new]
     #[pyo3(signature = (drift_confidence = 0.001, warning_confidence = 0.005, two_sided_test = false))]
-    fn new(py: Python<'_>, drift_confidence: f64, warning_confidence: f64, two_sided_test: bool) -> PyResult<Self> {
-        let d = HddmA::new(drift_confidence, warning_confidence, two_sided_test).map_err(|e| crate::to_py(py, e))?;
+    fn new(drift_confidence: f64, warning_confidence: f64, two_sided_test: bool) -> PyResult<Self> {
+        let d = HddmA::new(drift_confidence, warning_confidence, two_sided_test).map_err(to_py)?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
@@ -258,8 +261,8 @@ detector!(PyHddmA, HddmA, "HDDM_A", {
 detector!(PyHddmW, HddmW, "HDDM_W", {
     #[new]
     #[pyo3(signature = (drift_confidence = 0.001, warning_confidence = 0.005, lambda_val = 0.05, two_sided_test = false))]
-    fn new(py: Python<'_>, drift_confidence: f64, warning_confidence: f64, lambda_val: f64, two_sided_test: bool) -> PyResult<Self> {
-        let d = HddmW::new(drift_confidence, warning_confidence, lambda_val, two_sided_test).map_err(|e| crate::to_py(py, e))?;
+    fn new(drift_confidence: f64, warning_confidence: f64, lambda_val: f64, two_sided_test: bool) -> PyResult<Self> {
+        let d = HddmW::new(drift_confidence, warning_confidence, lambda_val, two_sided_test).map_err(to_py)?;
         Ok(Self { d })
     }
     /// Whether the last update is in the warning zone.
@@ -301,7 +304,7 @@ detector!(PyKswin, Kswin, "KSWIN", {
             None => Vec::new(),
         };
         let d = Kswin::new(alpha, count("KSWIN", "window_size", window_size)?, count("KSWIN", "stat_size", stat_size)?, seed, &init)
-            .map_err(|e| crate::to_py(py, e))?;
+            .map_err(to_py)?;
         Ok(Self { d })
     }
     #[getter]

@@ -12,11 +12,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use recofast_core::kernels::{self, Filter, QuantizedItems, SimdLevel};
-use recofast_core::Error;
 
-fn err(e: Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
-}
+use crate::error::to_py;
 
 fn level_of(level: Option<&str>) -> PyResult<SimdLevel> {
     let Some(name) = level else { return Ok(SimdLevel::detect()) };
@@ -130,7 +127,7 @@ fn topk_exact<'py>(
             })
             .and_then(|r| r)
         })
-        .map_err(err)?;
+        .map_err(to_py)?;
     to_arrays(py, res, k)
 }
 
@@ -156,7 +153,7 @@ impl PyQuantized {
         let ro = items.readonly();
         let dim = ro.shape()[1];
         let it = contiguous(&ro, "items")?;
-        let q = py.detach(|| QuantizedItems::new(it, dim)).map_err(err)?;
+        let q = py.detach(|| QuantizedItems::new(it, dim)).map_err(to_py)?;
         drop(ro);
         Ok(PyQuantized { q: Arc::new(q), items: items.unbind() })
     }
@@ -194,7 +191,7 @@ impl PyQuantized {
         let al = id_lists(allow, n, m, "allow")?;
         let fs = filters(&ex, &al, m);
         let qt = &self.q;
-        let res = py.detach(|| kernels::with_threads(threads, |t| qt.topk_many(level, it, qs, k, c, &fs, t)).and_then(|r| r)).map_err(err)?;
+        let res = py.detach(|| kernels::with_threads(threads, |t| qt.topk_many(level, it, qs, k, c, &fs, t)).and_then(|r| r)).map_err(to_py)?;
         to_arrays(py, res, k)
     }
 
@@ -205,7 +202,7 @@ impl PyQuantized {
         let q = query.as_slice().map_err(|_| PyValueError::new_err("query must be a C-contiguous array"))?;
         let mut out = vec![0f32; self.q.len()];
         let qt = &self.q;
-        py.detach(|| qt.approx_scores(level, q, &mut out)).map_err(err)?;
+        py.detach(|| qt.approx_scores(level, q, &mut out)).map_err(to_py)?;
         Ok(PyArray1::from_vec(py, out))
     }
 
