@@ -5,6 +5,12 @@ use crate::error::{Error, Result};
 /// The event types of the v1 wire contract, in the order of [`Config::event_weights`].
 pub const EVENT_TYPES: [&str; 7] = ["view", "add_to_cart", "remove_from_cart", "purchase", "search", "click", "impression"];
 
+/// The most recent items a user's state can hold (the largest `window`).
+pub const RECENT_CAP: usize = 32;
+
+/// The largest event weight (in absolute value): larger steps would blow the factors up.
+pub const MAX_WEIGHT: f32 = 1000.0;
+
 /// The index of an event type name.
 pub fn event_index(name: &str) -> Result<u8> {
     EVENT_TYPES.iter().position(|e| *e == name).map(|i| i as u8).ok_or_else(|| {
@@ -242,7 +248,7 @@ impl Config {
             return Ok(());
         }
         if let Some(ev) = name.strip_prefix("weight_") {
-            let i = crate::config::event_index(ev)? as usize;
+            let i = event_index(ev)? as usize;
             self.event_weights[i] = value.trim().parse::<f32>().map_err(|_| bad("a number"))?;
             return Ok(());
         }
@@ -289,8 +295,8 @@ impl Config {
         if self.w_ctx > 10.0 {
             return err(format!("w_ctx must be at most 10, got {}", self.w_ctx));
         }
-        if self.window > crate::model::RECENT_CAP {
-            return err(format!("window must be at most {}, got {}", crate::model::RECENT_CAP, self.window));
+        if self.window > RECENT_CAP {
+            return err(format!("window must be at most {}, got {}", RECENT_CAP, self.window));
         }
         if self.max_neighbors > crate::cooc::NBR_CAP {
             return err(format!("max_neighbors must be at most {}, got {}", crate::cooc::NBR_CAP, self.max_neighbors));
@@ -315,8 +321,8 @@ impl Config {
         if self.max_users > u32::MAX as usize / 2 || self.max_context_keys > u32::MAX as usize / 2 {
             return err("max_users and max_context_keys must be below 2^31 (0: no limit)".into());
         }
-        if self.event_weights.iter().any(|w| !(w.is_finite() && w.abs() <= crate::model::MAX_WEIGHT)) {
-            return err(format!("event weights must be finite numbers between -{0} and {0}", crate::model::MAX_WEIGHT));
+        if self.event_weights.iter().any(|w| !(w.is_finite() && w.abs() <= MAX_WEIGHT)) {
+            return err(format!("event weights must be finite numbers between -{0} and {0}", MAX_WEIGHT));
         }
         Ok(())
     }

@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use crate::config::{event_index, Config};
+use crate::config::{event_index, Config, MAX_WEIGHT, RECENT_CAP};
 use crate::context::{keys_of_all, MAX_EVENT_CTX};
 use crate::error::Result;
 use crate::invalid;
@@ -35,9 +35,6 @@ use crate::kernels::{self, SimdLevel, TopK};
 use crate::prefetch::{prefetch, prefetch_lines, prefetch_ptr};
 use crate::segmented::Segmented;
 use crate::table::{load_row, store_row, AtomicF32, EmbeddingTable};
-
-/// The most recent items a user's state can hold (the largest `window`).
-pub const RECENT_CAP: usize = 32;
 
 /// What the learner remembers about one user. The recent items are inline, so the whole
 /// state but the seen set sits in a few cache lines the learner can prefetch.
@@ -280,8 +277,6 @@ const ITEM_DEAD: u8 = 2;
 const COLD_START_NEIGHBORS: usize = 10;
 /// The most new items kept as exploration candidates.
 const MAX_FRESH: usize = 1000;
-/// The largest event weight (in absolute value): larger steps would blow the factors up.
-pub const MAX_WEIGHT: f32 = 1000.0;
 /// How many events ahead [`Model::learn_events`] prefetches.
 const PREFETCH_DISTANCE: usize = 8;
 /// How many events ahead the neighbour lists of the coming pairs are prefetched.

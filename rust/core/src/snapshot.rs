@@ -329,11 +329,11 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
             }
             recent.push((i, s));
         }
-        if recent.len() > crate::model::RECENT_CAP {
+        if recent.len() > crate::config::RECENT_CAP {
             return Err(Error::Snapshot("snapshot is corrupt: too many recent items".into()));
         }
         for &(i, s) in recent.iter().rev() {
-            st.push_recent(i, s, crate::model::RECENT_CAP);
+            st.push_recent(i, s, crate::config::RECENT_CAP);
         }
         for _ in 0..r.count(4)? {
             let i = r.u32()?;

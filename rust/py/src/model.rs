@@ -10,9 +10,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use recofast_core::config::{event_index, Config};
+use recofast_core::config::{event_index, Config, MAX_WEIGHT};
 use recofast_core::kernels::SimdLevel;
-use recofast_core::model::{Model, Query, MAX_WEIGHT};
+use recofast_core::model::{Model, Query};
 use recofast_core::{context, snapshot};
 
 use crate::convert::{extract_events, extract_ids, f64s, live_factors, one_id, run};

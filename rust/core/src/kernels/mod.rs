@@ -17,6 +17,7 @@ mod neon;
 mod quant;
 mod scalar;
 mod scan;
+mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

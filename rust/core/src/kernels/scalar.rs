@@ -19,7 +19,7 @@ pub fn dot_scores(items: &[f32], dim: usize, q: &[f32], out: &mut [f32]) {
     }
 }
 
-use super::scan::{NB, QT};
+use super::tile::{NB, QT};
 
 /// The batched tile (see `x86::tile_scores_avx512` for the contract), in plain loops.
 pub fn tile_scores(it: &[f32], dim: usize, qtt: &[f32], thr: &[f32; QT], out: &mut [f32], masks: &mut [u16]) {

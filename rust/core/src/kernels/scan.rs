@@ -18,16 +18,13 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
+use super::tile::{NB, QT};
 use super::{dot_scores, scalar, SimdLevel};
 use crate::error::Result;
 use crate::invalid;
 
 /// Rows per block of the single-query scan (a 1 KiB score buffer).
 const ROWS: usize = 256;
-/// Items per block of the batched kernel.
-pub(crate) const NB: usize = 128;
-/// Queries per tile of the batched kernel.
-pub(crate) const QT: usize = 8;
 
 /// Which rows a query may return: `exclude` ids never, and if `allow` is given, only those.
 /// Both lists are sorted ascending without duplicates ([`Filter::check`]).

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::scan::{NB, QT};
+use super::tile::{NB, QT};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `q.len() == dim`, `items.len() >= out.len() * dim`.
