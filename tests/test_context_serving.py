@@ -18,7 +18,8 @@ from recofast.publish import subject_for
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import CATALOG_SUBJECT, MSG_ID_HEADER
-from recofast_sidecar.server import STATE, SidecarConfig, create_app
+from recofast_sidecar.app import STATE, create_app
+from recofast_sidecar.config import SidecarConfig
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,7 +24,10 @@ from recofast_sidecar.protocol.names import (
     PRODUCER_KEY_HEADER,
     STREAM,
 )
-from recofast_sidecar.server import STATE, SidecarConfig, openapi_document, user_token
+from recofast_sidecar.app import STATE
+from recofast_sidecar.config import SidecarConfig
+from recofast_sidecar.openapi import openapi_document
+from recofast_sidecar.params import user_token
 from recofast_sidecar.sync import put_commit
 from test_sidecar import get_json, items_of, lst, sidecar, view, write_store
 
