@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from recofast_sidecar.config import SidecarConfig
 from recofast_sidecar.impressions import Impressions
-from recofast_sidecar.metrics import Metrics
+from recofast_sidecar.metrics import Metrics, multiprocess_dir
 from recofast_sidecar.params import BadRequest, Clock
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.liststore import ListReader, ListWriter
@@ -55,7 +55,6 @@ class State:
     impressions: Impressions | None = None
     exposure: Counter[str] = field(default_factory=Counter)
     rng: random.Random = field(default_factory=random.Random)
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     accepted: tuple[int, ...] = ev.ACCEPTED_VERSIONS
     """Event versions posted events may have: this package's, narrowed to the registry's."""
     writer: ListWriter | None = None
@@ -113,8 +112,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unexpected error on %s %s", request.method, request.path)
         resp = web.json_response({"error": "internal error", "status": 500}, status=500)
     resp.headers.update(cors)
-    st.metrics.inc("recofast_sidecar_requests_total", route=route, status=str(resp.status))
-    st.latencies.append(time.perf_counter() - t0)
+    st.metrics.request(route, resp.status, time.perf_counter() - t0)
     return resp
 
 
@@ -205,12 +203,9 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.exception("the list mirror stopped")
                 raise
 
-    def counted(what: str, n: int) -> None:
-        st.metrics.inc(f"recofast_sidecar_impressions_{what}_total", n)
-
     connecting = asyncio.create_task(connect())
     if cfg.impressions:
-        st.impressions = Impressions(cfg.impression_queue, lambda: st.nc, counted)
+        st.impressions = Impressions(cfg.impression_queue, lambda: st.nc, st.metrics.impressions)
     st.mirror_task = asyncio.create_task(mirror())
     tasks = [connecting, st.mirror_task, asyncio.create_task(registry())]
     if st.impressions is not None:
@@ -241,39 +236,55 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
 # -- the app ----------------------------------------------------------------------------------
 
 
-def _register_metrics(st: State) -> None:
+def _register_gauges(st: State) -> None:
     m = st.metrics
-    m.counter("recofast_sidecar_requests_total", "HTTP requests by route and status.")
-    m.counter("recofast_sidecar_lists_served_total", "Lists served by endpoint and source.")
-    m.counter("recofast_sidecar_events_total", "Events posted, by result (accepted, rejected, unavailable).")
-    m.counter("recofast_sidecar_impressions_published_total", "Impression records published to NATS.")
-    m.counter("recofast_sidecar_impressions_dropped_total", "Impression records dropped (queue full or NATS down).")
     m.gauge(
         "recofast_sidecar_sync_records_applied", "Records mirrored from the list bucket into the store (--sync).",
-        lambda: float(st.mirror.applied if st.mirror is not None else 0),
+        lambda: float(st.mirror.applied if st.mirror is not None else 0), "livemax",
     )
     m.gauge(
         "recofast_sidecar_sync_failures", "Failed attempts of the list mirror to write a batch or watch the bucket (--sync).",
-        lambda: float(st.mirror.failures if st.mirror is not None else 0),
+        lambda: float(st.mirror.failures if st.mirror is not None else 0), "livemax",
     )
     m.gauge(
         "recofast_sidecar_sync_failing", "1 while the list mirror fails or has stopped (--sync); /readyz says why.",
         lambda: float(
             st.mirror is not None and (st.mirror.error is not None or (st.mirror_task is not None and st.mirror_task.done()))
         ),
+        "livemax",
     )
-    m.gauge("recofast_sidecar_lmdb_map_bytes", "The list store's LMDB map size in this process.", lambda: float(st.store.map_size()))
-    m.gauge("recofast_sidecar_lmdb_remaps", "Times this sidecar adopted a map its writer had grown.", lambda: float(st.store.remaps()))
-    m.gauge("recofast_sidecar_lmdb_available", "1 when the list store is open.", lambda: float(st.store.available))
-    m.gauge("recofast_sidecar_nats_connected", "1 when connected to NATS.", lambda: float(st.nc is not None and st.nc.is_connected))
+    m.gauge("recofast_sidecar_lmdb_map_bytes", "The list store's LMDB map size (the largest of the processes').",
+            lambda: float(st.store.map_size()), "livemax")
+    m.gauge("recofast_sidecar_lmdb_remaps", "Times this sidecar adopted a map its writer had grown.", lambda: float(st.store.remaps()), "livesum")
+    m.gauge("recofast_sidecar_lmdb_available", "1 when the list store is open (in every process).", lambda: float(st.store.available), "livemin")
+    m.gauge("recofast_sidecar_nats_connected", "1 when connected to NATS (every process).",
+            lambda: float(st.nc is not None and st.nc.is_connected), "livemin")
     m.gauge(
         "recofast_sidecar_impression_queue", "Impressions waiting to be published.",
-        lambda: float(st.impressions.qsize() if st.impressions is not None else 0),
+        lambda: float(st.impressions.qsize() if st.impressions is not None else 0), "livesum",
     )
-    m.gauge(
-        "recofast_sidecar_request_seconds_p99", "p99 request handling time over the last 4096 requests.",
-        lambda: sorted(st.latencies)[int(0.99 * (len(st.latencies) - 1))] if st.latencies else 0.0,
-    )
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With several processes, each sets its gauges every second, so the one that answers
+    ``/metrics`` renders fresh values of all."""
+    st = app[STATE]
+    if multiprocess_dir() is None:
+        yield
+        return
+
+    async def update() -> None:
+        while True:
+            st.metrics.update()
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(update())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.Application:
@@ -285,11 +296,12 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
     st = State(
         config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed), clock=Clock(config.timezone)
     )
-    _register_metrics(st)
+    _register_gauges(st)
     app = web.Application(client_max_size=config.max_body, middlewares=[_guard])
     app[STATE] = st
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_nats_ctx)
+    app.cleanup_ctx.append(_metrics_ctx)
     r = app.router
     r.add_get(PATH_RECOMMENDATIONS, handlers.recommendations)
     r.add_get(PATH_SIMILAR, handlers.similar)

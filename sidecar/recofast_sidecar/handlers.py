@@ -29,6 +29,7 @@ from aiohttp import web
 
 from recofast_sidecar import __version__
 from recofast_sidecar.app import STATE, State
+from recofast_sidecar.metrics import CONTENT_TYPE
 from recofast_sidecar.openapi import openapi_document
 from recofast_sidecar.params import (
     BadRequest,
@@ -92,7 +93,7 @@ def _answer_list(
     if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
         st.exposure.clear()
     st.exposure.update(ids)
-    st.metrics.inc("recofast_sidecar_lists_served_total", endpoint=kind, source=source)
+    st.metrics.lists(kind, source)
     if ids and st.impressions is not None:
         st.impressions.put(
             {"v": 1, "rec_id": rec_id, "kind": kind, key: extra[key], "items": ids, "source": source,
@@ -283,16 +284,16 @@ async def post_events(request: web.Request) -> web.Response:
         try:
             _check_event_users(cfg.token_secret or "", tok, items, ok)
         except BadRequest:
-            st.metrics.inc("recofast_sidecar_events_total", len(items), result="forbidden")
+            st.metrics.events("forbidden", len(items))
             raise
-    st.metrics.inc("recofast_sidecar_events_total", len(bad), result="rejected")
+    st.metrics.events("rejected", len(bad))
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
     if not ok:
         return web.json_response(
             {"error": "no valid events", "status": 400, "accepted": 0, "rejected": len(bad), "errors": rejected}, status=400
         )
     if st.js is None or st.nc is None or not st.nc.is_connected:
-        st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
+        st.metrics.events("unavailable", len(ok))
         msg = "no NATS configured" if not cfg.nats else "NATS is not connected"
         return web.json_response({"error": f"{msg}: events cannot be accepted", "status": 503}, status=503)
     if bad:
@@ -310,9 +311,9 @@ async def post_events(request: web.Request) -> web.Response:
             await st.js.publish(subject, data, headers={MSG_ID_HEADER: msg_id}, timeout=cfg.publish_timeout)
     except Exception as e:  # noqa: BLE001 - any NATS failure is "unavailable", not a crash
         log.warning("publishing events failed: %s", e)
-        st.metrics.inc("recofast_sidecar_events_total", len(ok), result="unavailable")
+        st.metrics.events("unavailable", len(ok))
         return web.json_response({"error": f"publishing to NATS failed: {type(e).__name__}", "status": 503}, status=503)
-    st.metrics.inc("recofast_sidecar_events_total", len(ok), result="accepted")
+    st.metrics.events("accepted", len(ok))
     return web.json_response({"accepted": len(ok), "rejected": len(bad), "errors": rejected}, status=202)
 
 
@@ -363,7 +364,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[STATE].metrics.render(), content_type="text/plain", charset="utf-8")
+    return web.Response(body=request.app[STATE].metrics.render(), content_type=CONTENT_TYPE, charset="utf-8")
 
 
 async def openapi(request: web.Request) -> web.Response:

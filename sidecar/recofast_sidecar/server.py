@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from recofast_sidecar.app import create_app
 from recofast_sidecar.config import SidecarConfig, load_config
+from recofast_sidecar.metrics import MULTIPROC_ENV
 from recofast_sidecar.protocol.names import LISTS_BUCKET
 
 
@@ -87,36 +90,51 @@ def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool, ready: Any = No
     web.run_app(app, host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
 
 
+def _supervise(cfg: SidecarConfig, log_level: str) -> int:
+    """Runs ``cfg.processes`` server processes on the port until SIGTERM or SIGINT; their
+    metrics meet in a temporary folder (removed at the end), so each serves all of them."""
+    import multiprocessing
+    import signal
+
+    metrics_dir = tempfile.mkdtemp(prefix="recofast-sidecar-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client in each child as it starts
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        ready = [ctx.Event() for _ in range(cfg.processes)]
+        procs = [
+            ctx.Process(target=_serve, args=(cfg, log_level, True, ready[i]), name=f"recofast-sidecar-{i}")
+            for i in range(cfg.processes)
+        ]
+        for p in procs:
+            p.start()
+
+        def stop(signum: int, frame: object) -> None:
+            deadline = time.monotonic() + 30.0
+            for p, r in zip(procs, ready):
+                # A child still starting would die of the interrupt in its imports: let it
+                # finish starting first (up to 30 s; it then shuts down gracefully, draining NATS).
+                while p.is_alive() and not r.wait(0.1) and time.monotonic() < deadline:
+                    pass
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGINT)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        for p in procs:
+            p.join()
+        return max((p.exitcode or 0) for p in procs)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cfg = config_from_args(args)
     if cfg.processes == 1:
         _serve(cfg, args.log_level, False)
         return 0
-    import multiprocessing
-    import signal
-
-    ctx = multiprocessing.get_context("spawn")
-    ready = [ctx.Event() for _ in range(cfg.processes)]
-    procs = [ctx.Process(target=_serve, args=(cfg, args.log_level, True, ready[i]), name=f"recofast-sidecar-{i}") for i in range(cfg.processes)]
-    for p in procs:
-        p.start()
-
-    def stop(signum: int, frame: object) -> None:
-        deadline = time.monotonic() + 30.0
-        for p, r in zip(procs, ready):
-            # A child still starting would die of the interrupt in its imports: let it
-            # finish starting first (up to 30 s; it then shuts down gracefully, draining NATS).
-            while p.is_alive() and not r.wait(0.1) and time.monotonic() < deadline:
-                pass
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+    return _supervise(cfg, args.log_level)
 
 
 __all__ = ["config_from_args", "main"]
