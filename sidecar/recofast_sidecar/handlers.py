@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from recofast_sidecar import __version__
@@ -225,16 +225,72 @@ def _events_token(request: web.Request) -> str | None:
     return tok
 
 
-def _check_event_users(secret: str, tok: str, raw: list[Any], ok: list[ev.Event]) -> None:
+class _Envelope(msgspec.Struct):
+    """``{"events": [...]}``: the array's bytes as they came (empty when there is no key)."""
+
+    events: msgspec.Raw = msgspec.Raw()
+
+
+class _Who(msgspec.Struct):
+    user: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_WHO = msgspec.json.Decoder(_Who)
+_RAWS = msgspec.json.Decoder(list[msgspec.Raw])
+_NOT_JSON = "the body is not JSON (or nested too deeply)"
+
+
+def _payload(body: bytes) -> bytes:
+    """The events of a body: an event, an array, or ``{"events": [...]}`` (its array)."""
+    if body.lstrip()[:1] != b"{":
+        return body
+    try:
+        events = _ENVELOPE.decode(body).events
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        raise BadRequest(_NOT_JSON) from None
+    if not len(events):
+        return body
+    raw = bytes(events)
+    if raw.lstrip()[:1] != b"[":
+        raise BadRequest("`events` must be an array")
+    return raw
+
+
+def _decode_body(body: bytes, accepted: tuple[int, ...], most: int) -> tuple[list[ev.Event], list[ev.Rejected]]:
+    """The body's events, decoded once by :func:`~recofast_sidecar.protocol.events.decode_events`
+    when all are valid; when some are not, the body is checked to be JSON and counted."""
+    payload = _payload(body)
+    try:
+        ok, bad = ev.decode_events(payload, accepted)
+        n = len(ok)
+        if bad:  # something did not decode: is it JSON at all, and how many events are there?
+            if payload.lstrip()[:1] == b"[":
+                n = len(_RAWS.decode(payload))
+            else:
+                msgspec.json.decode(payload)
+                n = 1
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        raise BadRequest(_NOT_JSON) from None
+    if not n:
+        raise BadRequest("no events")
+    if n > most:
+        raise BadRequest(f"at most {most} events per request", 413)
+    return ok, bad
+
+
+def _check_event_users(secret: str, tok: str, ok: list[ev.Event], bad: list[ev.Rejected]) -> None:
     """403 unless every event of the body (valid or not) is for the token's user."""
-    users = {str(e.user) for e in ok}
-    for x in raw:
-        if isinstance(x, dict):
-            u = x.get("user")
-            if isinstance(u, str) or (isinstance(u, int) and not isinstance(u, bool)):
-                users.add(str(u))
+    users = {e.user for e in ok}
+    for r in bad:
+        try:
+            u = _WHO.decode(r.raw).user
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # not an object, or a number no user id is: no user
+        if isinstance(u, str) or (isinstance(u, int) and not isinstance(u, bool)):
+            users.add(str(u))
     for u in users:
-        if not token_is(secret, tok, u):
+        if not token_is(secret, tok, str(u)):
             raise BadRequest("the user token does not belong to the user of every event", 403)
 
 
@@ -261,30 +317,12 @@ async def post_events(request: web.Request) -> web.Response:
     st = request.app[STATE]
     cfg = st.config
     tok = _events_token(request)
-    body = await request.read()
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("the body is not JSON (or nested too deeply)") from None
-    if isinstance(doc, dict) and "events" in doc:
-        doc = doc["events"]
-        if not isinstance(doc, list):
-            raise BadRequest("`events` must be an array")
-    items = doc if isinstance(doc, list) else [doc]
-    if not items:
-        raise BadRequest("no events")
-    if len(items) > cfg.max_events:
-        raise BadRequest(f"at most {cfg.max_events} events per request", 413)
-    try:
-        raws = [json.dumps(x, separators=(",", ":")).encode() for x in items]
-    except (ValueError, RecursionError):
-        raise BadRequest("an event is nested too deeply") from None
-    ok, bad = ev.decode_events(b"[" + b",".join(raws) + b"]", st.accepted)
+    ok, bad = _decode_body(await request.read(), st.accepted, cfg.max_events)
     if tok is not None:
         try:
-            _check_event_users(cfg.token_secret or "", tok, items, ok)
+            _check_event_users(cfg.token_secret or "", tok, ok, bad)
         except BadRequest:
-            st.metrics.events("forbidden", len(items))
+            st.metrics.events("forbidden", len(ok) + len(bad))
             raise
     st.metrics.events("rejected", len(bad))
     rejected = [{"index": r.index, "reason": r.reason} for r in bad]
@@ -305,7 +343,7 @@ async def post_events(request: web.Request) -> web.Response:
         for subject, evs in groups.items():
             if len(evs) == 1:
                 msg_id, data = evs[0].id, ev.encode(evs[0])
-            else:
+            else:  # packed: one JSON array, each event encoded once
                 msg_id = "pack-" + hashlib.blake2b("\n".join(e.id for e in evs).encode(), digest_size=12).hexdigest()
                 data = ev.encode(evs)
             await st.js.publish(subject, data, headers={MSG_ID_HEADER: msg_id}, timeout=cfg.publish_timeout)
