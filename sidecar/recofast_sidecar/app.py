@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ from recofast_sidecar.protocol.names import (
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
 )
+from recofast_sidecar.protocol.settings import SharedSettings
 from recofast_sidecar.store import Store
 from recofast_sidecar.sync import Mirror
 
@@ -61,8 +63,39 @@ class State:
     mirror: Mirror | None = None
     mirror_task: asyncio.Task[None] | None = None
     clock: Clock = field(default_factory=lambda: Clock("UTC"))
+    """The clock of the shop's time zone (the option ``timezone``, else the engine's)."""
+    context_weight: float = SharedSettings().context_weight
+    """The weight of the context re-rank (the option ``context_weight``, else the engine's)."""
+    _shared: Any = field(default=False, repr=False)  # the engine's settings last applied (False: none yet)
+
+    def serving(self) -> tuple[float, Clock]:
+        """The context weight and the clock to serve with now: the sidecar's options where
+        they are set, else what the engine wrote in the store's meta record (re-read at most
+        once a second), else the defaults of :class:`SharedSettings`."""
+        shared = self.store.shared()
+        if shared is not self._shared:
+            self._shared = shared
+            self._apply(shared)
+        return self.context_weight, self.clock
+
+    def _apply(self, shared: SharedSettings | None) -> None:
+        cfg, base = self.config, shared or _DEFAULT_SHARED
+        w = cfg.context_weight if cfg.context_weight is not None else base.context_weight
+        if not (math.isfinite(w) and 0.0 <= w <= 10.0):
+            log.warning("the engine's context_weight %r is not between 0 and 10; using %g", w, _DEFAULT_SHARED.context_weight)
+            w = _DEFAULT_SHARED.context_weight
+        tz = cfg.timezone or base.timezone
+        if tz != self.clock.timezone:
+            try:
+                self.clock = Clock(tz)
+            except (ValueError, OSError, KeyError):
+                log.warning("the engine's time zone %r is not known here; keeping %s", tz, self.clock.timezone)
+        if w != self.context_weight:
+            log.info("context re-rank weight %g (%s)", w, "option" if cfg.context_weight is not None else "the engine's")
+        self.context_weight = w
 
 
+_DEFAULT_SHARED = SharedSettings()
 STATE = web.AppKey("state", State)
 
 
@@ -293,9 +326,8 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
     at startup and retried while missing."""
     from recofast_sidecar import handlers  # they import this module's STATE
 
-    st = State(
-        config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed), clock=Clock(config.timezone)
-    )
+    st = State(config=config, store=Store(config.lmdb, reader), rng=random.Random(config.seed), clock=Clock(config.timezone or "UTC"))
+    st.serving()  # the options' values until the store is read
     _register_gauges(st)
     app = web.Application(client_max_size=config.max_body, middlewares=[_guard])
     app[STATE] = st

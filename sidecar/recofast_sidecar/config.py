@@ -98,17 +98,19 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_map_size: int = DEFAULT_MAX_MAP_SIZE
     """Largest LMDB map the ``sync`` mirror grows its store to (64 GiB): past it the mirror
     fails (logged, counted, retried; ``/readyz`` answers 503) instead of writing."""
-    context_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] = 0.4
+    context_weight: Annotated[float, msgspec.Meta(ge=0.0, le=10.0)] | None = None
     """Context re-rank of personal lists: each score times ``exp(context_weight * Σ affinity)``
-    over the request's context keys (affinities exported by the engine). The default is the
-    model's own ``w_ctx``; 0 turns it off."""
-    timezone: str = "UTC"
-    """The shop's time zone (IANA name, as the engine's): a request without ``hour`` is in
-    the hour and weekday of the server clock there."""
+    over the request's context keys (affinities exported by the engine); 0 turns it off.
+    None (the default): the engine's, from the store's meta record (the model's ``w_ctx``);
+    a value here overrides the engine's."""
+    timezone: str | None = None
+    """The shop's time zone (IANA name): a request without ``hour`` is in the hour and
+    weekday of the server clock there. None (the default): the engine's ``timezone``, from
+    the store's meta record; a value here overrides the engine's."""
 
     def __post_init__(self) -> None:
         # An empty string in a file or a variable means "not set".
-        for name in ("lmdb", "nats", "token_secret"):
+        for name in ("lmdb", "nats", "token_secret", "timezone"):
             if getattr(self, name) == "":
                 setattr(self, name, None)
         if self.seed == "":
@@ -121,7 +123,8 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("map_size must be at least 65536 and max_map_size at least map_size")
         if any(len(key) < 16 for key in self.producer_keys):
             raise ValueError("producer_keys must be at least 16 characters each")
-        check_timezone(self.timezone)
+        if self.timezone is not None:
+            check_timezone(self.timezone)
 
 
 def load_config(

@@ -126,8 +126,8 @@ async def recommendations(request: web.Request) -> web.Response:
         personal = store.user_list(user)
         segs = ctx.segments()
         # Context re-rank of the personal list by the affinities the engine exported.
-        w = cfg.context_weight
-        affs = store.affinities(ctx.keys(st.clock.now())) if w and personal is not None and len(personal) > 1 else []
+        w, clock = st.serving()
+        affs = store.affinities(ctx.keys(clock.now())) if w and personal is not None and len(personal) > 1 else []
 
         # Diversity looks a little beyond k, so it has something to choose from; so does the
         # context re-rank (items below k in the personal list may move up).

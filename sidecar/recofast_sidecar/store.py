@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from recofast_sidecar.protocol.codec import (
 )
 from recofast_sidecar.protocol.liststore import ListReader, ReadTxn
 from recofast_sidecar.protocol.names import DB_CONTEXT, DB_ITEMS
+from recofast_sidecar.protocol.settings import SharedSettings
 from recofast_sidecar.rerank import Candidate, Filters, passes
 
 log = logging.getLogger("recofast.sidecar")
@@ -40,6 +42,8 @@ class Store:
     the engine has grown (even past this reader's map) is followed by the codec's reader,
     never answered from the fallback lists."""
 
+    SHARED_SECONDS = 1.0
+    """How often the meta record is re-read for the engine's shared settings."""
     MAX_DECODED_ITEMS = 200_000
     MAX_CONTEXT_RECORDS = 100_000
     MAX_CONTEXT_SUMS = 10_000
@@ -56,6 +60,8 @@ class Store:
         # version, write time): a record is decoded once per write, not once per request.
         self._ctx: dict[str, tuple[bytes, Any]] = {}
         self._sums: dict[tuple[int, ...], tuple[list[dict[str, float]], dict[str, float]]] = {}
+        self._shared: SharedSettings | None = None
+        self._shared_next = 0.0  # monotonic time of the next read of the meta record
 
     @property
     def available(self) -> bool:
@@ -77,6 +83,7 @@ class Store:
             return False
         log.info("list store %s open", self.path)
         self.error = None
+        self._shared_next = 0.0
         return True
 
     def _set_error(self, msg: str) -> None:
@@ -216,6 +223,19 @@ class Store:
         self._decoded[item] = (raw, rec)
         return rec
 
+    def shared(self) -> SharedSettings | None:
+        """The settings the engine shares through the meta record (``MetaRecord.shared``;
+        None when it has written none, e.g. an older engine), read when the store is opened
+        and then at most once every :attr:`SHARED_SECONDS` (the last ones read are kept while
+        the store cannot be read)."""
+        now = time.monotonic()
+        if now >= self._shared_next and self.reader is not None:
+            self._shared_next = now + self.SHARED_SECONDS
+            got = self._read(lambda t: (t.meta(),))  # None: the read failed
+            if got is not None:
+                self._shared = got[0].shared if got[0] is not None else None
+        return self._shared
+
     def meta_version(self) -> int:
         m = self._read(lambda t: t.meta())
         return 0 if m is None else m.model_version
@@ -226,6 +246,7 @@ class Store:
         self.reader = reader
         self._owned = False
         self.error = None
+        self._shared_next = 0.0
 
     def map_size(self) -> int:
         """The LMDB map size of the open store in this process (0 when it is not open)."""
