@@ -459,7 +459,7 @@ def test_the_command_line_and_the_configuration_file(tmp_path):
         config_from_args(_parser().parse_args(["--lmdb", "/x"]), env={"RECOFAST_SIDECAR_PORT": "many"})
 
 
-@pytest.mark.parametrize("name", ["recofast_sidecar.protocol.events", "recofast_sidecar.protocol.keys", "recofast_sidecar.protocol.settings", "recofast_sidecar.protocol.context", "recofast_sidecar.protocol.codec", "recofast_sidecar.protocol.liststore", "recofast_sidecar.rerank", "recofast_sidecar.app", "recofast_sidecar.config", "recofast_sidecar.params", "recofast_sidecar.metrics"])
+@pytest.mark.parametrize("name", ["recofast_sidecar.protocol.events", "recofast_sidecar.protocol.keys", "recofast_sidecar.protocol.settings", "recofast_sidecar.protocol.context", "recofast_sidecar.protocol.codec", "recofast_sidecar.protocol.liststore", "recofast_sidecar.rerank", "recofast_sidecar.app", "recofast_sidecar.config", "recofast_sidecar.params", "recofast_sidecar.metrics", "recofast_sidecar.openapi"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0

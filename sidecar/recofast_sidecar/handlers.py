@@ -30,7 +30,7 @@ from aiohttp import web
 from recofast_sidecar import __version__
 from recofast_sidecar.app import STATE, State
 from recofast_sidecar.metrics import CONTENT_TYPE
-from recofast_sidecar.openapi import openapi_document
+from recofast_sidecar.openapi import RankedList, Scored, openapi_document
 from recofast_sidecar.params import (
     BadRequest,
     check_user_token,
@@ -85,28 +85,29 @@ def _fallback(st: State) -> list[Candidate]:
     return [Candidate(i, 0.0, "fallback") for i in st.config.fallback_items]
 
 
-def _answer_list(
-    st: State, kind: str, key: str, source: str, model_version: int, items: list[Candidate], extra: dict[str, Any]
-) -> web.Response:
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _answer_list(st: State, endpoint: str, source: str, model_version: int, items: list[Candidate], **whose: str) -> web.Response:
+    """The list answer (:class:`~recofast_sidecar.openapi.RankedList`) with a new ``rec_id``;
+    its impression is queued, and the items counted as exposed."""
     rec_id = uuid.uuid4().hex
     ids = [c.item for c in items]
     if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
         st.exposure.clear()
     st.exposure.update(ids)
-    st.metrics.lists(kind, source)
+    st.metrics.lists(endpoint, source)
     if ids and st.impressions is not None:
+        key = "user" if endpoint == "recommendations" else "item" if endpoint == "similar" else "segment"
         st.impressions.put(
-            {"v": 1, "rec_id": rec_id, "kind": kind, key: extra[key], "items": ids, "source": source,
+            {"v": 1, "rec_id": rec_id, "kind": endpoint, key: whose[key], "items": ids, "source": source,
              "model_version": model_version, "ts": int(time.time() * 1000)},
         )
-    body = {
-        **extra,
-        "rec_id": rec_id,
-        "model_version": model_version,
-        "source": source,
-        "items": [{"item": c.item, "score": _finite(c.score), "reason": c.reason} for c in items],
-    }
-    return web.json_response(body)
+    body = RankedList(
+        **whose, rec_id=rec_id, model_version=model_version, source=source,  # type: ignore[arg-type]
+        items=[Scored(c.item, _finite(c.score), c.reason) for c in items],
+    )
+    return web.Response(body=_ENCODE(body), content_type="application/json", charset="utf-8")
 
 
 async def recommendations(request: web.Request) -> web.Response:
@@ -160,7 +161,7 @@ async def recommendations(request: web.Request) -> web.Response:
                 pool, _, _ = store.select(trending, flt, 1000)
             chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
         version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
-    return _answer_list(st, "recommendations", "user", source, version, chosen, {"user": user})
+    return _answer_list(st, "recommendations", source, version, chosen, user=user)
 
 
 async def similar(request: web.Request) -> web.Response:
@@ -187,7 +188,7 @@ async def similar(request: web.Request) -> web.Response:
         chosen, _, first = store.select(sources(), flt, k)
         source = first or ("popular" if store.available else "fallback")
         version = neighbours.model_version if source == "similar" and neighbours is not None else store.meta_version()
-    return _answer_list(st, "similar", "item", source, version, chosen, {"item": item})
+    return _answer_list(st, "similar", source, version, chosen, item=item)
 
 
 async def popular(request: web.Request) -> web.Response:
@@ -201,7 +202,7 @@ async def popular(request: web.Request) -> web.Response:
         chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st))], flt, k)
     source = first or "fallback"
     version = rec.model_version if rec is not None else 0
-    return _answer_list(st, "popular", "segment", source, version, chosen, {"segment": seg, "kind": kind})
+    return _answer_list(st, "popular", source, version, chosen, segment=seg, kind=kind)
 
 
 # -- events -----------------------------------------------------------------------------------

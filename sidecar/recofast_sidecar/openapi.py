@@ -1,11 +1,24 @@
-"""The OpenAPI 3.1 document of the sidecar's HTTP API (served at ``/openapi.json``)."""
+"""The HTTP contract of the sidecar: the types of the bodies it answers with (the handlers
+encode lists from them) and the OpenAPI 3.1 document (served at ``/openapi.json``), whose
+schemas are generated from those types and from the event schema
+(:class:`recofast_sidecar.protocol.events.Event`) by :func:`msgspec.json.schema_components`.
+
+>>> doc = openapi_document()
+>>> sorted(doc["components"]["schemas"])[:4]
+['Accepted', 'Context', 'Error', 'Event']
+>>> doc["components"]["schemas"]["RankedList"]["required"]
+['rec_id', 'model_version', 'source', 'items']
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from recofast_sidecar import __version__
 from recofast_sidecar.params import TOKEN
+from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
     PATH_EVENTS,
     PATH_HEALTHZ,
@@ -20,14 +33,97 @@ from recofast_sidecar.protocol.names import (
 )
 
 
+# -- the bodies the API answers with (encoded from these types, and described by them) ---------
+
+
+class Scored(msgspec.Struct):
+    """One item of a served list."""
+
+    item: str
+    score: float
+    reason: str
+    """Why it is there: ``personal``, ``similar``, ``popular in <segment>``, ``trending``, ``explore``, ``fallback``, ..."""
+
+
+class RankedList(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A served list: whose (``user``, ``item`` or ``segment`` and ``kind``), its ``rec_id``
+    (attribute clicks and purchases to it), the model version and the source of its first item."""
+
+    user: str | msgspec.UnsetType = msgspec.UNSET
+    item: str | msgspec.UnsetType = msgspec.UNSET
+    segment: str | msgspec.UnsetType = msgspec.UNSET
+    kind: Literal["popular", "trending"] | msgspec.UnsetType = msgspec.UNSET
+    rec_id: str
+    model_version: int
+    source: Literal["personal", "segment", "popular", "similar", "fallback"]
+    items: list[Scored]
+
+
+class Error(msgspec.Struct):
+    """Every 4xx and 5xx answer (a ``POST /v1/events`` with no valid event also says which
+    were rejected and why, as :class:`Accepted` does)."""
+
+    error: str
+    status: int
+
+
+class EventError(msgspec.Struct):
+    index: int
+    """The event's position in the body."""
+    reason: str
+
+
+class Accepted(msgspec.Struct):
+    accepted: int
+    rejected: int
+    errors: list[EventError]
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    version: str
+
+
+class Ready(msgspec.Struct, omit_defaults=True):
+    status: Literal["ready", "not ready"]
+    lmdb: str | None
+    """``open``, or why the store is not."""
+    nats: Literal["not configured", "connected", "disconnected"]
+    sync: str | msgspec.UnsetType = msgspec.UNSET
+    """The ``--sync`` mirror: ``live``, ``catching up``, ``failing: ...`` or ``stopped: ...``."""
+
+
+_SCHEMAS = "#/components/schemas/{name}"
+
+
+def _components() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request body schema of ``POST /v1/events`` and every component, from the types.
+    A body is answered 202 when at least one of its events is valid (the others are rejected
+    one by one), so an array needs to *contain* an event, not to hold only events."""
+    (event, *_), comps = msgspec.json.schema_components([ev.Event, RankedList, Error, Accepted, Health, Ready], ref_template=_SCHEMAS)
+    some = {"type": "array", "contains": event}
+    body = {"anyOf": [event, some, {"type": "object", "required": ["events"], "properties": {"events": some}}]}
+    return body, comps
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _SCHEMAS.format(name=name)}
+
+
+def _json(description: str, name: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
 def _q(name: str, schema: dict[str, Any], doc: str, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": doc}
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every endpoint."""
-    err = {"description": "bad input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    lst = {"description": "a ranked list", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/List"}}}}
+    """The OpenAPI 3.1 description of every endpoint (bodies from the types above and
+    :class:`recofast_sidecar.protocol.events.Event`)."""
+    events_body, schemas = _components()
+    err = _json("bad input", "Error")
+    lst = _json("a ranked list", "RankedList")
     k = _q("k", {"type": "integer", "minimum": 1, "maximum": 200, "default": 10}, "list length")
     filters = [
         _q("category", {"type": "string", "maxLength": 256}, "only items of this category"),
@@ -39,14 +135,17 @@ def openapi_document() -> dict[str, Any]:
         _q("device", {"type": "string", "pattern": TOKEN.pattern}, "mobile, tablet, desktop, ... (context; unknown values are ignored)"),
         _q("country", {"type": "string", "pattern": "^[A-Za-z]{2,3}$"}, "country code (context)"),
         _q("hour", {"type": "integer", "minimum": 0, "maximum": 23},
-           "local hour of day (context; default: the server clock in the configured time zone, for the re-rank only)"),
+           "local hour of day (context; default: the server clock in the shop's time zone, for the re-rank only)"),
         _q("weather", {"type": "string", "pattern": TOKEN.pattern}, "weather label (context)"),
         _q("intent", {"type": "string", "maxLength": 128}, "session intent, e.g. search words (context)"),
     ]
-    get = lambda summary, params, resp: {  # noqa: E731
-        "get": {"summary": summary, "parameters": params, "responses": {"200": resp, "400": err}}
-    }
-    text = lambda ct: {"description": "ok", "content": {ct: {"schema": {"type": "string"}}}}  # noqa: E731
+
+    def get(summary: str, params: list[dict[str, Any]], resp: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "parameters": params, "responses": {"200": resp, "400": err}}}
+
+    def text(ct: str) -> dict[str, Any]:
+        return {"description": "ok", "content": {ct: {"schema": {"type": "string"}}}}
+
     rec = get(
         "A user's recommendations, filtered, diversified, with fallbacks",
         [
@@ -92,9 +191,12 @@ def openapi_document() -> dict[str, Any]:
                         {"name": PRODUCER_KEY_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
                          "description": "a shop backend's producer key (option producer_keys): may post events for any user"},
                     ],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {}}, "text/plain": {"schema": {}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": events_body}, "text/plain": {"schema": {}}},
+                    },
                     "responses": {
-                        "202": {"description": "accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        "202": _json("accepted", "Accepted"),
                         "400": err,
                         "401": err,
                         "403": err,
@@ -104,43 +206,15 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             PATH_TRACK_JS: {"get": {"summary": "sendBeacon tracking snippet", "responses": {"200": text("application/javascript")}}},
-            PATH_HEALTHZ: {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+            PATH_HEALTHZ: {"get": {"summary": "liveness", "responses": {"200": _json("alive", "Health")}}},
             PATH_READYZ: {"get": {"summary": "readiness: the store (or a fallback list), NATS when configured, and the --sync mirror "
                                   "caught up and not failing; the body says what is not ready",
-                                  "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+                                  "responses": {"200": _json("ready", "Ready"), "503": _json("not ready", "Ready")}}},
             PATH_METRICS: {"get": {"summary": "Prometheus metrics", "responses": {"200": text("text/plain")}}},
             PATH_OPENAPI: {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },
-        "components": {
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
-                "List": {
-                    "type": "object",
-                    "required": ["rec_id", "model_version", "source", "items"],
-                    "properties": {
-                        "user": {"type": "string"},
-                        "item": {"type": "string"},
-                        "segment": {"type": "string"},
-                        "rec_id": {"type": "string"},
-                        "model_version": {"type": "integer"},
-                        "source": {"type": "string", "enum": ["personal", "segment", "popular", "similar", "fallback"]},
-                        "items": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["item", "score", "reason"],
-                                "properties": {"item": {"type": "string"}, "score": {"type": "number"}, "reason": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-                "Accepted": {
-                    "type": "object",
-                    "properties": {"accepted": {"type": "integer"}, "rejected": {"type": "integer"}, "errors": {"type": "array"}},
-                },
-            }
-        },
+        "components": {"schemas": schemas},
     }
 
 
-__all__ = ["openapi_document"]
+__all__ = ["Accepted", "Error", "EventError", "Health", "RankedList", "Ready", "Scored", "openapi_document"]
