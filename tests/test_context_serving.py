@@ -18,7 +18,9 @@ from recofast.engine.publish import subject_for
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import CATALOG_SUBJECT, MSG_ID_HEADER
-from recofast_sidecar.server import STATE, SidecarConfig, create_app
+from recofast_sidecar.protocol.settings import SharedSettings
+from recofast_sidecar.app import STATE, create_app
+from recofast_sidecar.config import SidecarConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -200,6 +202,49 @@ async def test_the_hour_comes_from_the_clock_in_the_configured_zone(tmp_path):
             assert got["items"][0]["score"] == pytest.approx(expected, rel=1e-4)
         # A given hour wins over the clock.
         assert (await items(c, "/v1/recommendations/u1?k=6&hour=3"))[0] == "m1"
+
+
+def shared_meta(**shared: object) -> codec.Commit:
+    """A commit of the meta record with the engine's shared settings (as the engine writes it)."""
+    return codec.Commit(meta=codec.MetaRecord(2, 1, 1.0, shared=SharedSettings(**shared)))
+
+
+PLAIN = ["d1", "m1", "d2", "m2", "x", "lamp"]  # u1's list as stored
+MOBILE_FIRST = ["m1", "m2", "d1", "d2", "x", "lamp"]
+MOBILE_URL = "/v1/recommendations/u1?k=6&hour=3&device=mobile"
+
+
+async def test_the_engines_shared_settings_turn_the_rerank_off_without_a_sidecar_option(tmp_path):
+    write_store(tmp_path, AFFINITIES)
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path))) as c:  # an old store: no shared settings, w 0.4
+        assert await items(c, MOBILE_URL) == MOBILE_FIRST
+    with liststore.ListWriter(tmp_path, map_size=1 << 22) as w:
+        w.commit(shared_meta(context_weight=0.0))
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path))) as c:
+        assert c.server.app[STATE].config.context_weight is None
+        assert await items(c, MOBILE_URL) == PLAIN
+    # The engine changes its mind: the edge follows within about a second, without a restart.
+    with liststore.ListWriter(tmp_path, map_size=1 << 22) as w:
+        async with sidecar(SidecarConfig(lmdb=None), reader=w.reader()) as c:
+            assert await items(c, MOBILE_URL) == PLAIN
+            w.commit(shared_meta(context_weight=1.0, timezone="Asia/Kolkata"))
+            deadline = time.monotonic() + 10
+            while await items(c, MOBILE_URL) != MOBILE_FIRST:
+                assert time.monotonic() < deadline, "the new meta record was not read"
+                await asyncio.sleep(0.1)
+            assert c.server.app[STATE].serving()[1].timezone == "Asia/Kolkata"
+
+
+async def test_an_explicit_sidecar_option_wins_over_the_engines_settings(tmp_path):
+    write_store(tmp_path, AFFINITIES)
+    with liststore.ListWriter(tmp_path, map_size=1 << 22) as w:
+        w.commit(shared_meta(context_weight=0.0, timezone="Asia/Kolkata"))
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path), context_weight=1.0)) as c:
+        assert await items(c, MOBILE_URL) == MOBILE_FIRST
+        assert c.server.app[STATE].serving()[1].timezone == "Asia/Kolkata"  # not set here: the engine's
+    async with sidecar(SidecarConfig(lmdb=str(tmp_path), timezone="UTC")) as c:
+        assert await items(c, MOBILE_URL) == PLAIN  # not set here: the engine's 0
+        assert c.server.app[STATE].serving()[1].timezone == "UTC"
 
 
 async def test_the_exploration_slot_shows_fresh_items_then_trending_ones(tmp_path):

@@ -5,7 +5,6 @@ every endpoint, the filters, diversity and exploration, the fallbacks, user toke
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import doctest
 import importlib
 import json
@@ -22,11 +21,13 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+import msgspec
 import nats
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol.names import (
     DLQ_REASON_HEADER,
@@ -36,15 +37,11 @@ from recofast_sidecar.protocol.names import (
     IMPRESSIONS_SUBJECT,
     STREAM,
 )
-from recofast_sidecar.server import (
-    SidecarConfig,
-    _parser,
-    config_from_args,
-    create_app,
-    load_config,
-    openapi_document,
-    user_token,
-)
+from recofast_sidecar.app import create_app
+from recofast_sidecar.config import SidecarConfig, load_config
+from recofast_sidecar.openapi import openapi_document
+from recofast_sidecar.params import user_token
+from recofast_sidecar.server import _parser, config_from_args
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,6 +108,15 @@ async def get_json(client: TestClient, url: str, status: int = 200, **kw) -> dic
 
 def items_of(body: dict) -> list[str]:
     return [x["item"] for x in body["items"]]
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a /metrics answer (None when there is no such sample)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
 
 
 # -- lists ------------------------------------------------------------------------------------
@@ -367,9 +373,9 @@ async def test_events_are_validated_and_published_and_lists_are_logged_as_impres
             logged = json.loads(msg.data)
             assert logged[0]["rec_id"] == rec["rec_id"] and logged[0]["items"] == ["a", "b"] and logged[0]["user"] == "u1"
             metrics = await (await c.get("/metrics")).text()
-            assert 'recofast_sidecar_events_total{result="accepted"} 3' in metrics
-            assert 'recofast_sidecar_events_total{result="rejected"} 1' in metrics
-            assert "recofast_sidecar_nats_connected 1" in metrics
+            assert metric(metrics, "recofast_sidecar_events_total", result="accepted") == 3
+            assert metric(metrics, "recofast_sidecar_events_total", result="rejected") == 1
+            assert metric(metrics, "recofast_sidecar_nats_connected") == 1
 
 
 def _same_partition(a: str, b: str, n: int) -> bool:
@@ -412,9 +418,12 @@ async def test_track_js_metrics_health_and_openapi_cover_every_route(store):
         await get_json(c, "/v1/recommendations/u1")
         await c.get("/v1/popular?k=0")
         metrics = await (await c.get("/metrics")).text()
-        assert 'recofast_sidecar_lists_served_total{endpoint="recommendations",source="personal"} 1' in metrics
-        assert 'recofast_sidecar_requests_total{route="/v1/popular",status="400"} 1' in metrics
-        assert "recofast_sidecar_lmdb_available 1" in metrics
+        assert metric(metrics, "recofast_sidecar_lists_served_total", endpoint="recommendations", source="personal") == 1
+        assert metric(metrics, "recofast_sidecar_requests_total", route="/v1/popular", status="400") == 1
+        assert metric(metrics, "recofast_sidecar_lmdb_available") == 1
+        # Latency is a histogram: every request so far (track.js, the list, the bad popular) is in it.
+        assert metric(metrics, "recofast_sidecar_request_seconds_count") == 3
+        assert metric(metrics, "recofast_sidecar_request_seconds_bucket", le="+Inf") == 3
         assert (await get_json(c, "/readyz"))["lmdb"] == "open"
         doc = await get_json(c, "/openapi.json")
         assert doc == json.loads(json.dumps(openapi_document()))
@@ -436,20 +445,21 @@ def test_the_command_line_and_the_configuration_file(tmp_path):
     shipped = Path(__file__).resolve().parent.parent / "sidecar" / "recofast-sidecar.toml"
     with open(shipped, "rb") as f:
         table = tomllib.load(f)["sidecar"]
-    assert set(table) == {f.name for f in dataclasses.fields(SidecarConfig)}
-    assert load_config(shipped, env={}) == dataclasses.replace(SidecarConfig(), lmdb="data/lmdb")
+    # timezone and context_weight come from the engine (the store's meta record) unless set.
+    assert set(table) == {f.name for f in msgspec.structs.fields(SidecarConfig)} - {"timezone", "context_weight"}
+    assert load_config(shipped, env={}) == msgspec.structs.replace(SidecarConfig(), lmdb="data/lmdb")
     mine = tmp_path / "edge.toml"
     mine.write_text('[sidecar]\nlmdb = "/srv/lists"\nport = 81\ncors_origins = ["https://a.example"]\n')
     cfg = config_from_args(_parser().parse_args(["--config", str(mine), "--port", "82"]), env={"RECOFAST_SIDECAR_TOKEN_SECRET": "s"})
     assert (cfg.lmdb, cfg.port, cfg.cors_origins, cfg.token_secret) == ("/srv/lists", 82, ("https://a.example",), "s")
     mine.write_text("[sidecar]\nprot = 81\n")
-    with pytest.raises(SystemExit, match="unknown sidecar option 'prot'"):
+    with pytest.raises(SystemExit, match="unknown option 'prot' in \\[sidecar\\]"):
         config_from_args(_parser().parse_args(["--config", str(mine)]), env={})
-    with pytest.raises(SystemExit, match="cannot use 'many'"):
+    with pytest.raises(SystemExit, match="option `port`: Expected `int`"):
         config_from_args(_parser().parse_args(["--lmdb", "/x"]), env={"RECOFAST_SIDECAR_PORT": "many"})
 
 
-@pytest.mark.parametrize("name", ["recofast_sidecar.protocol.events", "recofast_sidecar.protocol.keys", "recofast_sidecar.protocol.settings", "recofast_sidecar.protocol.context", "recofast_sidecar.protocol.codec", "recofast_sidecar.protocol.liststore", "recofast_sidecar.rerank", "recofast_sidecar.server"])
+@pytest.mark.parametrize("name", ["recofast_sidecar.protocol.events", "recofast_sidecar.protocol.keys", "recofast_sidecar.protocol.settings", "recofast_sidecar.protocol.context", "recofast_sidecar.protocol.codec", "recofast_sidecar.protocol.liststore", "recofast_sidecar.rerank", "recofast_sidecar.app", "recofast_sidecar.config", "recofast_sidecar.params", "recofast_sidecar.metrics", "recofast_sidecar.openapi"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
@@ -532,7 +542,7 @@ async def test_sync_mirrors_the_list_bucket_into_the_local_store(tmp_path, nats_
             await kv.delete(kv_key(DB_USER_LISTS, odd))
             await served(["g", "b"])
             assert (await get_json(c, user))["source"] == "popular"
-            assert "recofast_sidecar_sync_records_applied 13" in await (await c.get("/metrics")).text()
+            assert metric(await (await c.get("/metrics")).text(), "recofast_sidecar_sync_records_applied") == 13
 
 
 @settings(max_examples=200, deadline=None)
@@ -591,7 +601,7 @@ async def test_lists_are_served_while_nats_is_unreachable(store, caplog):
             ready = await get_json(c, "/readyz", status=503)
             assert ready["nats"] == "disconnected" and ready["lmdb"] == "open"
             metrics = await (await c.get("/metrics")).text()
-            assert "recofast_sidecar_nats_connected 0" in metrics
+            assert metric(metrics, "recofast_sidecar_nats_connected") == 0
 
 
 def test_several_processes_share_the_port_and_stop_on_sigterm(store, tmp_path):
@@ -603,14 +613,16 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed below, read on failure
+    temp = tmp_path / "temp"  # where the supervisor makes its metrics folder
+    temp.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--processes", "2", "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=err,
+        stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "TMPDIR": str(temp)},
     )
     try:
         deadline = time.monotonic() + 20
         answers = []
-        while len(answers) < 20:
+        while len(answers) < 40:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/recommendations/u1?k=2", timeout=2) as r:
                     answers.append(json.loads(r.read()))
@@ -618,10 +630,19 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store, tmp_path):
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
         assert all(a["source"] == "personal" and items_of(a) == ["a", "b"] for a in answers)
+        # Whichever process answers /metrics counts the lists both served.
+        assert [p.name for p in temp.iterdir()][0].startswith("recofast-sidecar-metrics-")
+        for _ in range(4):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            assert metric(text, "recofast_sidecar_lists_served_total", endpoint="recommendations", source="personal") == 40
+            assert metric(text, "recofast_sidecar_requests_total", route="/v1/recommendations/{user_id}", status="200") == 40
+            assert metric(text, "recofast_sidecar_lmdb_available") == 1
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
         err.flush()
         assert code == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+        assert list(temp.iterdir()) == []  # the metrics folder is gone
     finally:
         if proc.poll() is None:
             proc.kill()

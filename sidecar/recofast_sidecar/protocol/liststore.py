@@ -16,6 +16,7 @@ environment is open (readers and the writer share a guard), so no reader ever ho
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -383,6 +384,15 @@ class ReadTxn:
             return None
         return self.txn.get(key, db=h)
 
+    def getter(self, db: bytes) -> Callable[[bytes], Any] | None:
+        """A lookup of raw values (buffers, valid inside the ``with``) in one database of this
+        transaction, ``get(key)``, for a reader that looks up many keys; None when the
+        database is missing (a store of an older engine)."""
+        h = self._reader._dbs[db]
+        if h is None:
+            return None
+        return functools.partial(self.txn.get, db=h)
+
     def _view(self, db: bytes, key: str) -> ListView | None:
         v = self.get(db, key.encode())
         return None if v is None else ListView(v)
@@ -484,6 +494,11 @@ class ListReader:
             raise
         self._missing = any(self._dbs[n] is None for n in OPTIONAL_DBS)
         self._missing_retry = time.monotonic() + self.RETRY_MISSING_SECONDS
+
+    @property
+    def map_size(self) -> int:
+        """The LMDB map size of this reader's environment, in bytes."""
+        return int(self.env.info()["map_size"])
 
     def _open_db(self, name: bytes) -> Any:
         for attempt in range(3):
