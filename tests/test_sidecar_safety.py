@@ -28,7 +28,7 @@ from recofast_sidecar.app import STATE
 from recofast_sidecar.config import SidecarConfig
 from recofast_sidecar.openapi import openapi_document
 from recofast_sidecar.params import user_token
-from recofast_sidecar.sync import put_commit
+from recofast_sidecar.protocol.keys import put_commit
 from test_sidecar import get_json, items_of, lst, metric, sidecar, view, write_store
 
 pytestmark = pytest.mark.timeout(120)

@@ -54,7 +54,13 @@ from recofast_sidecar.protocol.names import (
     MSG_ID_HEADER,
     PRODUCER_KEY_HEADER,
 )
-from recofast_sidecar.rerank import Candidate, Filters, context_rerank, explore_slot, mmr
+from recofast_sidecar.rerank import (
+    Candidate,
+    Filters,
+    context_rerank,
+    explore_slot,
+    mmr,
+)
 
 log = logging.getLogger("recofast.sidecar")
 

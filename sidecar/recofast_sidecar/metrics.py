@@ -25,7 +25,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """The variable that puts prometheus_client in multiprocess mode (read when it is imported)."""

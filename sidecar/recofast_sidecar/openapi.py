@@ -32,7 +32,6 @@ from recofast_sidecar.protocol.names import (
     PRODUCER_KEY_HEADER,
 )
 
-
 # -- the bodies the API answers with (encoded from these types, and described by them) ---------
 
 

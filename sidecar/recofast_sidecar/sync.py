@@ -5,7 +5,7 @@ record, keyed as :mod:`recofast_sidecar.protocol.keys` says; the value is the re
 bytes, the same as in LMDB, so a mirror never re-encodes.
 
 A producer (the engine, or anything holding a :class:`~recofast_sidecar.protocol.codec.Commit`)
-calls :func:`put_commit`, which also deletes the keys of the commit's ``delete_users``;
+calls :func:`~recofast_sidecar.protocol.keys.put_commit`, which also deletes the keys of the commit's ``delete_users``;
 ``recofast-sidecar --sync`` runs a :class:`Mirror`, which watches the bucket and applies
 updates to its local LMDB store in batches, one write transaction a batch (in a thread, off
 the event loop, through :meth:`ListWriter.apply <recofast_sidecar.protocol.liststore.ListWriter.apply>`,
@@ -21,58 +21,16 @@ import asyncio
 import logging
 from typing import Any
 
-from recofast_sidecar.protocol.codec import (
-    FRESH_KEY,
-    Commit,
-    affinity_key,
-    encode_item,
-    encode_list,
-    encode_meta,
-)
-from recofast_sidecar.protocol.keys import META_KEY, kv_key, parse_kv_key
+from recofast_sidecar.protocol.keys import parse_kv_key
 from recofast_sidecar.protocol.liststore import ListWriter, Op
 from recofast_sidecar.protocol.names import (
-    DB_CONTEXT,
-    DB_ITEMS,
     DB_META,
-    DB_SEGMENTS,
-    DB_SIMILAR,
-    DB_USER_LISTS,
     LISTS_BUCKET,
     META_RECORD_KEY,
 )
 
 log = logging.getLogger("recofast.sidecar.sync")
 
-async def put_commit(kv: Any, c: Commit) -> int:
-    """Puts every record of a commit into the bucket and deletes the keys of its
-    ``delete_users``; returns how many keys it wrote or deleted."""
-    n = 0
-    for user, rec in c.user_lists.items():
-        await kv.put(kv_key(DB_USER_LISTS, user), encode_list(rec))
-        n += 1
-    for item, irec in c.items.items():
-        await kv.put(kv_key(DB_ITEMS, item), encode_item(irec))
-        n += 1
-    for seg, rec in c.segments.items():
-        await kv.put(kv_key(DB_SEGMENTS, seg), encode_list(rec))
-        n += 1
-    for ctx_key, rec in c.affinities.items():
-        await kv.put(kv_key(DB_CONTEXT, affinity_key(ctx_key)), encode_list(rec))
-        n += 1
-    if c.fresh is not None:
-        await kv.put(kv_key(DB_CONTEXT, FRESH_KEY), encode_list(c.fresh))
-        n += 1
-    for item, rec in c.similar.items():
-        await kv.put(kv_key(DB_SIMILAR, item), encode_list(rec))
-        n += 1
-    for user in c.delete_users:  # after the puts, as the writer applies them
-        await kv.delete(kv_key(DB_USER_LISTS, user))
-        n += 1
-    if c.meta is not None:
-        await kv.put(META_KEY, encode_meta(c.meta))
-        n += 1
-    return n
 
 
 class Mirror:
@@ -217,4 +175,4 @@ class Mirror:
                 self.synced.set()
 
 
-__all__ = ["Mirror", "put_commit"]
+__all__ = ["Mirror"]

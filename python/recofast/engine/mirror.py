@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from recofast_sidecar.protocol import codec
+from recofast_sidecar.protocol.keys import put_commit
 from recofast_sidecar.protocol.names import LISTS_BUCKET
-from recofast_sidecar.sync import put_commit
 
 log = logging.getLogger("recofast.engine")
 
