@@ -6,8 +6,6 @@ Run with `make bench` (or `pytest bench/test_bench_context.py --benchmark-enable
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import recofast

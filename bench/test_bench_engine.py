@@ -21,7 +21,6 @@ Each benchmark prints its figures and stores them in the benchmark's ``extra_inf
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import subprocess
 import sys
@@ -32,10 +31,10 @@ import msgspec
 import nats
 import numpy as np
 import pytest
-from recofast import events as ev
-from recofast.engine.config import EngineConfig
 from recofast.engine import Engine
+from recofast.engine.config import EngineConfig
 from recofast.engine.streams import ensure_streams
+from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import STREAM
 
 DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
@@ -140,7 +139,7 @@ def test_engine_backlog(benchmark, backlog, tmp_path, record_rate):
     _report(
         benchmark, events=N_EVENTS, seconds=dt, events_per_s=N_EVENTS / dt, users=engine.model.n_users,
         list_writes=engine.metrics.value("recofast_list_writes_total"), batches=engine.metrics.value("recofast_batches_total"),
-        learn_s=engine.m_learn.sum, lists_s=engine.m_lists.sum, commit_s=engine.m_commit.sum,
+        learn_s=engine.metrics.value("recofast_learn_seconds_sum"), lists_s=engine.metrics.value("recofast_list_compute_seconds_sum"), commit_s=engine.metrics.value("recofast_lmdb_commit_seconds_sum"),
     )  # fmt: skip
     record_rate("engine throughput", "engine (backlog)", N_EVENTS / dt)
 
@@ -219,5 +218,5 @@ def test_freshness(benchmark, nats_url, tmp_path, refresh):
     p50, p90, p99 = (np.percentile(fresh, q) * 1000 for q in (50, 90, 99))
     _report(
         benchmark, events=len(fresh), rate=FRESH_RATE, p50_ms=p50, p90_ms=p90, p99_ms=p99, max_ms=float(fresh.max() * 1000),
-        checkpoints=engine.m_checkpoints.value,
+        checkpoints=engine.metrics.value("recofast_checkpoints_total"),
     )  # fmt: skip

@@ -67,4 +67,4 @@ LISTS_BUCKET = "recofast_lists"
 """NATS KV bucket mirroring the list store for remote edges (``recofast-sidecar --sync``):
 key ``u.<id>``, ``i.<id>``, ``s.<segment key>``, ``c.<context record key>``, ``n.<item id>``
 (an item's neighbours; ids in unpadded base64url) or ``meta``;
-value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.sync`."""
+value the record's codec bytes, exactly as in LMDB. See :mod:`recofast_sidecar.protocol.keys`."""
