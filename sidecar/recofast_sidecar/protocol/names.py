@@ -49,8 +49,16 @@ PATH_HEALTHZ = "/healthz"
 PATH_METRICS = "/metrics"
 IMPRESSIONS_SUBJECT = "recofast.impressions"
 """The sidecar publishes every served list here (JSON arrays of impression records, each with
-its ``rec_id``), so clicks and purchases carrying that ``rec_id`` can be attributed. Outside
-the events stream on purpose: an impression teaches the model nothing."""
+its ``rec_id``; see :mod:`recofast_sidecar.protocol.feedback`), so clicks and purchases can be
+attributed. Outside the events stream on purpose: an impression teaches the model nothing."""
+IMPRESSIONS_STREAM = "RECOFAST_IMPRESSIONS"
+"""The stream that keeps the impressions until the engine has attributed them."""
+LOOP_IMPRESSIONS_CONSUMER = "recofast-loop-impressions"
+LOOP_EVENTS_CONSUMER = "recofast-loop-events"
+"""The engine's durable consumers of the closed loop: impressions, and the event stream read a
+second time for attribution (apart from learning, so neither waits for the other)."""
+PATH_LOOP = "/v1/loop"
+"""The engine's JSON report of the closed loop (online metrics and experiments)."""
 
 # -- HTTP (the sidecar) ---------------------------------------------------------------------
 PATH_READYZ = "/readyz"

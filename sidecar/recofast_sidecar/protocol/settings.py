@@ -41,6 +41,8 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from recofast_sidecar.protocol.experiments import Experiment
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -203,6 +205,9 @@ class SharedSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     hour and weekday of the server clock there."""
     context_weight: float = 0.4
     """The weight of the context re-rank of personal lists (the model's ``w_ctx``)."""
+    experiments: tuple[Experiment, ...] = ()
+    """The running experiments (``[[experiments]]`` of ``recofast.toml``): the sidecar serves
+    each user with the options of the user's variant."""
 
 
 __all__ = ["ConfigError", "SharedSettings", "load", "read_table", "replace"]
