@@ -40,6 +40,7 @@ from recofast_sidecar.protocol.names import (
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
 )
+from recofast_sidecar.protocol.experiments import Experiment, Variant, assign
 from recofast_sidecar.protocol.settings import SharedSettings
 from recofast_sidecar.store import Store
 from recofast_sidecar.sync import Mirror
@@ -66,6 +67,8 @@ class State:
     """The clock of the shop's time zone (the option ``timezone``, else the engine's)."""
     context_weight: float = SharedSettings().context_weight
     """The weight of the context re-rank (the option ``context_weight``, else the engine's)."""
+    experiments: tuple[Experiment, ...] = ()
+    """The running experiments, as the engine wrote them in the meta record."""
     _shared: Any = field(default=False, repr=False)  # the engine's settings last applied (False: none yet)
 
     def serving(self) -> tuple[float, Clock]:
@@ -77,6 +80,10 @@ class State:
             self._shared = shared
             self._apply(shared)
         return self.context_weight, self.clock
+
+    def variant(self, user: str) -> tuple[Experiment, Variant] | None:
+        """The experiment and variant the user is in (None: in none); call after :meth:`serving`."""
+        return assign(self.experiments, user) if self.experiments else None
 
     def _apply(self, shared: SharedSettings | None) -> None:
         cfg, base = self.config, shared or _DEFAULT_SHARED
@@ -93,6 +100,10 @@ class State:
         if w != self.context_weight:
             log.info("context re-rank weight %g (%s)", w, "option" if cfg.context_weight is not None else "the engine's")
         self.context_weight = w
+        exps = base.experiments
+        if exps != self.experiments:
+            log.info("experiments: %s", ", ".join(f"{e.name} ({', '.join(v.name for v in e.variants)})" for e in exps) or "none")
+            self.experiments = exps
 
 
 _DEFAULT_SHARED = SharedSettings()
@@ -238,7 +249,8 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
 
     connecting = asyncio.create_task(connect())
     if cfg.impressions:
-        st.impressions = Impressions(cfg.impression_queue, lambda: st.nc, st.metrics.impressions)
+        st.impressions = Impressions(cfg.impression_queue, lambda: st.js if st.nc is not None and st.nc.is_connected else None,
+                                     st.metrics.impressions, cfg.publish_timeout)
     st.mirror_task = asyncio.create_task(mirror())
     tasks = [connecting, st.mirror_task, asyncio.create_task(registry())]
     if st.impressions is not None:

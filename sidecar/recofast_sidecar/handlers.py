@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -46,6 +47,8 @@ from recofast_sidecar.params import (
 )
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.codec import CodecError, ListView
+from recofast_sidecar.protocol.experiments import Experiment, Variant
+from recofast_sidecar.protocol.feedback import Impression, source_of
 from recofast_sidecar.protocol.names import (
     DLQ_REASON_HEADER,
     DLQ_SOURCE_HEADER,
@@ -94,26 +97,39 @@ def _fallback(st: State) -> list[Candidate]:
 _ENCODE = msgspec.json.Encoder().encode
 
 
-def _answer_list(st: State, endpoint: str, source: str, model_version: int, items: list[Candidate], **whose: str) -> web.Response:
+def _answer_list(st: State, endpoint: str, source: str, model_version: int, items: list[Candidate], *,
+                 who: str | None = None, assigned: tuple[Experiment, Variant] | None = None,
+                 explore: float = 0.0, explored: bool = False, **whose: str) -> web.Response:
     """The list answer (:class:`~recofast_sidecar.openapi.RankedList`) with a new ``rec_id``;
-    its impression is queued, and the items counted as exposed."""
+    its impression is queued (with whose list it is, the experiment variant, and the
+    exploration rate and draw), and the items counted as exposed."""
     rec_id = uuid.uuid4().hex
     ids = [c.item for c in items]
     if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
         st.exposure.clear()
     st.exposure.update(ids)
     st.metrics.lists(endpoint, source)
+    exp, var = assigned if assigned is not None else (None, None)
     if ids and st.impressions is not None:
-        key = "user" if endpoint == "recommendations" else "item" if endpoint == "similar" else "segment"
-        st.impressions.put(
-            {"v": 1, "rec_id": rec_id, "kind": endpoint, key: whose[key], "items": ids, "source": source,
-             "model_version": model_version, "ts": int(time.time() * 1000)},
-        )
+        st.impressions.put(Impression(
+            rec_id=rec_id, ts=int(time.time() * 1000), endpoint=endpoint, source=source, items=ids,  # type: ignore[arg-type]
+            sources=[source_of(c.reason) for c in items], user=who, item=whose.get("item"), segment=whose.get("segment"),
+            model_version=model_version, experiment=exp.name if exp is not None else None,
+            variant=var.name if var is not None else None, explore=explore, explored=explored,
+        ))
     body = RankedList(
         **whose, rec_id=rec_id, model_version=model_version, source=source,  # type: ignore[arg-type]
         items=[Scored(c.item, _finite(c.score), c.reason) for c in items],
+        experiment=exp.name if exp is not None else None, variant=var.name if var is not None else None,
     )
     return web.Response(body=_ENCODE(body), content_type="application/json", charset="utf-8")
+
+
+def _with_variant(flt: Filters, v: Variant) -> Filters:
+    cats = v.serving.exclude_categories
+    if not cats:
+        return flt
+    return dataclasses.replace(flt, exclude_categories=flt.exclude_categories | {c.casefold() for c in cats})
 
 
 async def recommendations(request: web.Request) -> web.Response:
@@ -130,10 +146,21 @@ async def recommendations(request: web.Request) -> web.Response:
 
     store = st.store
     with store.request():
-        personal = store.user_list(user)
+        w, clock = st.serving()
+        # The user's experiment variant sets its serving options over the request's.
+        assigned = st.variant(user)
+        popular_only = False
+        if assigned is not None:
+            sv = assigned[1].serving
+            diversity = sv.diversity if sv.diversity is not None else diversity
+            explore = sv.explore if sv.explore is not None else explore
+            w = sv.context_weight if sv.context_weight is not None else w
+            k = min(k, sv.top_n) if sv.top_n is not None else k
+            flt = _with_variant(flt, assigned[1])
+            popular_only = assigned[1].popular
+        personal = None if popular_only else store.user_list(user)
         segs = ctx.segments()
         # Context re-rank of the personal list by the affinities the engine exported.
-        w, clock = st.serving()
         affs = store.affinities(ctx.keys(clock.now())) if w and personal is not None and len(personal) > 1 else []
 
         # Diversity looks a little beyond k, so it has something to choose from; so does the
@@ -156,7 +183,10 @@ async def recommendations(request: web.Request) -> web.Response:
         ok, meta, first = store.select(sources(), flt, want)
         source = first or "fallback"
         chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
-        if explore > 0 and st.rng.random() < explore:
+        # The exploration draw is logged with its rate (the list's propensity), so another
+        # rate can be evaluated from the logs.
+        explored = explore > 0 and st.rng.random() < explore
+        if explored:
             # The slot goes to a new item (the engine's fresh list); to a trending one when no
             # new item is left to show.
             have = {c.item for c in chosen}
@@ -167,7 +197,14 @@ async def recommendations(request: web.Request) -> web.Response:
                 pool, _, _ = store.select(trending, flt, 1000)
             chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
         version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
-    return _answer_list(st, "recommendations", source, version, chosen, user=user)
+    return _answer_list(st, "recommendations", source, version, chosen, who=user, assigned=assigned,
+                        explore=explore, explored=explored, user=user)
+
+
+def _asker(request: web.Request) -> str | None:
+    """``?user=``: who asked for a list of another endpoint (so it can be attributed)."""
+    raw = request.query.get("user")
+    return ident(raw, "user id") if raw is not None else None
 
 
 async def similar(request: web.Request) -> web.Response:
@@ -194,7 +231,7 @@ async def similar(request: web.Request) -> web.Response:
         chosen, _, first = store.select(sources(), flt, k)
         source = first or ("popular" if store.available else "fallback")
         version = neighbours.model_version if source == "similar" and neighbours is not None else store.meta_version()
-    return _answer_list(st, "similar", source, version, chosen, item=item)
+    return _answer_list(st, "similar", source, version, chosen, who=_asker(request), item=item)
 
 
 async def popular(request: web.Request) -> web.Response:
@@ -208,7 +245,7 @@ async def popular(request: web.Request) -> web.Response:
         chosen, _, first = st.store.select([("popular", _cands(rec, f"{kind} in {seg}")), ("fallback", _fallback(st))], flt, k)
     source = first or "fallback"
     version = rec.model_version if rec is not None else 0
-    return _answer_list(st, "popular", source, version, chosen, segment=seg, kind=kind)
+    return _answer_list(st, "popular", source, version, chosen, who=_asker(request), segment=seg, kind=kind)
 
 
 # -- events -----------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ class RankedList(msgspec.Struct, kw_only=True, omit_defaults=True):
     model_version: int
     source: Literal["personal", "segment", "popular", "similar", "fallback"]
     items: list[Scored]
+    experiment: str | None = None
+    """The experiment the user is in (``/v1/recommendations``; absent when none)."""
+    variant: str | None = None
+    """The user's variant in it: the list was served with that variant's options."""
 
 
 class Error(msgspec.Struct):
@@ -139,6 +143,8 @@ def openapi_document() -> dict[str, Any]:
         _q("intent", {"type": "string", "maxLength": 128}, "session intent, e.g. search words (context)"),
     ]
 
+    asker = _q("user", {"type": "string", "maxLength": 512}, "who asks (attributes clicks and purchases from this list to the user)")
+
     def get(summary: str, params: list[dict[str, Any]], resp: dict[str, Any]) -> dict[str, Any]:
         return {"get": {"summary": summary, "parameters": params, "responses": {"200": resp, "400": err}}}
 
@@ -154,6 +160,7 @@ def openapi_document() -> dict[str, Any]:
             *filters,
             _q("diversity", {"type": "number", "minimum": 0, "maximum": 1}, "MMR weight over categories"),
             _q("explore", {"type": "number", "minimum": 0, "maximum": 1}, "probability of one exploration slot"),
+            # An experiment's variant overrides diversity, explore, the context weight and k.
             _q("token", {"type": "string"}, "HMAC user token (or an Authorization: Bearer header)"),
         ],
         lst,
@@ -167,7 +174,7 @@ def openapi_document() -> dict[str, Any]:
             PATH_RECOMMENDATIONS: rec,
             PATH_SIMILAR: get(
                 "Items similar to an item (the neighbours the engine exports), filled from the segment's popular list",
-                [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *context, *filters],
+                [{"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}, k, *context, *filters, asker],
                 lst,
             ),
             PATH_POPULAR: get(
@@ -177,6 +184,7 @@ def openapi_document() -> dict[str, Any]:
                     _q("segment", {"type": "string", "default": "all"}, "e.g. country=GB or all"),
                     _q("kind", {"type": "string", "enum": ["popular", "trending"], "default": "popular"}, "list kind"),
                     *filters,
+                    asker,
                 ],
                 lst,
             ),

@@ -46,6 +46,8 @@ class Filters:
     min_price: float | None = None
     max_price: float | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
+    exclude_categories: frozenset[str] = field(default_factory=frozenset)
+    """Categories (case-folded) whose items are removed; an item of unknown category stays."""
 
     @property
     def needs_price(self) -> bool:
@@ -57,6 +59,8 @@ def passes(item: str, rec: ItemRecord | None, f: Filters) -> bool:
     if item in f.exclude:
         return False
     if rec is not None and rec.in_stock is False:
+        return False
+    if f.exclude_categories and rec is not None and rec.category.casefold() in f.exclude_categories:
         return False
     if f.category is not None and (rec is None or rec.category.casefold() != f.category.casefold()):
         return False
