@@ -141,4 +141,6 @@ def test_config_layers(tmp_path):
 
 def test_the_repository_recofast_toml_is_the_default_configuration():
     root = Path(__file__).resolve().parents[1]
-    assert load_config(root / "recofast.toml", env={}) == load_config(None, env={})
+    got = load_config(root / "recofast.toml", env={})
+    assert got.config_file == str(root / "recofast.toml")
+    assert got.replace(config_file="") == load_config(None, env={})

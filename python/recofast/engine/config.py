@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import msgspec
+from recofast_sidecar.protocol.experiments import Experiment
+from recofast_sidecar.protocol.experiments import check as check_experiments
+from recofast_sidecar.protocol.experiments import load as load_experiments
 from recofast_sidecar.protocol.settings import ConfigError, load
 from recofast_sidecar.protocol.settings import replace as _replace
 
@@ -69,8 +73,28 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     weather_table: dict[str, str] = {}
     weather_url: str = ""
     weather_ttl: float = 600.0
+    # the closed loop: attribution and online metrics (see recofast.engine.attribution)
+    attribution: bool = True
+    loop_db: str = ""
+    click_window: Annotated[float, msgspec.Meta(ge=0.0)] = 1800.0
+    cart_window: Annotated[float, msgspec.Meta(ge=0.0)] = 1800.0
+    purchase_window: Annotated[float, msgspec.Meta(ge=0.0)] = 86400.0
+    attribution_grace: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
+    loop_keep_hours: Annotated[float, msgspec.Meta(gt=0.0)] = 48.0
+    loop_max_impressions: Annotated[int, msgspec.Meta(ge=1000)] = 5_000_000
+    loop_keep_days: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
+    impressions_max_age: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 86400.0
+    impressions_max_bytes: int = 1 << 30
+    # experiments: the [[experiments]] of the configuration file (re-read when it changes)
+    experiments: tuple[Experiment, ...] = ()
+    config_file: str = ""
     # options of recofast.Recommender
     model: dict[str, Any] = msgspec.field(default_factory=lambda: {"dim": 64})
+
+    def __post_init__(self) -> None:
+        check_experiments(self.experiments)
+        if self.loop_keep_hours * 3600 < max(self.click_window, self.cart_window, self.purchase_window):
+            raise ConfigError("option `loop_keep_hours`: impressions must be kept at least as long as the longest attribution window")
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with ``changes``, validated like a loaded configuration."""
@@ -86,8 +110,13 @@ def load_config(
     a TOML file, then ``RECOFAST_<OPTION>`` (``RECOFAST_MODEL__<OPTION>`` for model
     options) from ``env``, then ``overrides`` (None values are ignored); the layered loader
     of :mod:`recofast_sidecar.protocol.settings`. Raises :class:`ConfigError` (a
-    ``ValueError``) naming the option it cannot take."""
-    return load(EngineConfig, table="engine", env_prefix=ENV_PREFIX, path=path, env=env, overrides=overrides)
+    ``ValueError``) naming the option it cannot take. The file's top-level
+    ``[[experiments]]`` become the option ``experiments``, and the file is remembered as
+    ``config_file`` (the engine re-reads its experiments when it changes)."""
+    extra: dict[str, Any] = {}
+    if path is not None and Path(path).exists():
+        extra = {"experiments": load_experiments(path), "config_file": str(path)}
+    return load(EngineConfig, table="engine", env_prefix=ENV_PREFIX, path=path, env=env, overrides={**extra, **(overrides or {})})
 
 
-__all__ = ["ENV_PREFIX", "ConfigError", "EngineConfig", "load_config"]
+__all__ = ["ENV_PREFIX", "ConfigError", "EngineConfig", "load_config", "load_experiments"]

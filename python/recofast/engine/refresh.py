@@ -71,7 +71,7 @@ class Refresher:
         n = len(self.users)
         if pos < n:
             part = [u for u in self.users[pos : pos + self.e.cfg.refresh_chunk] if u in self.e.users]
-            lists = self.e.model.recommend_many(part, k=self.e.cfg.top_n) if part else []
+            lists = self.e.recommend_lists(part) if part else []
             stamp = time.time()
             self.e.commit(codec.Commit(user_lists={u: codec.list_record(p, self.e.model_version, stamp) for u, p in zip(part, lists)}))
             self.e.metrics.list_writes.inc(len(part))

@@ -58,6 +58,8 @@ from recofast_sidecar.protocol.names import (
     FORGOTTEN_SUBJECT,
     STREAM,
 )
+from recofast_sidecar.protocol.experiments import assign, weights_key
+from recofast_sidecar.protocol.experiments import load as load_experiments
 from recofast_sidecar.protocol.settings import SharedSettings
 
 from recofast.engine.aggregates import Dedupe, Popularity
@@ -71,6 +73,7 @@ from recofast.engine.enrich import (
     context_columns,
 )
 from recofast.engine.erasure import Tombstones, decode_forget, encode_forget
+from recofast.engine.loop import Loop
 from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
 from recofast.engine.mirror import ListMirror
 from recofast.engine.refresh import Refresher
@@ -173,6 +176,10 @@ class Engine:
         self._shared: SharedSettings | None = None
         self.metrics = EngineMetrics(lambda: self.counters)
         self.refresher = Refresher(self)
+        self.experiments = cfg.experiments
+        self.loop: Loop | None = None
+        self._config_mtime = self._mtime()
+        self._next_config = 0.0
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -224,9 +231,57 @@ class Engine:
         """What the edges take from the engine, written into every meta record: the shop's
         time zone and the model's context weight (``w_ctx``)."""
         w = float(self.model.options().get("w_ctx", SharedSettings().context_weight))
-        if self._shared is None or self._shared.context_weight != w:
-            self._shared = SharedSettings(timezone=self.cfg.timezone, context_weight=w)
+        if self._shared is None or self._shared.context_weight != w or self._shared.experiments != self.experiments:
+            self._shared = SharedSettings(timezone=self.cfg.timezone, context_weight=w, experiments=self.experiments)
         return self._shared
+
+    def recommend_lists(self, users: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """The top-N lists of ``users``, each scored with the weights of the user's
+        experiment variant (the model's own weights for users in none)."""
+        if not self.experiments:
+            return self.model.recommend_many(users, k=self.cfg.top_n)
+        groups: dict[tuple[tuple[str, float], ...], list[int]] = {}
+        for i, u in enumerate(users):
+            a = assign(self.experiments, u)
+            groups.setdefault(weights_key(a[1] if a is not None else None), []).append(i)
+        out: list[list[tuple[str, float]]] = [[] for _ in users]
+        for key, idx in groups.items():
+            part = [users[i] for i in idx]
+            got = self.model.recommend_many(part, k=self.cfg.top_n, weights=dict(key)) if key else self.model.recommend_many(part, k=self.cfg.top_n)
+            for i, lst in zip(idx, got):
+                out[i] = lst
+        return out
+
+    # -- experiments ------------------------------------------------------------------------
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.cfg.config_file).st_mtime if self.cfg.config_file else None
+        except OSError:
+            return None
+
+    def reload_experiments(self) -> bool:
+        """Reads the experiments of ``config_file`` again when the file has changed (an
+        invalid file is logged and the running experiments stay); True when they changed.
+        The edges follow through the meta record, without a restart."""
+        m = self._mtime()
+        if m is None or m == self._config_mtime:
+            return False
+        self._config_mtime = m
+        try:
+            exps = load_experiments(self.cfg.config_file)
+        except ValueError as e:
+            log.error("experiments not changed: %s", e)
+            return False
+        if exps == self.experiments:
+            return False
+        self.experiments = exps
+        log.info("experiments now: %s", ", ".join(e.name for e in exps) or "none")
+        assert self.writer is not None
+        self.commit(codec.Commit(meta=codec.MetaRecord(self.model_version, self.applied_seq, time.time(), self.shared_settings())))
+        # Lists are rewritten with the new variants' scoring in the next refresh round.
+        self._next_periodic = 0.0
+        return True
 
     def _state_bytes(self) -> bytes:
         return msgspec.msgpack.encode({"format": STATE_FORMAT, "dedupe": self.dedupe.dump(), "popularity": self.popularity.dump()})
@@ -360,7 +415,7 @@ class Engine:
             if forgets:
                 self.model.forget(forgets)
             touched = [u for u in dict.fromkeys(b.users) if u not in forgets]
-            lists = self.model.recommend_many(touched, k=self.cfg.top_n) if touched else []
+            lists = self.recommend_lists(touched) if touched else []
             t2 = time.perf_counter()
             stamp = time.time()
             commit = codec.Commit(
@@ -564,6 +619,9 @@ class Engine:
         logged and counted, and the engine goes on."""
         now = time.monotonic()
         try:
+            if self.cfg.config_file and now >= self._next_config:
+                self._next_config = now + 1.0
+                await asyncio.to_thread(self.reload_experiments)
             if now >= self._next_segments:
                 self._next_segments = now + self.cfg.segment_seconds
                 if self.popularity.dirty:
@@ -672,6 +730,10 @@ class Engine:
 
         await register_versions(self.js, self.accepted)
         await self._bind_consumer()
+        if self.cfg.attribution:
+            self.loop = Loop(self.cfg, self.accepted)
+            await self.loop.start(self.js)
+            self.metrics.registry.register(self.loop.collector)
         if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
             await self.enricher.weather_provider.start()
         self._next_periodic = time.monotonic() + self.cfg.refresh_seconds
@@ -688,6 +750,12 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - the stream still holds what is not in a checkpoint
                     log.error("final checkpoint failed (%s); the next start replays from the previous one", e)
         finally:
+            if self.loop is not None:
+                try:
+                    await self.loop.stop()
+                except Exception as e:  # noqa: BLE001 - what it had not committed is counted after the restart
+                    log.warning("stopping the closed loop: %s", e)
+                self.loop = None
             if self.mirror is not None:
                 await self.mirror.stop()
             if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
@@ -740,7 +808,7 @@ def create_app(engine: Engine):  # noqa: ANN201
     """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming) and
     Prometheus ``/metrics``."""
     from aiohttp import web
-    from recofast_sidecar.protocol.names import PATH_HEALTHZ, PATH_METRICS
+    from recofast_sidecar.protocol.names import PATH_HEALTHZ, PATH_LOOP, PATH_METRICS
 
     key = web.AppKey("engine", Engine)
 
@@ -748,16 +816,54 @@ def create_app(engine: Engine):  # noqa: ANN201
         e = request.app[key]
         ok, status = e.health()
         body = {"status": status, "pending": e.pending, **e.snapshot_counts()}
+        if e.loop is not None:
+            body["loop"] = e.loop.problem or "ok"
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=request.app[key].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    async def loop_json(request: web.Request) -> web.Response:
+        e = request.app[key]
+        if e.loop is None:
+            return web.json_response({"error": "attribution is off (option attribution)", "status": 404}, status=404)
+        q = request.query
+        try:
+            minutes = float(q["minutes"]) if "minutes" in q else None
+            if minutes is not None and not (0 < minutes < 1e7):
+                raise ValueError("`minutes` must be positive")
+            by = [d for d in q.get("by", "endpoint,source").split(",") if d]
+            ips = [float(x) for x in q.getall("ips", [])]
+            if any(not 0.0 <= x <= 1.0 for x in ips) or len(ips) > 10:
+                raise ValueError("`ips` takes up to 10 exploration rates between 0 and 1")
+        except ValueError as err:
+            return web.json_response({"error": str(err), "status": 400}, status=400)
+        try:
+            body = await asyncio.to_thread(_loop_report, e, by, minutes, ips)
+        except ValueError as err:
+            return web.json_response({"error": str(err), "status": 400}, status=400)
+        return web.json_response(body)
+
     app = web.Application()
     app[key] = engine
     app.router.add_get(PATH_HEALTHZ, healthz)
     app.router.add_get(PATH_METRICS, metrics)
+    app.router.add_get(PATH_LOOP, loop_json)
     return app
+
+
+def _loop_report(e: Engine, by: list[str], minutes: float | None, ips: list[float]) -> dict[str, Any]:
+    from recofast.engine import report
+    from recofast.engine.attribution import connect_readonly
+
+    db = connect_readonly(e.loop.store.path)  # type: ignore[union-attr]
+    try:
+        out = report.loop_report(db, e.experiments, by, minutes)
+        if ips:
+            out["ips"] = [report.ips_report(db, t, hours=None if minutes is None else minutes / 60) for t in ips]
+        return out
+    finally:
+        db.close()
 
 
 async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, int]:

@@ -23,6 +23,8 @@ from recofast_sidecar.protocol.names import (
     DLQ_STREAM,
     DLQ_SUBJECT,
     EVENTS_SUBJECTS,
+    IMPRESSIONS_STREAM,
+    IMPRESSIONS_SUBJECT,
     MSG_ID_HEADER,
     SCHEMA_BUCKET,
     SCHEMA_KEY_PREFIX,
@@ -99,7 +101,8 @@ async def registry_versions(url: str) -> tuple[int, ...]:
         await nc.drain()
         return versions
 async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
-    """Creates the event stream (and the DLQ stream) if missing; checks an existing one."""
+    """Creates the event stream, the DLQ stream and the impressions stream if missing;
+    checks an existing event stream."""
     cfg = EngineConfig() if cfg is None else cfg
     from nats.js import api
     from nats.js.errors import NotFoundError
@@ -125,6 +128,51 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
         await js.stream_info(DLQ_STREAM)
     except NotFoundError:
         await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
+    imps = api.StreamConfig(
+        name=IMPRESSIONS_STREAM,
+        subjects=[IMPRESSIONS_SUBJECT],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=cfg.duplicate_window,
+        max_age=cfg.impressions_max_age,
+        max_bytes=cfg.impressions_max_bytes,
+        discard=api.DiscardPolicy.OLD,
+    )
+    try:
+        info = await js.stream_info(IMPRESSIONS_STREAM)
+        if (info.config.max_age, info.config.max_bytes) != (imps.max_age, imps.max_bytes):
+            await js.update_stream(info.config.evolve(max_age=imps.max_age, max_bytes=imps.max_bytes))
+    except NotFoundError:
+        await js.add_stream(imps)
+
+
+async def bind_durable(js, stream: str, durable: str, after_seq: int):  # noqa: ANN001, ANN201
+    """(Re)creates a durable pull consumer of ``stream`` that starts right after
+    ``after_seq`` (ack policy *all*) and returns the subscription bound to it. Used by the
+    closed loop, whose position lives in its own database."""
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.delete_consumer(stream, durable)
+    except NotFoundError:
+        pass
+    info = await js.stream_info(stream)
+    start = after_seq + 1
+    if info.state.first_seq and start < info.state.first_seq:
+        if after_seq and info.state.messages:
+            log.warning("%s starts at seq %d, after the loop's %d: what is in between is not counted", stream, info.state.first_seq, start)
+        start = info.state.first_seq
+    await js.add_consumer(stream, api.ConsumerConfig(
+        durable_name=durable,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1),
+        ack_policy=api.AckPolicy.ALL,
+        ack_wait=60.0,
+        max_ack_pending=-1,
+        max_waiting=16,
+    ))
+    return await js.pull_subscribe_bind(durable=durable, stream=stream)
 
 
 async def bind_consumer(js, applied_seq: int):  # noqa: ANN001, ANN201
@@ -170,4 +218,4 @@ async def publish_dlq(js, dlq: list[tuple[int, int, str, bytes]]) -> None:  # no
             log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
 
 
-__all__ = ["bind_consumer", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions"]
+__all__ = ["bind_consumer", "bind_durable", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions"]
