@@ -11,15 +11,29 @@ K      ?= 20
 MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
 OUT    ?= runs
 
-.PHONY: setup up eval eval-context test test-rust test-python bench clean
+.PHONY: setup system-packages up eval eval-context test test-rust test-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Builds the Rust extension (release) and installs recofast with its dev extras.
-setup: $(BIN)/python
+# Builds the Rust extension (release) and installs recofast with its dev extras, and the
+# Debian packages tests and benchmarks use (a headless Chromium for the browser tests, wrk
+# for the HTTP benchmarks) where apt-get can install them (as root); otherwise those tests
+# skip and say why.
+setup: $(BIN)/python system-packages
 	$(BIN)/python -m pip install --quiet -e ./sidecar -e '.[dev]'
+
+DEBS ?= chromium wrk
+system-packages:
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null) \
+	      || echo "could not install$$missing; the tests that need them skip"; \
+	  else echo "not installed:$$missing (not root, or no apt-get); the tests that need them skip"; fi; \
+	fi
 
 # The main job: the whole stack (embedded NATS, engine, sidecar on :8080) fed generated
 # shop traffic; Ctrl-C stops it. PORT=... and RATE=... change the defaults.
