@@ -224,3 +224,78 @@ def test_latency_near_2000_rps_while_the_engine_writes(benchmark, record_rate, t
     benchmark.extra_info.update(res)
     record_rate("sidecar HTTP, paced, engine writing", "sidecar personal", res["req_per_s"], "req/s")
     print(f"\npaced with the engine writing: {res['req_per_s']:,.0f} req/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms")
+
+
+def test_throughput_with_attribution_and_an_experiment(benchmark, record_rate, store, tmp_path):
+    """The cost of the closed loop at the edge: the same requests against a sidecar that logs
+    nothing and serves no experiment, and against one that publishes every impression to the
+    JetStream stream of a real nats-server and serves a three-variant experiment (recofast,
+    no context re-rank, the popular control), alternated over four rounds."""
+    import asyncio
+
+    import nats
+    from recofast.engine.natsserver import NatsServer
+    from recofast.engine.streams import ensure_streams
+    from recofast_sidecar.protocol.experiments import Experiment, Serving, Variant
+    from recofast_sidecar.protocol.names import IMPRESSIONS_STREAM
+    from recofast_sidecar.protocol.settings import SharedSettings
+
+    with_exp = tmp_path / "lmdb-exp"
+    shutil.copytree(store, with_exp)
+    exp = Experiment(name="bench", variants=(
+        Variant(name="recofast", share=0.45),
+        Variant(name="no-context", share=0.45, serving=Serving(context_weight=0.0), scoring={"w_ctx": 0.0}),
+        Variant(name="popular", share=0.1, popular=True),
+    ))
+    with liststore.ListWriter(with_exp, map_size=1 << 30, sync=False) as w:
+        w.commit(codec.Commit(meta=codec.MetaRecord(model_version=1, last_seq=0, time=0.0, shared=SharedSettings(experiments=(exp,)))))
+    server = NatsServer(tmp_path / "nats", port=-1)
+    url = server.start()
+
+    async def streams() -> int:
+        async with await nats.connect(url) as nc:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            return (await js.stream_info(IMPRESSIONS_STREAM)).state.messages
+
+    asyncio.run(streams())
+    path = "/v1/recommendations/u%d?k=10"
+    cmds = {
+        "sidecar personal, no loop": [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--no-impressions"],
+        "sidecar personal, attribution + experiment": [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", str(with_exp),
+                                                       "--nats", url],
+    }
+    got: dict[str, list[float]] = {k: [] for k in cmds}
+
+    def run() -> None:
+        for _ in range(2):
+            for name, cmd in cmds.items():
+                port = _port()
+                proc = _serve([*cmd, "--port", str(port), "--log-level", "WARNING"], port, tmp_path / "server.log")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path % 3}", timeout=5) as r:
+                        body = json.loads(r.read())
+                    assert len(body["items"]) == 10 and ("variant" in body) == ("experiment" in name)
+                    got[name].append(_wrk(f"http://127.0.0.1:{port}{path}", tmp_path)["req_per_s"])
+                    if "experiment" in name:
+                        time.sleep(1.0)  # the queue drains
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                            m = r.read().decode()
+                        dropped = re.search(r"^recofast_sidecar_impressions_dropped_total ([\d.e+]+)", m, re.M)
+                        assert dropped is None or float(dropped.group(1)) == 0.0, "impressions were dropped"
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+
+    try:
+        benchmark.pedantic(run, rounds=1, iterations=1)
+        stored = asyncio.run(streams())
+    finally:
+        server.stop()
+    assert stored > 0
+    means = {k: float(np.mean(v)) for k, v in got.items()}
+    ratio = means["sidecar personal, attribution + experiment"] / means["sidecar personal, no loop"]
+    benchmark.extra_info.update({**{f"{k} req/s": v for k, v in means.items()}, "ratio": ratio, "impression messages": stored})
+    for k, v in means.items():
+        record_rate("sidecar HTTP, closed loop (wrk -t2 -c16)", k, v, "req/s")
+    print(f"\nattribution + experiment / none: {ratio:.3f} ({means}); {stored} impression messages stored")
