@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 
@@ -156,3 +157,42 @@ def test_forget_removes_the_users_rows(tmp_path):
     assert store.db.execute("SELECT count(*) FROM units").fetchone()[0] == 0
     assert store.totals()[0][1]["lists"] == 1  # the aggregates keep no user
     store.close()
+
+
+EXPERIMENTS = """
+[[experiments]]
+name = "{name}"
+[[experiments.variants]]
+name = "recofast"
+[[experiments.variants]]
+name = "heavy-pop"
+scoring = {{ w_pop = 20.0 }}
+[[experiments.variants]]
+name = "popular"
+popular = true
+"""
+
+
+async def test_experiments_are_re_read_when_the_file_changes_and_reach_the_meta_record(tmp_path, nats_url, engine_config, running_engine, caplog):
+    from recofast.engine.config import load_config
+
+    toml = tmp_path / "recofast.toml"
+    toml.write_text(EXPERIMENTS.format(name="first"))
+    base = engine_config(tmp_path, nats_url)
+    cfg = base.replace(experiments=load_config(toml, env={}).experiments, config_file=str(toml))
+    async with running_engine(cfg) as engine:
+        def shared():  # noqa: ANN202
+            return engine.reader.meta().shared
+
+        assert [e.name for e in engine.experiments] == ["first"]
+        engine.checkpoint()
+        assert [v.name for v in shared().experiments[0].variants] == ["recofast", "heavy-pop", "popular"]
+        toml.write_text(EXPERIMENTS.format(name="second"))
+        os.utime(toml, (time.time() + 5, time.time() + 5))
+        await asyncio.wait_for(_until(lambda: shared().experiments and shared().experiments[0].name == "second"), 10)
+        # A broken file leaves the running experiments as they are, and says why.
+        toml.write_text(EXPERIMENTS.format(name="third").replace("w_pop", "w_nonsense"))
+        os.utime(toml, (time.time() + 10, time.time() + 10))
+        with caplog.at_level("ERROR", logger="recofast.engine"):
+            await asyncio.wait_for(_until(lambda: "experiments not changed" in caplog.text), 10)
+        assert "w_nonsense" in caplog.text and [e.name for e in engine.experiments] == ["second"]

@@ -18,7 +18,7 @@ from recofast.engine.streams import ensure_streams
 from recofast_sidecar.config import SidecarConfig
 from recofast_sidecar.protocol.names import EVENTS_SUBJECTS, STREAM
 
-from test_sidecar import get_json, sidecar, store  # noqa: F401 - the fixture
+from test_sidecar import get_json, sidecar, write_store
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,6 +41,12 @@ PAGE = """<!doctype html><html><body>
   recofast.track("view", "u1", "elsewhere");
   document.body.setAttribute("data-done", sessionStorage.getItem("recofast.rec"));
 </script></body></html>"""
+
+
+@pytest.fixture
+def store(tmp_path):  # noqa: ANN001, ANN201
+    write_store(tmp_path / "lmdb")
+    return str(tmp_path / "lmdb")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (make setup installs the Debian package chromium)")
