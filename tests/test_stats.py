@@ -1,0 +1,301 @@
+"""The experiment statistics: delta-method ratios and the always-valid comparison (its
+error rate under peeking, its power, its one-line summary). Every simulation has a fixed
+seed."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import numpy as np
+import pytest
+from recofast.engine import stats
+from recofast.engine.stats import (
+    TAU_REL,
+    Z95,
+    Comparison,
+    UnitSums,
+    always_valid_interval,
+    always_valid_p,
+    compare,
+    interval95,
+    ratio,
+)
+
+FIELDS = ("n", "s", "c", "ss", "cc", "cs")
+
+
+def users(rng: np.random.Generator, shape: tuple[int, ...], rate: float = 0.05, conc: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user items shown (1 + Poisson(3)) and clicks; each user has their own click rate
+    (Beta with mean ``rate``; small ``conc`` = very different users), so clicks cluster by
+    user and a binomial variance over the impressions is too small."""
+    s = 1 + rng.poisson(3.0, shape)
+    p = rng.beta(rate * conc, (1 - rate) * conc, shape)
+    return s.astype(np.float64), rng.binomial(s, p).astype(np.float64)
+
+
+def sums_last_axis(s: np.ndarray, c: np.ndarray) -> UnitSums:
+    """UnitSums with array fields: the users along the last axis summed."""
+    n = np.full(s.shape[:-1], s.shape[-1])
+    return UnitSums(n, s.sum(-1), c.sum(-1), (s * s).sum(-1), (c * c).sum(-1), (c * s).sum(-1))
+
+
+def cumulative_looks(s: np.ndarray, c: np.ndarray) -> UnitSums:
+    """``s``, ``c`` of shape (experiments, looks, users per look): the sums at every look."""
+    return UnitSums(*(np.cumsum(getattr(sums_last_axis(s, c), f), axis=1) for f in FIELDS))
+
+
+def at(us: UnitSums, *index: int) -> UnitSums:
+    return UnitSums(*(getattr(us, f)[index].item() for f in FIELDS))
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(stats, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted >= 20
+
+
+# -- ratio metrics --------------------------------------------------------------------------
+
+
+def test_sums_accumulate_and_merge() -> None:
+    rng = np.random.default_rng(0)
+    s, c = users(rng, (300,))
+    one = UnitSums()
+    for si, ci in zip(s, c):
+        one.add(si, ci)
+    half = UnitSums()
+    half.add_many(s[:120], c[:120])
+    rest = UnitSums()
+    rest.add_many(s[120:], c[120:])
+    both = half.merge(rest)
+    assert half.n == 120 and both.n == one.n == 300
+    for f in FIELDS:
+        assert getattr(both, f) == pytest.approx(getattr(one, f), rel=1e-12)
+    assert both.cs == pytest.approx(float(s @ c))
+    with pytest.raises(ValueError, match="one entry per user"):
+        UnitSums().add_many([1, 2], [1])
+
+
+def test_delta_variance_equals_the_per_user_formula() -> None:
+    rng = np.random.default_rng(1)
+    s, c = users(rng, (500,))
+    us = UnitSums()
+    us.add_many(s, c)
+    r = c.sum() / s.sum()
+    brute = np.var(c - r * s, ddof=1) / (len(s) * s.mean() ** 2)
+    est = ratio(us)
+    assert est.value == pytest.approx(r, rel=1e-12)
+    assert est.var == pytest.approx(brute, rel=1e-9)
+    lo, hi = interval95(est)
+    assert hi - est.value == pytest.approx(Z95 * math.sqrt(brute), rel=1e-9)
+    assert est.value - lo == pytest.approx(hi - est.value)
+
+
+def test_delta_variance_agrees_with_the_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    s, c = users(rng, (2000,))
+    us = UnitSums()
+    us.add_many(s, c)
+    idx = rng.integers(0, len(s), (4000, len(s)))
+    boot = c[idx].sum(1) / s[idx].sum(1)
+    assert ratio(us).var == pytest.approx(boot.var(ddof=1), rel=0.08)
+
+
+def test_interval95_covers_the_true_rate_about_95_percent() -> None:
+    # 2000 experiments of 1000 users, true rate 0.05; sd of the coverage about 0.005.
+    rng = np.random.default_rng(3)
+    s, c = users(rng, (2000, 1000))
+    est = ratio(sums_last_axis(s, c))
+    lo, hi = interval95(est)
+    coverage = float(((lo <= 0.05) & (0.05 <= hi)).mean())
+    assert 0.935 <= coverage <= 0.965
+    # Treating the impressions as independent (binomial) ignores that clicks cluster by user.
+    naive = Z95 * np.sqrt(est.value * (1 - est.value) / s.sum(1))
+    assert float((np.abs(est.value - 0.05) <= naive).mean()) < 0.90
+
+
+def test_ratio_degenerate_cases() -> None:
+    assert math.isnan(ratio(UnitSums()).value)
+    one = UnitSums()
+    one.add(10, 2)
+    assert ratio(one).value == 0.2 and ratio(one).var == math.inf
+    assert interval95(ratio(one)) == (-math.inf, math.inf)
+    nothing_shown = UnitSums(n=5)
+    assert math.isnan(ratio(nothing_shown).value) and ratio(nothing_shown).var == math.inf
+    alike = UnitSums()
+    alike.add_many([10, 20, 30], [1, 2, 3])  # every user at the same rate
+    assert ratio(alike).value == pytest.approx(0.1) and ratio(alike).var == 0.0
+
+
+# -- always-valid comparison ----------------------------------------------------------------
+
+LOOKS, PER_LOOK = 200, 25  # 200 looks, 25 new users per variant before each
+
+
+@pytest.fixture(scope="module")
+def aa() -> tuple[UnitSums, UnitSums]:
+    """500 A/A experiments (no difference), the sums of both variants at each of 200 looks."""
+    rng = np.random.default_rng(4)
+    shape = (500, LOOKS, PER_LOOK)
+    return cumulative_looks(*users(rng, shape)), cumulative_looks(*users(rng, shape))
+
+
+def decisions(a: UnitSums, b: UnitSums, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The always-valid decision and the fixed-horizon z-test's at every look (vectorised,
+    with compare's default tau)."""
+    ea, eb = ratio(a), ratio(b)
+    diff, var = eb.value - ea.value, ea.var + eb.var
+    lo, hi = always_valid_interval(diff, var, TAU_REL * np.abs(ea.value), alpha)
+    return (lo > 0) | (hi < 0), np.abs(diff) > Z95 * np.sqrt(var)
+
+
+def test_peeking_at_an_aa_test_rarely_decides(aa: tuple[UnitSums, UnitSums]) -> None:
+    always_valid, z_test = decisions(*aa)
+    ever_av = float(always_valid.any(axis=1).mean())
+    ever_z = float(z_test.any(axis=1).mean())
+    assert ever_av <= 0.05 + 0.02
+    # The same looks with a fixed-horizon test: many times alpha (why peeking needs it).
+    assert ever_z >= 0.25
+    assert float(z_test[:, -1].mean()) <= 0.09  # one look of the z-test is about alpha
+
+
+def test_compare_matches_the_vectorised_decision(aa: tuple[UnitSums, UnitSums]) -> None:
+    a, b = aa
+    always_valid, _ = decisions(a, b)
+    for e in range(12):
+        p_running = 1.0
+        for look in range(0, LOOKS, 3):
+            c = compare(at(a, e, look), at(b, e, look))
+            assert c.decided == bool(always_valid[e, look])
+            assert c.decided == (c.p_value <= 0.05)
+            assert (c.more_needed == 0) == c.decided
+            p_running = min(p_running, c.p_value)
+        assert 0 < p_running <= 1
+
+
+@pytest.mark.parametrize("better", ["b", "a"])
+def test_a_real_difference_is_decided(better: str) -> None:
+    # One variant at +40 % (0.07 vs 0.05); 100 experiments watched over 200 looks.
+    rng = np.random.default_rng(5 if better == "b" else 6)
+    shape = (100, LOOKS, PER_LOOK)
+    low, high = cumulative_looks(*users(rng, shape)), cumulative_looks(*users(rng, shape, rate=0.07))
+    a, b = (low, high) if better == "b" else (high, low)
+    always_valid, _ = decisions(a, b)
+    first = always_valid.argmax(axis=1)
+    assert always_valid.any(axis=1).mean() >= 0.95
+    assert np.median(first) < 0.75 * LOOKS  # well before the end
+    wrong_way = 0
+    for e in np.flatnonzero(always_valid.any(axis=1)):
+        c = compare(at(a, e, first[e]), at(b, e, first[e]))
+        assert c.decided
+        wrong_way += c.winner != better
+    assert wrong_way == 0
+    final = compare(at(a, 0, LOOKS - 1), at(b, 0, LOOKS - 1))
+    assert final.winner == better and final.lift_lo <= final.lift <= final.lift_hi
+
+
+def test_always_valid_interval_and_p_value_agree() -> None:
+    rng = np.random.default_rng(7)
+    diff = rng.normal(0, 0.01, 2000)
+    var = rng.uniform(1e-6, 1e-4, 2000)
+    tau = rng.uniform(1e-3, 1e-2, 2000)
+    lo, hi = always_valid_interval(diff, var, tau)
+    p = always_valid_p(diff, var, tau)
+    excluded = (lo > 0) | (hi < 0)
+    assert 0 < excluded.sum() < 2000
+    assert np.array_equal(excluded, p < 0.05)
+    # Wider than the fixed-horizon interval, and wider for a smaller alpha.
+    assert np.all(hi - diff > Z95 * np.sqrt(var))
+    assert np.all(always_valid_interval(diff, var, tau, 0.01)[1] > hi)
+
+
+def scaled(us: UnitSums, k: float) -> UnitSums:
+    return UnitSums(*(getattr(us, f) * k for f in FIELDS))
+
+
+def test_more_needed_is_where_the_interval_would_exclude_zero() -> None:
+    a, b = UnitSums(), UnitSums()
+    a.add_many([10, 20] * 100, [1, 0, 2, 1] * 50)
+    b.add_many([10, 20] * 100, [1, 1, 2, 1] * 50)
+    c = compare(a, b)
+    assert not c.decided and c.more_users > 0
+    users_now = a.n + b.n
+    assert c.more_needed == pytest.approx(c.more_users * (a.s + b.s) / users_now)
+    k = 1 + c.more_users / users_now
+    # n/(n−1) in the sample variance makes scaled sums a hair off V/k: 2 % either side.
+    assert compare(scaled(a, k * 1.02), scaled(b, k * 1.02)).decided
+    assert not compare(scaled(a, k * 0.98), scaled(b, k * 0.98)).decided
+    # With an absolute tau, the mixture is the caller's.
+    assert compare(a, b, tau=0.5).tau == 0.5 and c.tau == pytest.approx(TAU_REL * ratio(a).value)
+
+
+# -- one line for people --------------------------------------------------------------------
+
+
+def grouped(pattern_a: list[int], pattern_b: list[int], repeat: int, shown: tuple[int, int] = (10, 20)) -> tuple[UnitSums, UnitSums]:
+    a, b = UnitSums(), UnitSums()
+    a.add_many(list(shown) * (len(pattern_a) // 2 * repeat), pattern_a * repeat)
+    b.add_many(list(shown) * (len(pattern_b) // 2 * repeat), pattern_b * repeat)
+    return a, b
+
+
+def test_describe_decided_both_ways() -> None:
+    a, b = grouped([1, 0, 2, 1], [1, 1, 2, 1], 200)
+    assert compare(a, b).describe() == "B beats A by 25.0 % (95 % always-valid interval 11.7 % to 38.3 %), decided"
+    worse = compare(b, a)
+    assert worse.winner == "a" and worse.lift == pytest.approx(-0.2)
+    assert worse.describe(("new", "old")) == "new beats old by 20.0 % (95 % always-valid interval 9.4 % to 30.6 %), decided"
+    assert compare(a, b, alpha=0.01).describe().startswith("B beats A by 25.0 % (99 % always-valid interval")
+
+
+def test_describe_not_yet() -> None:
+    a, b = grouped([1, 0, 2, 1], [1, 1, 2, 1], 50)
+    line = compare(a, b).describe(unit="items shown")
+    assert line == "not yet: about 2,000 more items shown (B vs A +25.0 %, 95 % always-valid interval -5.2 % to 55.2 %)"
+    same = compare(*grouped([1, 0, 2, 1], [1, 0, 2, 1], 50))
+    assert same.more_needed == math.inf and not same.decided
+    assert same.describe().startswith("not yet: no difference so far (B vs A +0.0 %")
+
+
+@pytest.mark.parametrize(
+    "a, b, tau",
+    [
+        (UnitSums(), UnitSums(), None),  # nobody yet
+        (UnitSums(1, 10.0, 1.0, 100.0, 1.0, 10.0), UnitSums(1, 10.0, 2.0, 100.0, 4.0, 20.0), None),  # n < 2
+        (UnitSums(50), UnitSums(50), None),  # nothing shown (s == 0)
+        (UnitSums(50, 500.0, 0.0, 5000.0, 0.0, 0.0), UnitSums(50, 500.0, 0.0, 5000.0, 0.0, 0.0), 0.01),  # V == 0
+        (UnitSums(50, 500.0, 0.0, 5000.0, 0.0, 0.0), UnitSums(50, 500.0, 30.0, 5000.0, 40.0, 300.0), None),  # R_A == 0
+    ],
+)
+def test_degenerate_data_says_too_little(a: UnitSums, b: UnitSums, tau: float | None) -> None:
+    c = compare(a, b, tau=tau)
+    assert c.reason == "too little data" and not c.decided and c.winner is None
+    assert c.p_value == 1.0 and (c.lo, c.hi) == (-math.inf, math.inf) and c.more_needed is None
+    assert c.describe(("control", "test")) == "not yet: too little data"
+
+
+def test_a_zero_control_rate_with_tau_compares_absolute_differences() -> None:
+    a = UnitSums(500, 5000.0, 0.0, 50000.0, 0.0, 0.0)
+    b = UnitSums()
+    b.add_many([10] * 500, [1, 0, 2, 1] * 125)
+    c = compare(a, b, tau=0.01)
+    assert c.reason is None and c.winner == "b" and math.isnan(c.lift)
+    assert c.describe() == "B beats A by 0.100 (95 % always-valid interval 0.0904 to 0.110), decided"
+
+
+def test_bad_parameters_raise() -> None:
+    a, b = grouped([1, 0, 2, 1], [1, 1, 2, 1], 50)
+    for alpha in (0.0, 0.5, -1.0, math.nan):
+        with pytest.raises(ValueError, match="alpha"):
+            compare(a, b, alpha=alpha)
+    for tau in (0.0, -0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="tau"):
+            compare(a, b, tau=tau)
+
+
+def test_describe_rounds_counts_to_two_figures() -> None:
+    for more, text in [(0.4, "1"), (37.0, "37"), (4249.0, "4,200"), (1_234_567.0, "1,200,000")]:
+        line = Comparison(0.01, -0.01, 0.03, 0.1, -0.1, 0.3, 0.5, False, None, more).describe()
+        assert line.startswith(f"not yet: about {text} more impressions (")
+
