@@ -1,6 +1,6 @@
-"""The experiment statistics: delta-method ratios and the always-valid comparison (its
-error rate under peeking, its power, its one-line summary). Every simulation has a fixed
-seed."""
+"""The experiment statistics: delta-method ratios, the always-valid comparison (its error
+rate under peeking, its power, its one-line summary) and the off-policy estimate of an
+exploration rate. Every simulation has a fixed seed."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from recofast.engine.stats import (
     always_valid_p,
     compare,
     interval95,
+    ips,
     ratio,
 )
 
@@ -299,3 +300,106 @@ def test_describe_rounds_counts_to_two_figures() -> None:
         line = Comparison(0.01, -0.01, 0.03, 0.1, -0.1, 0.3, 0.5, False, None, more).describe()
         assert line.startswith(f"not yet: about {text} more impressions (")
 
+
+# -- off-policy estimate of the exploration rate --------------------------------------------
+
+P_PLAIN, P_EXPLORED, SLOTS = 0.06, 0.035, 10  # click rate per item; items per list
+
+
+def exploration_log(rng: np.random.Generator, n: int, eps: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lists of 10 items; an explored list (probability eps) clicks less, and its clicks
+    are more spread (a share of its lists get nothing). Reward = clicks / items shown."""
+    eps = np.broadcast_to(np.asarray(eps, dtype=np.float64), (n,))
+    explored = rng.random(n) < eps
+    plain = rng.binomial(SLOTS, P_PLAIN, n)
+    lucky = rng.random(n) < 0.5  # explored: half the lists at twice the rate, half at none
+    wild = np.where(lucky, rng.binomial(SLOTS, 2 * P_EXPLORED, n), 0)
+    return explored, eps.copy(), np.where(explored, wild, plain) / SLOTS
+
+
+def truth(target: float) -> float:
+    return target * P_EXPLORED + (1 - target) * P_PLAIN
+
+
+@pytest.mark.parametrize("target", [0.05, 0.5])
+def test_ips_and_snips_cover_the_true_value(target: float) -> None:
+    rng = np.random.default_rng(8)
+    est = ips(*exploration_log(rng, 20_000, 0.2), target=target)
+    assert est.n == 20_000 and est.dropped == 0
+    assert est.ips_lo <= truth(target) <= est.ips_hi
+    assert est.snips_lo <= truth(target) <= est.snips_hi
+    assert 0 < est.ess < est.n
+    # Over repeated logs of 2000 lists, both intervals cover about 95 % of the time.
+    hits = np.zeros(2)
+    reps = 400
+    for _ in range(reps):
+        e = ips(*exploration_log(rng, 2000, 0.2), target=target)
+        hits += [e.ips_lo <= truth(target) <= e.ips_hi, e.snips_lo <= truth(target) <= e.snips_hi]
+    assert np.all((0.92 <= hits / reps) & (hits / reps <= 0.98)), hits / reps
+
+
+def test_ips_with_a_rate_logged_per_list() -> None:
+    rng = np.random.default_rng(9)
+    eps = rng.choice([0.1, 0.2, 0.4], 20_000)
+    explored, logged, reward = exploration_log(rng, 20_000, eps)
+    est = ips(explored, logged, reward, target=0.3)
+    assert est.ips_lo <= truth(0.3) <= est.ips_hi
+    assert est.snips_lo <= truth(0.3) <= est.snips_hi
+    # The plain mean estimates the logged mix of rates (0.233 on average), not 0.3.
+    assert abs(float(reward.mean()) - truth(0.3)) > est.snips_hi - est.snips
+
+
+def test_target_equal_to_the_logged_rate_gives_the_mean_reward() -> None:
+    rng = np.random.default_rng(10)
+    explored, eps, reward = exploration_log(rng, 3000, 0.2)
+    est = ips(explored, eps, reward, target=0.2)
+    assert est.ips == pytest.approx(reward.mean(), rel=1e-12)
+    assert est.snips == pytest.approx(reward.mean(), rel=1e-12)
+    assert est.ess == pytest.approx(3000)
+    half = Z95 * reward.std(ddof=1) / math.sqrt(3000)
+    assert est.ips_hi - est.ips == pytest.approx(half, rel=1e-9)
+    assert est.snips_hi - est.snips == pytest.approx(half, rel=1e-9)
+
+
+def test_ips_refuses_what_it_cannot_estimate() -> None:
+    explored, eps, reward = [True, False, False], [0.2, 0.2, 0.2], [0.1, 0.0, 0.2]
+    for target in (-0.1, 1.1, math.nan, math.inf, "0.5", None):
+        with pytest.raises(ValueError, match=r"target exploration rate must be a number in \[0, 1\]"):
+            ips(explored, eps, reward, target=target)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="1-D of one length"):
+        ips(explored, eps[:2], reward, target=0.1)
+    with pytest.raises(ValueError, match="probability"):
+        ips(explored, [0.2, 1.5, 0.2], reward, target=0.1)
+    with pytest.raises(ValueError, match="finite"):
+        ips(explored, eps, [0.1, math.nan, 0.2], target=0.1)
+    with pytest.raises(ValueError, match="explored with eps = 0"):
+        ips([True, False], [0.0, 0.2], [0.1, 0.0], target=0.1)
+    with pytest.raises(ValueError, match="booleans"):
+        ips([2, 0], [0.2, 0.2], [0.1, 0.0], target=0.1)
+
+
+def test_unsupported_lists_raise_or_are_dropped() -> None:
+    explored = [False, False, True, False, True]
+    eps = [0.0, 0.0, 0.5, 0.5, 1.0]
+    reward = [0.3, 0.1, 0.2, 0.0, 0.4]
+    with pytest.raises(ValueError, match=r"unsupported by 3 list\(s\)"):
+        ips(explored, eps, reward, target=0.1)
+    est = ips(explored, eps, reward, target=0.1, drop_unsupported=True)
+    kept = ips(explored[2:4], eps[2:4], reward[2:4], target=0.1)
+    assert est.dropped == 3 and est.n == 2
+    assert (est.ips, est.snips, est.ess) == (kept.ips, kept.snips, kept.ess)
+    # eps = 0 supports target 0, eps = 1 supports target 1.
+    assert ips([False, False], [0.0, 0.0], [0.1, 0.3], target=0.0).ips == pytest.approx(0.2)
+    assert ips([True, True], [1.0, 1.0], [0.1, 0.3], target=1.0).snips == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no lists"):
+        ips([False], [0.0], [0.1], target=0.5, drop_unsupported=True)
+
+
+def test_ips_small_and_empty_inputs() -> None:
+    one = ips([True], [0.5], [0.2], target=0.25)
+    assert one.ips == pytest.approx(0.1) and (one.ips_lo, one.ips_hi) == (-math.inf, math.inf)
+    with pytest.raises(ValueError, match="no lists"):
+        ips([], [], [], target=0.5)
+    # target 1 with no explored list: no weight at all, so no self-normalised estimate.
+    none = ips([False, False], [0.2, 0.2], [0.1, 0.3], target=1.0)
+    assert none.ips == 0.0 and math.isnan(none.snips) and none.ess == 0.0

@@ -1,5 +1,6 @@
-"""Statistics of the online experiments: ratio metrics per variant and an always-valid
-comparison of a variant with the control.
+"""Statistics of the online experiments: ratio metrics per variant, an always-valid
+comparison of a variant with the control, and an off-policy estimate of another
+exploration rate.
 
 **Ratio metrics.** The unit of randomisation is the user, so a metric such as
 clicks per item shown is a ratio of two per-user sums, ``R = Σc / Σs``. The users, not the
@@ -29,6 +30,10 @@ decided falsely in 0.6 % of them at ``alpha = 0.05`` (a z-test looked at so: 42 
 strict guarantee, give ``tau`` as an absolute number fixed before the experiment (e.g. 0.1
 times the control's rate of the weeks before).
 
+**Off-policy exploration.** A served list had, with probability ``eps`` logged per list,
+one slot given to exploration. :func:`ips` estimates the mean reward per list had the
+rate been ``target`` instead, by inverse propensity scoring and its self-normalised form.
+
 >>> a, b = UnitSums(), UnitSums()
 >>> a.add_many([10, 20] * 400, [1, 0, 2, 1] * 200)
 >>> b.add_many([10, 20] * 400, [1, 1, 2, 1] * 200)
@@ -49,11 +54,13 @@ __all__ = [
     "Z95",
     "Comparison",
     "Estimate",
+    "OffPolicy",
     "UnitSums",
     "always_valid_interval",
     "always_valid_p",
     "compare",
     "interval95",
+    "ips",
     "ratio",
 ]
 
@@ -416,3 +423,111 @@ def _scale_to_decide(diff: float, var: float, tau: float, alpha: float) -> float
             lo_k = mid
     return hi_k
 
+
+# -- off-policy estimate of an exploration rate ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class OffPolicy:
+    """The estimated mean reward per list at another exploration rate (:func:`ips`).
+
+    ``ips`` (inverse propensity scoring, unbiased) and ``snips`` (self-normalised, a little
+    biased, usually less variable), each with a normal 95 % interval; ``n`` lists used,
+    ``ess`` their effective sample size ``(Σw)²/Σw²`` (``n`` when every weight is 1) and
+    ``dropped`` the lists left out as unsupported (with ``drop_unsupported=True``).
+    """
+
+    ips: float
+    ips_lo: float
+    ips_hi: float
+    snips: float
+    snips_lo: float
+    snips_hi: float
+    n: int
+    ess: float
+    dropped: int = 0
+
+
+def ips(explored: Any, eps: Any, reward: Any, target: float, *, drop_unsupported: bool = False) -> OffPolicy:
+    """Off-policy estimate of the mean reward per list had the exploration rate been
+    ``target`` rather than the logged one.
+
+    Each list was explored (one slot given to exploration) with its logged probability
+    ``eps``; ``explored`` says whether it was, ``reward`` is its reward (e.g. clicks per
+    item shown). A list's weight is ``target/eps`` if explored, else
+    ``(1 − target)/(1 − eps)``. IPS is ``mean(w·r)``, with interval ``± 1.96·sd(w·r)/√n``;
+    SNIPS is ``Σw·r / Σw``, with the delta-method interval
+    ``± 1.96·sd(w·(r − snips)) / (mean(w)·√n)`` (sample sd; infinite intervals when
+    ``n < 2``).
+
+    A list logged with ``eps = 0`` says nothing about exploring it, so a ``target > 0``
+    is unsupported there (likewise ``eps = 1`` for ``target < 1``): the estimate would be
+    biased, so such lists raise ``ValueError``. With ``drop_unsupported=True`` they are
+    left out instead and counted in ``dropped``; the estimate is then for the other lists
+    only, which is a different population when the rate depends on the user or the list.
+    A target outside [0, 1], logs that cannot happen (explored with ``eps = 0``, not
+    explored with ``eps = 1``), mismatched lengths and non-finite values raise too.
+
+    >>> est = ips([True, False, False, False], [0.25] * 4, [0.0, 0.2, 0.1, 0.3], target=0.5)
+    >>> round(est.ips, 4), round(est.snips, 4), est.n, round(est.ess, 3)
+    (0.1, 0.1, 4, 3.0)
+    >>> ips([False, False], [0.25, 0.25], [0.1, 0.3], target=0.25).ips
+    0.2
+    """
+    if not (isinstance(target, (int, float, np.floating, np.integer)) and 0.0 <= float(target) <= 1.0):
+        raise ValueError(f"target exploration rate must be a number in [0, 1], got {target!r}")
+    t = float(target)
+    x = np.asarray(explored)
+    e = np.asarray(eps, dtype=np.float64)
+    r = np.asarray(reward, dtype=np.float64)
+    if x.ndim != 1 or e.shape != x.shape or r.shape != x.shape:
+        raise ValueError(f"explored, eps and reward must be 1-D of one length, got shapes {x.shape}, {e.shape}, {r.shape}")
+    if x.dtype != np.bool_:
+        if not np.isin(x, (0, 1)).all():
+            raise ValueError("explored must be booleans (or 0/1)")
+        x = x.astype(np.bool_)
+    if not (np.isfinite(e).all() and ((e >= 0) & (e <= 1)).all()):
+        raise ValueError("every logged eps must be a probability in [0, 1]")
+    if not np.isfinite(r).all():
+        raise ValueError("every reward must be finite")
+    impossible = int(np.count_nonzero((x & (e == 0)) | (~x & (e == 1))))
+    if impossible:
+        raise ValueError(f"{impossible} list(s) logged as explored with eps = 0 or not explored with eps = 1")
+    unsupported = ((e == 0) & (t > 0)) | ((e == 1) & (t < 1))
+    dropped = int(np.count_nonzero(unsupported))
+    if dropped:
+        if not drop_unsupported:
+            raise ValueError(
+                f"target {t:g} is unsupported by {dropped} list(s) logged with eps = 0 or 1 "
+                "(their other branch was never served); filter them or pass drop_unsupported=True"
+            )
+        keep = ~unsupported
+        x, e, r = x[keep], e[keep], r[keep]
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("no lists to estimate from")
+    w = np.empty(n)
+    w[x] = t / e[x]
+    w[~x] = (1.0 - t) / (1.0 - e[~x])
+    wr = w * r
+    sw = float(w.sum())
+    est_ips = float(wr.mean())
+    if sw > 0:
+        est_snips = float(wr.sum() / sw)
+    else:
+        est_snips = math.nan
+    if n >= 2:
+        h_ips = Z95 * float(wr.std(ddof=1)) / math.sqrt(n)
+        if sw > 0:
+            h_snips = Z95 * float((w * (r - est_snips)).std(ddof=1)) / (sw / n * math.sqrt(n))
+        else:
+            h_snips = math.nan
+    else:
+        h_ips = h_snips = math.inf
+    sww = float(w @ w)
+    ess = sw * sw / sww if sww > 0 else 0.0
+    return OffPolicy(
+        est_ips, est_ips - h_ips, est_ips + h_ips,
+        est_snips, est_snips - h_snips, est_snips + h_snips,
+        n, ess, dropped,
+    )  # fmt: skip
