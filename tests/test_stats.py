@@ -338,6 +338,35 @@ def test_ips_and_snips_cover_the_true_value(target: float) -> None:
     assert np.all((0.92 <= hits / reps) & (hits / reps <= 0.98)), hits / reps
 
 
+def test_snips_is_the_ratio_metric_of_weighted_rewards_to_weights() -> None:
+    # Σw·r / Σw is a ratio over lists, so its delta-method interval is ratio()'s with
+    # s = w and c = w·r. A log with few explored lists keeps mean(w) away from 1.
+    rng = np.random.default_rng(12)
+    explored, eps, reward = exploration_log(rng, 400, 0.2)
+    explored[:200] = False
+    target = 0.5
+    w = np.where(explored, target / eps, (1 - target) / (1 - eps))
+    assert abs(w.mean() - 1) > 0.1
+    us = UnitSums()
+    us.add_many(w, w * reward)
+    est = ips(explored, eps, reward, target=target)
+    lo, hi = interval95(ratio(us))
+    assert (est.snips_lo, est.snips, est.snips_hi) == pytest.approx((lo, ratio(us).value, hi), rel=1e-9)
+    assert est.ips == pytest.approx(float((w * reward).mean()), rel=1e-12)
+    assert est.ess == pytest.approx(w.sum() ** 2 / (w @ w), rel=1e-12)
+
+
+def test_snips_moves_with_a_shifted_reward_and_keeps_its_width() -> None:
+    # Self-normalised: adding 1 to every reward adds 1 to the estimate and leaves its
+    # interval as wide; plain IPS is not so (its weights do not average to 1 exactly).
+    rng = np.random.default_rng(11)
+    explored, eps, reward = exploration_log(rng, 5000, 0.2)
+    est, up = ips(explored, eps, reward, target=0.5), ips(explored, eps, reward + 1.0, target=0.5)
+    assert up.snips == pytest.approx(est.snips + 1.0, rel=1e-12)
+    assert up.snips_hi - up.snips == pytest.approx(est.snips_hi - est.snips, rel=1e-9)
+    assert up.ips_hi - up.ips > 5 * (est.ips_hi - est.ips)
+
+
 def test_ips_with_a_rate_logged_per_list() -> None:
     rng = np.random.default_rng(9)
     eps = rng.choice([0.1, 0.2, 0.4], 20_000)
