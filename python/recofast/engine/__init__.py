@@ -6,6 +6,7 @@ the schema registry), :mod:`~recofast.engine.enrich` (context of events),
 :mod:`~recofast.engine.checkpoints` (versions and rollback), :mod:`~recofast.engine.erasure`
 (forget requests), :mod:`~recofast.engine.metrics` (Prometheus),
 :mod:`~recofast.engine.publish` (a producer that replays logs),
+:mod:`~recofast.engine.stats` (the statistics of experiments and of exploration),
 :mod:`~recofast.engine.natsserver` (an embedded nats-server) and
 :mod:`~recofast.engine.stack` (``recofast up``)."""
 
