@@ -3,7 +3,7 @@
 Bad arguments raise the built-in :class:`ValueError`; the classes here cover what is
 specific to recofast. :class:`RecofastError` and :class:`SnapshotError` are defined in the
 compiled core (``recofast._core``), so the core raises them directly; the engine's own
-(:class:`CheckpointError`, :class:`StoreUnavailable`) are defined here; the contract's
+(:class:`CheckpointError`, :class:`StoreUnavailable`, :class:`LoopStoreError`) are defined here; the contract's
 (:class:`CodecError` and the list store's :class:`StoreError` family, :class:`ConfigError`)
 are defined in :mod:`recofast_sidecar.protocol`, which the edge installs without recofast,
 and re-exported here.
@@ -34,8 +34,14 @@ class StoreUnavailable(RecofastError):
     engine stops fetching, keeps the batch, and retries until space returns."""
 
 
+class LoopStoreError(RecofastError):
+    """The closed loop's SQLite file is missing (for a report), not a database, or of a
+    format this version does not read."""
+
+
 __all__ = [
     "CheckpointError",
+    "LoopStoreError",
     "CodecError",
     "ConfigError",
     "RecofastError",

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Command modules, in the order of `recofast --help`.
-_COMMANDS = ["eval", "train", "serve", "publish", "model", "forget", "schema", "up", "simulate"]
+_COMMANDS = ["eval", "train", "serve", "publish", "model", "forget", "schema", "metrics", "up", "simulate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recofast.errors import LoopStoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, LoopStoreError) as e:
         print(f"recofast {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -48,6 +48,8 @@ import msgspec
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.feedback import Impression, decode_batch
 
+from recofast.errors import LoopStoreError
+
 log = logging.getLogger("recofast.engine")
 
 FORMAT = 1
@@ -92,10 +94,6 @@ CREATE TABLE IF NOT EXISTS unattributed (kind TEXT NOT NULL, reason TEXT NOT NUL
 """.replace("{counts}", ", ".join(f"{c} {'REAL' if c == 'revenue' else 'INTEGER'} NOT NULL DEFAULT 0" for c in COUNTS))
 
 IMPRESSIONS, EVENTS = "impressions", "events"
-
-
-class LoopStoreError(RuntimeError):
-    """The loop's SQLite file is not one this version can use (the message says why)."""
 
 
 @dataclass(frozen=True)
