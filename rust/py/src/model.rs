@@ -186,11 +186,11 @@ impl PyModel {
         };
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
-        let recs = py.detach(move || {
+        let recs = run(py, move || {
             let row = m.users().ids().get(&u);
             let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
-            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts })
-        });
+            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts, weights: None })
+        })?;
         Ok(self.named(recs))
     }
 
@@ -209,11 +209,11 @@ impl PyModel {
         let ids = extract_ids(users, "users")?;
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
-        let lists = py.detach(move || {
+        let lists = run(py, move || {
             let rows: Vec<Option<u32>> = m.users().ids().get_many(&ids.as_strs()).into_iter().map(|r| (r != u32::MAX).then_some(r)).collect();
             let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
             m.recommend_rows(&rows, &Query { k, exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ..Default::default() })
-        });
+        })?;
         Ok(lists.into_iter().map(|l| self.named(l)).collect())
     }
 
@@ -224,7 +224,7 @@ impl PyModel {
         let i = one_id(item, "item")?;
         let Some(row) = self.m.items().ids().get(&i) else { return Ok(Vec::new()) };
         let m = self.m.clone();
-        let recs = py.detach(move || m.similar_row(row, k));
+        let recs = run(py, move || m.similar_row(row, k, None))?;
         Ok(self.named(recs))
     }
 
