@@ -46,6 +46,7 @@ impl Weights {
     /// Sets one weight by name. An unknown name or an invalid value is an `InvalidArgument`
     /// naming the weight, and leaves the weights unchanged.
     pub fn set(&mut self, name: &str, value: f32) -> Result<()> {
+        Self::check_name(name)?;
         let mut next = *self;
         let w = match name {
             "w_mf" => &mut next.w_mf,
@@ -53,13 +54,20 @@ impl Weights {
             "w_pop" => &mut next.w_pop,
             "w_text" => &mut next.w_text,
             "w_ctx" => &mut next.w_ctx,
-            "w_intent" => &mut next.w_intent,
-            _ => return Err(Error::InvalidArgument(format!("unknown weight {name:?}; known weights: {}", WEIGHT_NAMES.join(", ")))),
+            _ => &mut next.w_intent, // the last name `check_name` lets through
         };
         *w = value;
         next.validate()?;
         *self = next;
         Ok(())
+    }
+
+    /// Whether `name` is one of [`WEIGHT_NAMES`]; otherwise an `InvalidArgument` listing them.
+    pub fn check_name(name: &str) -> Result<()> {
+        if WEIGHT_NAMES.contains(&name) {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!("unknown weight {name:?}; known weights: {}", WEIGHT_NAMES.join(", "))))
     }
 
     /// Checks ranges as [`Config::validate`] does: every weight a finite number ≥ 0,
