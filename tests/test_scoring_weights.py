@@ -125,6 +125,20 @@ def test_invalid_weights_raise_value_error_naming_them(rec, weights, message):
     assert rec.recommend("u13", k=5) == before
 
 
+def test_similar_items_take_weights(rec):
+    twin = _train(w_mf=0.0)
+    items = [f"{p}{k}" for p in "ab" for k in range(0, 30, 4)]
+    over = [rec.similar_items(i, k=5, weights={"w_mf": 0.0}) for i in items]
+    assert over == [twin.similar_items(i, k=5) for i in items]
+    assert over != [rec.similar_items(i, k=5) for i in items]
+    assert [rec.similar_items(i, k=5, weights={}) for i in items] == [rec.similar_items(i, k=5) for i in items]
+    for bad in ({"w_mf": -1.0}, {"w_foo": 1.0}):
+        with pytest.raises(ValueError, match="w_mf must be|unknown weight"):
+            rec.similar_items("a0", k=5, weights=bad)
+        with pytest.raises(ValueError, match="w_mf must be|unknown weight"):
+            rec.similar_items("no-such-item", k=5, weights=bad)
+
+
 def test_the_core_takes_pairs_too(rec):
     assert rec._m.recommend("u13", 5, weights=[("w_pop", 3.0), ("w_ctx", 0.0)]) == rec.recommend("u13", k=5, weights={"w_pop": 3.0, "w_ctx": 0.0})
     with pytest.raises(ValueError, match="w_pop must be"):

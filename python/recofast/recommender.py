@@ -398,9 +398,10 @@ class Recommender:
         """
         return _core.Model.context_keys(_ctx_pairs(context) or [])
 
-    def similar_items(self, item: Id, k: int = 10) -> list[tuple[str, float]]:
-        """Items most like ``item`` (co-occurrence and factor similarity); [] if unknown."""
-        return self._m.similar_items(item, _check_k(k))
+    def similar_items(self, item: Id, k: int = 10, weights: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
+        """Items most like ``item`` (co-occurrence and factor similarity); [] if unknown.
+        ``weights`` as for :meth:`recommend`; ``w_cooc`` and ``w_mf`` weigh the two here."""
+        return self._m.similar_items(item, _check_k(k), _weights(weights))
 
     # -- inspection and export -----------------------------------------------------------
 

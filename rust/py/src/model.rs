@@ -224,14 +224,16 @@ impl PyModel {
         Ok(lists.into_iter().map(|l| self.named(l)).collect())
     }
 
-    /// Items most similar to an item; an unknown item gives an empty list.
-    #[pyo3(signature = (item, k = 10))]
-    fn similar_items(&self, py: Python<'_>, item: &Bound<'_, PyAny>, k: i64) -> PyResult<Vec<(String, f32)>> {
+    /// Items most similar to an item; an unknown item gives an empty list. `weights` as for
+    /// `recommend` (`w_mf` and `w_cooc` score here).
+    #[pyo3(signature = (item, k = 10, weights = None))]
+    fn similar_items(&self, py: Python<'_>, item: &Bound<'_, PyAny>, k: i64, weights: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, f32)>> {
         let k = check_k(k)?;
         let i = one_id(item, "item")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
         let Some(row) = self.m.items().ids().get(&i) else { return Ok(Vec::new()) };
         let m = self.m.clone();
-        let recs = run(py, move || m.similar_row(row, k, None))?;
+        let recs = run(py, move || m.similar_row(row, k, weights))?;
         Ok(self.named(recs))
     }
 
