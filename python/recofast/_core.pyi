@@ -3,7 +3,7 @@ Python code uses the wrappers in `recofast` (`Recommender`, `recofast.drift`,
 `recofast.kernels`, `recofast.errors`); these are the signatures underneath, checked
 against the built module by `python -m mypy.stubtest recofast._core` (tests/test_stubs.py)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any, Protocol, final
 
@@ -44,6 +44,9 @@ _Ids = Sequence[str | int] | npt.NDArray[Any]
 # Id lists of the kernels: one shared by every query, or one per query.
 _IdLists = Sequence[npt.NDArray[np.int64]]
 _TopK = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+# Scoring weights of one request (w_mf, w_cooc, w_pop, w_text, w_ctx, w_intent): a mapping
+# of name to value, or (name, value) pairs.
+_Weights = Mapping[str, float] | Sequence[tuple[str, float]]
 
 class RecofastError(Exception):
     """Base class of recofast's own exceptions."""
@@ -100,6 +103,7 @@ class Model:
         context: Sequence[tuple[str, str]] | None = None,
         explore: int = 0,
         ts: float | None = None,
+        weights: _Weights | None = None,
     ) -> list[tuple[str, float]]: ...
     def recommend_many(
         self,
@@ -108,8 +112,9 @@ class Model:
         exclude_seen: bool = True,
         context: Sequence[tuple[str, str]] | None = None,
         explore: int = 0,
+        weights: _Weights | None = None,
     ) -> list[list[tuple[str, float]]]: ...
-    def similar_items(self, item: str | int, k: int = 10) -> list[tuple[str, float]]: ...
+    def similar_items(self, item: str | int, k: int = 10, weights: _Weights | None = None) -> list[tuple[str, float]]: ...
     def item_factors(self) -> tuple[list[str], npt.NDArray[np.float32]]: ...
     def user_factors(self) -> tuple[list[str], npt.NDArray[np.float32]]: ...
     def expire(self, now: float | None = None) -> tuple[list[str], list[str], list[str]]: ...

@@ -329,6 +329,7 @@ class Recommender:
         context: Context | None = None,
         explore: int = 0,
         ts: Any = None,
+        weights: Mapping[str, float] | None = None,
     ) -> list[tuple[str, float]]:
         """The top ``k`` (item, score) pairs for ``user``, best first.
 
@@ -340,15 +341,42 @@ class Recommender:
         ``ts`` (the time of the request) lets the model tell a new session from the current
         one (see the ``new_session_weight`` option).
         An unknown user gets popular items (in the context, when one is given).
+
+        ``weights`` scores this request with other weights than the model's options, so
+        that experiment variants which differ only in scoring share one model: a mapping of
+        ``w_mf``, ``w_cooc``, ``w_pop``, ``w_text``, ``w_ctx`` (``{"w_ctx": 0.0}`` scores
+        without the context factor) or ``w_intent`` to a value; the others keep the model's.
+        An unknown name or a value the option would not take raises :class:`ValueError`.
+
+        >>> rec = Recommender(dim=8, seed=7)
+        >>> for u in range(5):
+        ...     rec.learn_one(f"p{u}", "mug", event="purchase")
+        >>> rec.learn_many(["q1", "q1", "me"], ["lamp", "bulb", "lamp"])
+        3
+        >>> [item for item, _ in rec.recommend("me", k=2)]          # bought together first
+        ['bulb', 'mug']
+        >>> [item for item, _ in rec.recommend("me", k=2, weights={"w_pop": 10.0})]
+        ['mug', 'bulb']
         """
         k = _check_k(k)
         return self._m.recommend(user, k, _id_list(exclude), _id_list(allow), exclude_seen, _ctx_pairs(context),
-                                 _check_explore(explore), None if ts is None else _seconds(ts))
+                                 _check_explore(explore), None if ts is None else _seconds(ts), _weights(weights))
 
     def recommend_many(self, users: Sequence[Id], k: int = 10, exclude_seen: bool = True,
-                       context: Context | None = None, explore: int = 0) -> list[list[tuple[str, float]]]:
-        """:meth:`recommend` for many users (one context for all), in parallel with the GIL released."""
-        return self._m.recommend_many(users, _check_k(k), exclude_seen, _ctx_pairs(context), _check_explore(explore))
+                       context: Context | None = None, explore: int = 0,
+                       weights: Mapping[str, float] | None = None) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend` for many users (one context and one set of ``weights`` for
+        all), in parallel with the GIL released.
+
+        >>> rec = Recommender(dim=8, seed=7)
+        >>> rec.learn_many(["a", "a", "b", "c"], ["lamp", "bulb", "lamp", "mug"])
+        4
+        >>> lists = rec.recommend_many(["b", "c"], k=1, weights={"w_cooc": 0.5})
+        >>> lists == [rec.recommend(u, k=1, weights={"w_cooc": 0.5}) for u in ["b", "c"]]
+        True
+        """
+        return self._m.recommend_many(users, _check_k(k), exclude_seen, _ctx_pairs(context), _check_explore(explore),
+                                      _weights(weights))
 
     def context_affinities(self, top: int = 100) -> dict[str, list[tuple[str, float]]]:
         """Each learned context value (``"device=mobile"``, ``"hour=evening"``, ...) with its
@@ -370,9 +398,10 @@ class Recommender:
         """
         return _core.Model.context_keys(_ctx_pairs(context) or [])
 
-    def similar_items(self, item: Id, k: int = 10) -> list[tuple[str, float]]:
-        """Items most like ``item`` (co-occurrence and factor similarity); [] if unknown."""
-        return self._m.similar_items(item, _check_k(k))
+    def similar_items(self, item: Id, k: int = 10, weights: Mapping[str, float] | None = None) -> list[tuple[str, float]]:
+        """Items most like ``item`` (co-occurrence and factor similarity); [] if unknown.
+        ``weights`` as for :meth:`recommend`; ``w_cooc`` and ``w_mf`` weigh the two here."""
+        return self._m.similar_items(item, _check_k(k), _weights(weights))
 
     # -- inspection and export -----------------------------------------------------------
 
@@ -463,6 +492,15 @@ class Recommender:
 
     def __repr__(self) -> str:
         return f"Recommender(dim={self.options()['dim']}, users={self.n_users}, items={self.n_items})"
+
+
+def _weights(weights: Mapping[str, float] | None) -> list[tuple[str, float]] | None:
+    """Scoring weights of one request as (name, value) pairs; the core checks names and values."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must be a mapping of weight name to value (e.g. {{'w_ctx': 0.0}}), got {type(weights).__name__}")
+    return list(weights.items())
 
 
 def _check_explore(explore: Any) -> int:

@@ -18,6 +18,73 @@ pub fn event_index(name: &str) -> Result<u8> {
     })
 }
 
+/// The names of the scoring weights, in the order of [`Weights`]' fields.
+pub const WEIGHT_NAMES: [&str; 6] = ["w_mf", "w_cooc", "w_pop", "w_text", "w_ctx", "w_intent"];
+
+/// The largest `w_ctx`: the context factor `exp(w_ctx * a)` grows fast.
+pub const MAX_W_CTX: f32 = 10.0;
+
+/// The weights of the signals in a score, as in [`Config`] (see its fields). A request may
+/// score with other weights than the model's ([`crate::model::Query::weights`]), so that
+/// experiment variants that differ only in scoring share one model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Weights {
+    pub w_mf: f32,
+    pub w_cooc: f32,
+    pub w_pop: f32,
+    pub w_text: f32,
+    pub w_ctx: f32,
+    pub w_intent: f32,
+}
+
+impl Weights {
+    /// The weights as (name, value) pairs, in the order of [`WEIGHT_NAMES`].
+    pub fn to_pairs(&self) -> [(&'static str, f32); 6] {
+        [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("w_ctx", self.w_ctx), ("w_intent", self.w_intent)]
+    }
+
+    /// Sets one weight by name. An unknown name or an invalid value is an `InvalidArgument`
+    /// naming the weight, and leaves the weights unchanged.
+    pub fn set(&mut self, name: &str, value: f32) -> Result<()> {
+        Self::check_name(name)?;
+        let mut next = *self;
+        let w = match name {
+            "w_mf" => &mut next.w_mf,
+            "w_cooc" => &mut next.w_cooc,
+            "w_pop" => &mut next.w_pop,
+            "w_text" => &mut next.w_text,
+            "w_ctx" => &mut next.w_ctx,
+            _ => &mut next.w_intent, // the last name `check_name` lets through
+        };
+        *w = value;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Whether `name` is one of [`WEIGHT_NAMES`]; otherwise an `InvalidArgument` listing them.
+    pub fn check_name(name: &str) -> Result<()> {
+        if WEIGHT_NAMES.contains(&name) {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!("unknown weight {name:?}; known weights: {}", WEIGHT_NAMES.join(", "))))
+    }
+
+    /// Checks ranges as [`Config::validate`] does: every weight a finite number ≥ 0,
+    /// `w_ctx` at most [`MAX_W_CTX`].
+    pub fn validate(&self) -> Result<()> {
+        for (n, v) in self.to_pairs() {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::InvalidArgument(format!("{n} must be a finite number ≥ 0, got {v}")));
+            }
+        }
+        if self.w_ctx > MAX_W_CTX {
+            return Err(Error::InvalidArgument(format!("w_ctx must be at most {MAX_W_CTX}, got {}", self.w_ctx)));
+        }
+        Ok(())
+    }
+}
+
 /// Every option of the online learner. `Config::default()` is what `Recommender()` uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -207,6 +274,11 @@ macro_rules! fields {
 }
 
 impl Config {
+    /// The scoring weights of this configuration.
+    pub fn weights(&self) -> Weights {
+        Weights { w_mf: self.w_mf, w_cooc: self.w_cooc, w_pop: self.w_pop, w_text: self.w_text, w_ctx: self.w_ctx, w_intent: self.w_intent }
+    }
+
     /// Names of the numeric and boolean options (what `set` takes besides `simd` and the event weights).
     pub fn names() -> Vec<&'static str> {
         let mut v = Vec::new();
@@ -287,13 +359,11 @@ impl Config {
                 return err(format!("{n} must be between 0 and 1, got {v}"));
             }
         }
-        for (n, v) in [("w_mf", self.w_mf), ("w_cooc", self.w_cooc), ("w_pop", self.w_pop), ("w_text", self.w_text), ("w_ctx", self.w_ctx), ("ctx_lr", self.ctx_lr), ("w_intent", self.w_intent), ("new_session_weight", self.new_session_weight), ("explore_until", self.explore_until), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
+        self.weights().validate()?;
+        for (n, v) in [("ctx_lr", self.ctx_lr), ("new_session_weight", self.new_session_weight), ("explore_until", self.explore_until), ("cooc_alpha", self.cooc_alpha), ("cooc_beta", self.cooc_beta)] {
             if !(v.is_finite() && v >= 0.0) {
                 return err(format!("{n} must be a finite number ≥ 0, got {v}"));
             }
-        }
-        if self.w_ctx > 10.0 {
-            return err(format!("w_ctx must be at most 10, got {}", self.w_ctx));
         }
         if self.window > RECENT_CAP {
             return err(format!("window must be at most {}, got {}", RECENT_CAP, self.window));
@@ -356,5 +426,35 @@ mod tests {
         assert!(e.contains("dim must be"), "{e}");
         assert_eq!(c.dim, 64, "a rejected value leaves the option unchanged");
         assert!(event_index("like").is_err());
+    }
+
+    #[test]
+    fn weights_are_the_configured_ones_and_validated_like_them() {
+        let c = Config { w_ctx: 0.7, w_pop: 0.0, ..Config::default() };
+        let w = c.weights();
+        assert_eq!(w.to_pairs().map(|p| p.0), WEIGHT_NAMES);
+        let from_pairs: Vec<(String, String)> = w.to_pairs().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let config_pairs: Vec<(String, String)> = c.to_pairs().into_iter().filter(|(n, _)| WEIGHT_NAMES.contains(&n.as_str())).collect();
+        assert_eq!(from_pairs, config_pairs, "every weight is the option of the same name");
+        // Each value Config rejects for a weight, Weights rejects with the same message.
+        for name in WEIGHT_NAMES {
+            for bad in [f32::NAN, f32::INFINITY, -1.0, 11.0] {
+                let mut cfg = c.clone();
+                let via_config = cfg.set(name, &bad.to_string()).err().map(|e| e.to_string());
+                let mut w2 = w;
+                let via_weights = w2.set(name, bad).err().map(|e| e.to_string());
+                assert_eq!(via_config, via_weights, "{name} = {bad}");
+                if bad != 11.0 || name == "w_ctx" {
+                    assert!(via_weights.is_some_and(|e| e.contains(name)), "{name} = {bad}");
+                    assert_eq!(w2, w, "a rejected value leaves the weights unchanged");
+                }
+            }
+        }
+        let mut w2 = w;
+        w2.set("w_ctx", 0.0).unwrap();
+        w2.set("w_ctx", 10.0).unwrap();
+        assert_eq!(w2, Weights { w_ctx: 10.0, ..w });
+        let e = w2.set("w_foo", 1.0).unwrap_err().to_string();
+        assert!(e.contains("unknown weight \"w_foo\"") && e.contains("w_intent"), "{e}");
     }
 }

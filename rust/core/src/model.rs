@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use crate::config::{event_index, Config, MAX_WEIGHT, RECENT_CAP};
+use crate::config::{event_index, Config, Weights, MAX_WEIGHT, RECENT_CAP};
 use crate::context::{keys_of_all, MAX_EVENT_CTX};
 use crate::error::Result;
 use crate::invalid;
@@ -226,6 +226,9 @@ pub struct Query<'a> {
     /// The time of the request (seconds), when known: after `session_gap` seconds of
     /// silence a new session starts, and the history counts `new_session_weight` times.
     pub ts: Option<f64>,
+    /// Scoring weights for this request instead of the model's (an experiment variant
+    /// that scores differently); `None` scores with the configured ones.
+    pub weights: Option<Weights>,
 }
 
 /// A small, fast random generator (SplitMix64); one per learning call.
@@ -1236,8 +1239,24 @@ impl Model {
         Some(self.user_state.get(u as usize).lock().clone())
     }
 
+    /// The weights a query scores with: its own (checked as the configuration's are), or
+    /// the configured ones.
+    fn weights_of(&self, q: &Query) -> Result<Weights> {
+        match q.weights {
+            Some(w) => w.validate().map(|()| w),
+            None => Ok(self.cfg.weights()),
+        }
+    }
+
     /// Top-k items for a user row (`None`: an unknown user, served trending popularity).
-    pub fn recommend_row(&self, user: Option<u32>, q: &Query) -> Vec<(u32, f32)> {
+    /// Fails with `InvalidArgument` when the query's weights are out of range.
+    pub fn recommend_row(&self, user: Option<u32>, q: &Query) -> Result<Vec<(u32, f32)>> {
+        let w = self.weights_of(q)?;
+        Ok(self.score_row(user, q, &w))
+    }
+
+    /// [`Model::recommend_row`] with the weights `w` (checked).
+    fn score_row(&self, user: Option<u32>, q: &Query, w: &Weights) -> Vec<(u32, f32)> {
         let snap = self.snapshot();
         // Scores are kept per place: the snapshot's live items, then the rows added at the
         // end since it was built (so a new item counts at once for co-occurrence and text).
@@ -1288,31 +1307,31 @@ impl Model {
             scores.clear();
             scores.resize(n, 0.0);
             // Popularity prior (and the whole answer for a user without history).
-            let wp = if has_history { cfg.w_pop } else { 1.0 };
+            let wp = if has_history { w.w_pop } else { 1.0 };
             for (s, p) in scores.iter_mut().zip(&snap.pop) {
                 *s = wp * p;
             }
             if has_history {
-                if cfg.w_cooc > 0.0 {
-                    self.add_cooc(&recent, hist, &sl, scores, tmp);
+                if w.w_cooc > 0.0 {
+                    self.add_cooc(&recent, hist, w.w_cooc, &sl, scores, tmp);
                 }
-                if cfg.w_text > 0.0 && cfg.text_window > 0 {
-                    self.add_text(&recent, hist, &sl, scores, tmp);
+                if w.w_text > 0.0 && cfg.text_window > 0 {
+                    self.add_text(&recent, hist, w.w_text, &sl, scores, tmp);
                 }
             }
-            if !intent.is_empty() && cfg.w_intent > 0.0 {
-                self.add_intent(&intent, &sl, scores, tmp);
+            if !intent.is_empty() && w.w_intent > 0.0 {
+                self.add_intent(&intent, w.w_intent, &sl, scores, tmp);
             }
-            if !ctx.is_empty() && cfg.w_ctx > 0.0 && snap.n > 0 {
+            if !ctx.is_empty() && w.w_ctx > 0.0 && snap.n > 0 {
                 // Where the shopper's recent items say little (a new session, or no
                 // history), the context says more: the inverse of the history's weight.
                 let wb = if hist < 1.0 || !has_history { (1.0 / cfg.new_session_weight.max(0.2)).max(1.0) } else { 1.0 };
-                self.apply_context(&ctx, &snap, wb, scores, tmp);
+                self.apply_context(&ctx, &snap, w.w_ctx, wb, scores, tmp);
             }
             if has_history {
                 if let Some(u) = user {
-                    if cfg.w_mf > 0.0 && snap.n > 0 {
-                        self.add_mf(u, &ctx, &snap, scores, tmp);
+                    if w.w_mf > 0.0 && snap.n > 0 {
+                        self.add_mf(u, &ctx, &snap, w.w_mf, scores, tmp);
                     }
                 }
             }
@@ -1343,14 +1362,14 @@ impl Model {
         })
     }
 
-    /// Multiplies each score by `exp(w_ctx * a)`, `a` the item's context affinity
+    /// Multiplies each score by `exp(w_ctx * boost * a)`, `a` the item's context affinity
     /// `(Σ c)·v_i` centred on the items' mean (clamped to ±4): the context re-weighs what
     /// the shopper's history and popularity propose, as `P(i | ctx) ∝ P(i) · lift(i, ctx)`.
-    fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, boost: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn apply_context(&self, ctx: &[u32], snap: &ItemSnapshot, w_ctx: f32, boost: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if !self.context_z(ctx, snap, tmp) {
             return;
         }
-        let w = self.cfg.w_ctx * boost;
+        let w = w_ctx * boost;
         for (s, z) in scores.iter_mut().zip(tmp.iter()) {
             *s *= (w * z).clamp(-MAX_CTX_EXP, MAX_CTX_EXP).exp();
         }
@@ -1385,12 +1404,12 @@ impl Model {
 
     /// Adds `w_intent * match / max(match)`: the TF-IDF match of the intent words (the
     /// session's last search, or the request's intent) with each item's text.
-    fn add_intent(&self, words: &[String], sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_intent(&self, words: &[String], w_intent: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
         let max = self.text.add_query_by(words, tmp, |r| sl.of(r));
         if max > 0.0 {
-            let a = self.cfg.w_intent / max;
+            let a = w_intent / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
                 *s += a * t;
             }
@@ -1424,7 +1443,7 @@ impl Model {
     }
 
     /// Adds `w_mf * z((u + Σ c)·v_i + b_i)` (a z-score over the snapshot's items).
-    fn add_mf(&self, u: u32, ctx: &[u32], snap: &ItemSnapshot, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    fn add_mf(&self, u: u32, ctx: &[u32], snap: &ItemSnapshot, w_mf: f32, scores: &mut [f32], tmp: &mut Vec<f32>) {
         let dim = self.cfg.dim;
         let mut uv = vec![0f32; dim];
         load_row(self.users.row(u), &mut uv);
@@ -1443,15 +1462,15 @@ impl Model {
         let nn = snap.n as f64;
         let mean = sum / nn;
         let sd = ((sq / nn - mean * mean).max(1e-12)).sqrt();
-        let a = (self.cfg.w_mf as f64 / sd) as f32;
+        let a = (w_mf as f64 / sd) as f32;
         let m = mean as f32;
         for (s, t) in scores.iter_mut().zip(tmp.iter()) {
             *s += a * (t - m);
         }
     }
 
-    /// Adds `w_cooc * cooc / max(cooc)` from the user's recent items.
-    fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    /// Adds `scale * w_cooc * cooc / max(cooc)` from the user's recent items.
+    fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, w_cooc: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         let cfg = &self.cfg;
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
@@ -1473,16 +1492,16 @@ impl Model {
             }
         }
         if max > 0.0 {
-            let a = scale * cfg.w_cooc / max;
+            let a = scale * w_cooc / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
                 *s += a * t;
             }
         }
     }
 
-    /// Adds `w_text * text / max(text)`: the item-text similarity to the user's most
-    /// recent items, weighted by recency.
-    fn add_text(&self, recent: &[(u32, bool)], scale: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
+    /// Adds `scale * w_text * text / max(text)`: the item-text similarity to the user's
+    /// most recent items, weighted by recency.
+    fn add_text(&self, recent: &[(u32, bool)], scale: f32, w_text: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
         if self.text.is_empty() {
             return;
         }
@@ -1500,7 +1519,7 @@ impl Model {
             .collect();
         let max = self.text.add_similar_by(&from, tmp, |r| sl.of(r));
         if max > 0.0 {
-            let a = scale * self.cfg.w_text / max;
+            let a = scale * w_text / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {
                 *s += a * t;
             }
@@ -1562,35 +1581,39 @@ impl Model {
         self.text.words_of(item)
     }
 
-    /// Top-k for many user rows at once, in parallel.
-    pub fn recommend_rows(&self, users: &[Option<u32>], q: &Query) -> Vec<Vec<(u32, f32)>> {
-        users.par_iter().map(|u| self.recommend_row(*u, q)).collect()
+    /// Top-k for many user rows at once, in parallel. Fails like [`Model::recommend_row`].
+    pub fn recommend_rows(&self, users: &[Option<u32>], q: &Query) -> Result<Vec<Vec<(u32, f32)>>> {
+        let w = self.weights_of(q)?;
+        Ok(users.par_iter().map(|u| self.score_row(*u, q, &w)).collect())
     }
 
-    /// Items most like `item`: co-occurrence neighbours blended with factor cosine.
-    pub fn similar_row(&self, item: u32, k: usize) -> Vec<(u32, f32)> {
+    /// Items most like `item`: co-occurrence neighbours (`w_cooc`) blended with factor
+    /// cosine (`w_mf`), with the configured weights or `weights` (checked as the
+    /// configuration's are: out of range is an `InvalidArgument`).
+    pub fn similar_row(&self, item: u32, k: usize, weights: Option<Weights>) -> Result<Vec<(u32, f32)>> {
+        let w = self.weights_of(&Query { weights, ..Default::default() })?;
         let snap = self.snapshot();
         let sl = Slots::new(&snap, self.item_rows());
         let mut scores = vec![0f32; sl.len()];
         let cfg = &self.cfg;
-        if let Some(p) = sl.of(item).filter(|&p| p < snap.n && cfg.w_mf > 0.0) {
+        if let Some(p) = sl.of(item).filter(|&p| p < snap.n && w.w_mf > 0.0) {
             let dim = cfg.dim;
             let v: Vec<f32> = snap.vecs[p * dim..(p + 1) * dim].iter().map(|&h| kernels::bf16::from_bf16(h)).collect();
             let mut tmp = vec![0f32; snap.n];
             kernels::bf16::dot_scores_bf16(self.level, &snap.vecs, dim, &v, &mut tmp);
             let nv = snap.norms[p].max(1e-12);
             for (r, t) in tmp.iter().enumerate() {
-                scores[r] = cfg.w_mf * t / (nv * snap.norms[r].max(1e-12));
+                scores[r] = w.w_mf * t / (nv * snap.norms[r].max(1e-12));
             }
         }
         let mut tmp = Vec::new();
-        self.add_cooc(&[(item, true)], 1.0, &sl, &mut scores, &mut tmp);
+        self.add_cooc(&[(item, true)], 1.0, w.w_cooc, &sl, &mut scores, &mut tmp);
         if let Some(s) = sl.of(item).and_then(|p| scores.get_mut(p)) {
             *s = f32::NEG_INFINITY;
         }
         let mut top = kernels::topk_of_scores(&scores, k);
         top.iter_mut().for_each(|x| x.0 = sl.row(x.0 as usize));
-        top
+        Ok(top)
     }
 
     /// The neighbour list of an item (a copy).
@@ -1768,10 +1791,10 @@ mod tests {
         }
         m.learn_one("new", "a", "view", None, None).unwrap();
         let u = m.users().ids().get("new");
-        let recs = m.recommend_row(u, &Query { k: 1, exclude_seen: true, ..Default::default() });
+        let recs = m.recommend_row(u, &Query { k: 1, exclude_seen: true, ..Default::default() }).unwrap();
         assert_eq!(m.items().ids().id(recs[0].0).as_deref(), Some("b"));
         // An unknown user gets the popular list.
-        let pop = m.recommend_row(None, &Query { k: 1, ..Default::default() });
+        let pop = m.recommend_row(None, &Query { k: 1, ..Default::default() }).unwrap();
         assert_eq!(m.items().ids().id(pop[0].0).as_deref(), Some("d"));
     }
 
@@ -1782,9 +1805,9 @@ mod tests {
         let a = m.items().ids().get("a").unwrap();
         let c = m.items().ids().get("c").unwrap();
         let u = m.users().ids().get("u");
-        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: true, exclude: &[c], allow: None, ..Default::default() });
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: true, exclude: &[c], allow: None, ..Default::default() }).unwrap();
         assert!(recs.is_empty(), "{recs:?}");
-        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, exclude: &[], allow: Some(&[a]), ..Default::default() });
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, exclude: &[], allow: Some(&[a]), ..Default::default() }).unwrap();
         assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![a]);
     }
 
@@ -1820,7 +1843,7 @@ mod tests {
         }
         m.refresh();
         let u = m.users().ids().get("g0u0");
-        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, ..Default::default() });
+        let recs = m.recommend_row(u, &Query { k: 10, exclude_seen: false, ..Default::default() }).unwrap();
         let in_group = recs.iter().filter(|r| m.items().ids().id(r.0).unwrap()[1..].parse::<usize>().unwrap() < 25).count();
         assert!(in_group >= 8, "{recs:?}");
     }
@@ -1844,7 +1867,7 @@ mod tests {
         m.refresh();
         for (dev, prefix) in [("mobile", 'm'), ("desktop", 'd')] {
             let ctx = m.context_rows(&[format!("device={dev}")], false);
-            let recs = m.recommend_row(None, &Query { k: 10, ctx: &ctx, ..Default::default() });
+            let recs = m.recommend_row(None, &Query { k: 10, ctx: &ctx, ..Default::default() }).unwrap();
             let hits = names(&m, &recs).iter().filter(|n| n.starts_with(prefix)).count();
             assert!(hits >= 9, "{dev}: {:?}", names(&m, &recs));
         }
@@ -1863,13 +1886,13 @@ mod tests {
         m.learn_one("me", "sofa", "view", Some(1000.0), None).unwrap();
         let q = Query { k: 2, exclude_seen: true, ..Default::default() };
         let me = m.users().ids().get("me");
-        assert!(names(&m, &m.recommend_row(me, &q)).iter().all(|n| n.starts_with("mug")));
+        assert!(names(&m, &m.recommend_row(me, &q).unwrap()).iter().all(|n| n.starts_with("mug")));
         m.search_many(&["me"], &["Lamp"], &[1010.0]).unwrap();
-        let mut top = names(&m, &m.recommend_row(me, &q));
+        let mut top = names(&m, &m.recommend_row(me, &q).unwrap());
         top.sort();
         assert_eq!(top, ["lamp1", "lamp2"]);
         // A request's own intent wins over the session's.
-        let recs = m.recommend_row(me, &Query { k: 1, exclude_seen: true, intent: Some("coffee"), ..Default::default() });
+        let recs = m.recommend_row(me, &Query { k: 1, exclude_seen: true, intent: Some("coffee"), ..Default::default() }).unwrap();
         assert_eq!(names(&m, &recs), ["mug2"]);
         // The intent is context of the session's next event, and ends with the session.
         m.learn_one("me", "lamp1", "view", Some(1020.0), None).unwrap();
@@ -1904,7 +1927,7 @@ mod tests {
         let fresh = m.fresh_items();
         assert!(names(&m, &fresh.iter().map(|&f| (f, 0.0)).collect::<Vec<_>>()).contains(&"lamp3".to_string()));
         let u = m.users().ids().get("u1");
-        let recs = m.recommend_row(u, &Query { k: 2, exclude_seen: false, explore: 1, ..Default::default() });
+        let recs = m.recommend_row(u, &Query { k: 2, exclude_seen: false, explore: 1, ..Default::default() }).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(names(&m, &recs)[1], "lamp3");
         // Enough positive events and it is no longer new.
@@ -1915,6 +1938,127 @@ mod tests {
         let l3 = m.items().ids().get("lamp3").unwrap();
         assert!(!m.fresh_items().contains(&l3));
         assert!(m.fresh_items().is_empty(), "the catalogue loaded before the first event is not news");
+    }
+
+    /// A model where every signal scores: factors, co-occurrence, popularity, item text,
+    /// context ("m*" items sell on mobile, "d*" on desktop) and a search's intent.
+    fn every_signal(cfg: Config) -> Model {
+        let m = Model::new(Config { dim: 8, snapshot_every: 50, snapshot_ms: 0, ctx_min_count: 1, ..cfg }).unwrap();
+        let items: Vec<String> = (0..40).map(|j| format!("{}{j}", if j % 2 == 0 { "m" } else { "d" })).collect();
+        let finish = ["brass", "oak", "steel", "glass", "linen", "walnut", "copper", "marble", "velvet", "wicker"];
+        let texts: Vec<String> = (0..40).map(|j| format!("{} {}", finish[j % 10], if j % 3 == 0 { "lamp" } else { "mug" })).collect();
+        m.set_item_text(&items, &texts).unwrap();
+        let mut rng = Rng::new(7);
+        for t in 0..3000 {
+            let u = format!("u{}", rng.below(60));
+            let mobile = rng.below(4) != 0;
+            let item = format!("{}{}", if mobile { "m" } else { "d" }, 2 * rng.below(20) + usize::from(!mobile));
+            let ctx = vec![vec![("device", if mobile { "mobile" } else { "desktop" })]];
+            m.learn_many_ctx(&[u.as_str()], &[item.as_str()], &[(t % 4) as u8], &[t as f64], &[], &ctx).unwrap();
+        }
+        m.search_many(&["u1"], &["lamp"], &[3000.0]).unwrap();
+        m.refresh();
+        m
+    }
+
+    fn bits(recs: &[(u32, f32)]) -> Vec<(u32, u32)> {
+        recs.iter().map(|r| (r.0, r.1.to_bits())).collect()
+    }
+
+    /// Queries of every kind for `every_signal`'s model (`ctx` rows from `context_rows`).
+    fn queries<'a>(ctx: &'a [u32]) -> Vec<Query<'a>> {
+        vec![
+            Query { k: 10, ..Default::default() },
+            Query { k: 10, exclude_seen: true, ctx, ..Default::default() },
+            Query { k: 10, ctx, intent: Some("mug"), ts: Some(1e9), explore: 2, ..Default::default() },
+        ]
+    }
+
+    #[test]
+    fn query_weights_default_to_the_configured_ones() {
+        let m = every_signal(Config::default());
+        let ctx = m.context_rows(&["device=mobile"], false);
+        assert_eq!(ctx.len(), 1);
+        let users: Vec<Option<u32>> = ["u1", "u2", "u3", "nobody"].iter().map(|u| m.users().ids().get(u)).collect();
+        let same = Some(m.config().weights());
+        for q in queries(&ctx) {
+            let explicit = Query { weights: same, ..q.clone() };
+            for &u in &users {
+                assert_eq!(bits(&m.recommend_row(u, &q).unwrap()), bits(&m.recommend_row(u, &explicit).unwrap()));
+            }
+            let many: Vec<_> = m.recommend_rows(&users, &q).unwrap().iter().map(|l| bits(l)).collect();
+            let one: Vec<_> = users.iter().map(|&u| bits(&m.recommend_row(u, &explicit).unwrap())).collect();
+            assert_eq!(many, one);
+        }
+        for item in ["m0", "d1", "m2"] {
+            let r = m.items().ids().get(item).unwrap();
+            assert_eq!(bits(&m.similar_row(r, 5, None).unwrap()), bits(&m.similar_row(r, 5, same).unwrap()));
+        }
+    }
+
+    #[test]
+    fn a_weight_override_scores_like_a_model_configured_with_it() {
+        // The weights do not enter learning: two models fed the same events with the same
+        // seed hold the same state, whatever their weights, and the override on one must
+        // answer what the other, configured with it, answers.
+        for (name, value) in [("w_ctx", 0.0), ("w_ctx", 2.0), ("w_pop", 50.0), ("w_mf", 0.0), ("w_mf", 1.0), ("w_cooc", 0.0), ("w_text", 2.0), ("w_intent", 0.0)] {
+            let base = every_signal(Config::default());
+            let mut cfg = Config::default();
+            cfg.set(name, &value.to_string()).unwrap();
+            let twin = every_signal(cfg);
+            let mut w = base.config().weights();
+            w.set(name, value).unwrap();
+            let ctx = base.context_rows(&["device=mobile"], false);
+            assert_eq!(ctx, twin.context_rows(&["device=mobile"], false));
+            let users: Vec<Option<u32>> = ["u1", "u2", "u5", "nobody"].iter().map(|u| base.users().ids().get(u)).collect();
+            let mut changed = false;
+            for q in queries(&ctx) {
+                let over = Query { weights: Some(w), ..q.clone() };
+                for &u in &users {
+                    let got = bits(&base.recommend_row(u, &over).unwrap());
+                    assert_eq!(got, bits(&twin.recommend_row(u, &q).unwrap()), "{name} = {value}");
+                    changed |= got != bits(&base.recommend_row(u, &q).unwrap());
+                }
+                let many: Vec<_> = base.recommend_rows(&users, &over).unwrap().iter().map(|l| bits(l)).collect();
+                let want: Vec<_> = twin.recommend_rows(&users, &q).unwrap().iter().map(|l| bits(l)).collect();
+                assert_eq!(many, want, "{name} = {value}");
+            }
+            assert!(changed, "{name} = {value} changes some answer");
+            for item in ["m0", "d1", "m2"] {
+                let r = base.items().ids().get(item).unwrap();
+                assert_eq!(bits(&base.similar_row(r, 5, Some(w)).unwrap()), bits(&twin.similar_row(r, 5, None).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn without_context_weight_the_context_changes_nothing_for_a_new_user() {
+        // (A known user's factor term is the user plus the context, with any `w_ctx`.)
+        let m = every_signal(Config::default());
+        let mobile = m.context_rows(&["device=mobile"], false);
+        let desktop = m.context_rows(&["device=desktop"], false);
+        let q = |ctx, weights| Query { k: 10, ctx, weights, ..Default::default() };
+        let no_ctx = Some(Weights { w_ctx: 0.0, ..m.config().weights() });
+        assert_ne!(m.recommend_row(None, &q(&mobile, None)).unwrap(), m.recommend_row(None, &q(&desktop, None)).unwrap());
+        let plain = m.recommend_row(None, &q(&[], None)).unwrap();
+        assert_eq!(m.recommend_row(None, &q(&mobile, no_ctx)).unwrap(), plain);
+        assert_eq!(m.recommend_row(None, &q(&desktop, no_ctx)).unwrap(), plain);
+    }
+
+    #[test]
+    fn invalid_query_weights_are_an_error() {
+        let m = every_signal(Config::default());
+        let w = m.config().weights();
+        let u = m.users().ids().get("u1");
+        for bad in [Weights { w_ctx: 10.5, ..w }, Weights { w_ctx: f32::NAN, ..w }, Weights { w_mf: -0.1, ..w }, Weights { w_pop: f32::INFINITY, ..w }, Weights { w_intent: f32::NAN, ..w }] {
+            let q = Query { k: 5, weights: Some(bad), ..Default::default() };
+            assert!(matches!(m.recommend_row(u, &q), Err(crate::Error::InvalidArgument(_))), "{bad:?}");
+            assert!(matches!(m.recommend_rows(&[u, None], &q), Err(crate::Error::InvalidArgument(_))), "{bad:?}");
+            let r = m.items().ids().get("m0").unwrap();
+            assert!(matches!(m.similar_row(r, 5, Some(bad)), Err(crate::Error::InvalidArgument(_))), "{bad:?}");
+        }
+        let e = m.recommend_row(u, &Query { k: 5, weights: Some(Weights { w_ctx: 11.0, ..w }), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("w_ctx must be at most 10"), "{e}");
     }
 
     #[test]
@@ -1941,8 +2085,8 @@ mod tests {
         }
         m.refresh();
         let q = |explore| Query { k: 3, explore, ..Default::default() };
-        assert_eq!(names(&m, &m.recommend_row(None, &q(0))), ["a", "b", "f1"]);
-        let two = names(&m, &m.recommend_row(None, &q(2)));
+        assert_eq!(names(&m, &m.recommend_row(None, &q(0)).unwrap()), ["a", "b", "f1"]);
+        let two = names(&m, &m.recommend_row(None, &q(2)).unwrap());
         assert_eq!(two, ["a", "f1", "c"], "a new item in the list stays; the next one takes the last other slot");
         for k in 0..60 {
             m.learn_one(&format!("w{k}"), "a", "view", None, None).unwrap();
@@ -1972,7 +2116,7 @@ mod tests {
                 let mut served = 0;
                 while Instant::now() < deadline && served < 2000 {
                     let u = m.users().ids().get("u1");
-                    let r = m.recommend_row(u, &Query { k: 10, exclude_seen: true, ..Default::default() });
+                    let r = m.recommend_row(u, &Query { k: 10, exclude_seen: true, ..Default::default() }).unwrap();
                     assert!(r.len() <= 10);
                     assert!(r.windows(2).all(|w| w[0].1 >= w[1].1));
                     served += 1;

@@ -484,8 +484,8 @@ mod tests {
         assert_eq!(ctx.len(), 2);
         for u in ["u1", "u5", "nobody"] {
             let q = Query { k: 10, exclude_seen: true, ctx: &ctx, explore: 1, ..Default::default() };
-            let a = m.recommend_row(m.users().ids().get(u), &q);
-            let c = m2.recommend_row(m2.users().ids().get(u), &q);
+            let a = m.recommend_row(m.users().ids().get(u), &q).unwrap();
+            let c = m2.recommend_row(m2.users().ids().get(u), &q).unwrap();
             assert_eq!(a, c, "user {u}");
         }
     }

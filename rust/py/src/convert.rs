@@ -4,9 +4,9 @@
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
-use recofast_core::config::event_index;
+use recofast_core::config::{event_index, Weights};
 use recofast_core::table::{load_row, EmbeddingTable};
 
 use crate::error::to_py;
@@ -151,6 +151,37 @@ pub(crate) fn extract_events(obj: Option<&Bound<'_, PyAny>>, n: usize) -> PyResu
         out.push(event_index(s.to_str()?).map_err(|e| PyValueError::new_err(e.to_string()))?);
     }
     Ok(out)
+}
+
+/// Scoring weights of one request: a dict of name to number, or (name, number) pairs, set
+/// over `base` (the model's weights); `None` when absent. An unknown name, a value that is no
+/// number or a number out of range is a `ValueError` naming the weight.
+pub(crate) fn extract_weights(obj: Option<&Bound<'_, PyAny>>, base: Weights) -> PyResult<Option<Weights>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    let shape = || PyValueError::new_err("weights must be a mapping of weight name to number (e.g. {\"w_ctx\": 0.0}) or (name, number) pairs");
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(d) = obj.cast::<PyDict>() {
+        d.iter().collect()
+    } else {
+        if obj.is_instance_of::<PyString>() {
+            return Err(shape());
+        }
+        let mut v = Vec::new();
+        for item in obj.try_iter().map_err(|_| shape())? {
+            v.push(item?.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>().map_err(|_| shape())?);
+        }
+        v
+    };
+    let mut w = base;
+    for (name, value) in pairs {
+        let name = name.cast::<PyString>().map_err(|_| shape())?.to_str()?.to_string();
+        Weights::check_name(&name).map_err(to_py)?;
+        let x = match value.extract::<f64>() {
+            Ok(x) if !value.is_instance_of::<PyBool>() => x,
+            _ => return Err(PyValueError::new_err(format!("weight {name}: {} is not a number", value.repr()?))),
+        };
+        w.set(&name, x as f32).map_err(to_py)?;
+    }
+    Ok(Some(w))
 }
 
 /// An optional float64 array as a vector (empty when absent).

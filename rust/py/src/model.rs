@@ -15,7 +15,7 @@ use recofast_core::kernels::SimdLevel;
 use recofast_core::model::{Model, Query};
 use recofast_core::{context, snapshot};
 
-use crate::convert::{extract_events, extract_ids, f64s, live_factors, one_id, run};
+use crate::convert::{extract_events, extract_ids, extract_weights, f64s, live_factors, one_id, run};
 use crate::error::to_py;
 
 /// The online recommender of the core. Python code uses `recofast.Recommender`, which wraps it.
@@ -153,8 +153,9 @@ impl PyModel {
         }
     }
 
-    /// Top-k (item, score) for a user, best first.
-    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0, ts = None))]
+    /// Top-k (item, score) for a user, best first. `weights`: scoring weights for this
+    /// request instead of the model's (a dict, or (name, value) pairs).
+    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0, ts = None, weights = None))]
     #[allow(clippy::too_many_arguments)]
     fn recommend(
         &self,
@@ -167,9 +168,11 @@ impl PyModel {
         context: Option<Vec<(String, String)>>,
         explore: usize,
         ts: Option<f64>,
+        weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<(String, f32)>> {
         let k = check_k(k)?;
         let u = one_id(user, "user")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
         let exclude: Vec<u32> = match exclude.filter(|e| !e.is_none()) {
             Some(e) => {
                 let ids = extract_ids(e, "exclude")?;
@@ -186,16 +189,18 @@ impl PyModel {
         };
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
-        let recs = py.detach(move || {
+        let recs = run(py, move || {
             let row = m.users().ids().get(&u);
             let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
-            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts })
-        });
+            m.recommend_row(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts, weights })
+        })?;
         Ok(self.named(recs))
     }
 
-    /// Top-k lists for many users, computed in parallel with the GIL released.
-    #[pyo3(signature = (users, k = 10, exclude_seen = true, context = None, explore = 0))]
+    /// Top-k lists for many users, computed in parallel with the GIL released; `weights`
+    /// as for `recommend`.
+    #[pyo3(signature = (users, k = 10, exclude_seen = true, context = None, explore = 0, weights = None))]
+    #[allow(clippy::too_many_arguments)]
     fn recommend_many(
         &self,
         py: Python<'_>,
@@ -204,27 +209,31 @@ impl PyModel {
         exclude_seen: bool,
         context: Option<Vec<(String, String)>>,
         explore: usize,
+        weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Vec<(String, f32)>>> {
         let k = check_k(k)?;
         let ids = extract_ids(users, "users")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
-        let lists = py.detach(move || {
+        let lists = run(py, move || {
             let rows: Vec<Option<u32>> = m.users().ids().get_many(&ids.as_strs()).into_iter().map(|r| (r != u32::MAX).then_some(r)).collect();
             let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
-            m.recommend_rows(&rows, &Query { k, exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ..Default::default() })
-        });
+            m.recommend_rows(&rows, &Query { k, exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, weights, ..Default::default() })
+        })?;
         Ok(lists.into_iter().map(|l| self.named(l)).collect())
     }
 
-    /// Items most similar to an item; an unknown item gives an empty list.
-    #[pyo3(signature = (item, k = 10))]
-    fn similar_items(&self, py: Python<'_>, item: &Bound<'_, PyAny>, k: i64) -> PyResult<Vec<(String, f32)>> {
+    /// Items most similar to an item; an unknown item gives an empty list. `weights` as for
+    /// `recommend` (`w_mf` and `w_cooc` score here).
+    #[pyo3(signature = (item, k = 10, weights = None))]
+    fn similar_items(&self, py: Python<'_>, item: &Bound<'_, PyAny>, k: i64, weights: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, f32)>> {
         let k = check_k(k)?;
         let i = one_id(item, "item")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
         let Some(row) = self.m.items().ids().get(&i) else { return Ok(Vec::new()) };
         let m = self.m.clone();
-        let recs = py.detach(move || m.similar_row(row, k));
+        let recs = run(py, move || m.similar_row(row, k, weights))?;
         Ok(self.named(recs))
     }
 

@@ -468,7 +468,7 @@ mod tests {
         }
         assert!(m.user_state("u3").unwrap().seen().iter().all(|&i| i != junk_row));
         let u = m.users().ids().get("u1");
-        let all = names(&m, &m.recommend_row(u, &Query { k: 10, ..Default::default() }));
+        let all = names(&m, &m.recommend_row(u, &Query { k: 10, ..Default::default() }).unwrap());
         assert!(!all.contains(&"junk".to_string()) && all.len() == 3, "{all:?}");
         assert_eq!(m.snapshot().n, 3);
         // A new item reuses the row, clean.
@@ -569,7 +569,7 @@ mod tests {
                 let mut rng = Rng::new(99);
                 while Instant::now() < deadline && served < 3000 {
                     let u = m.users().ids().get(&format!("u{}", rng.below(1000)));
-                    let r = m.recommend_row(u, &Query { k: 10, exclude_seen: true, ..Default::default() });
+                    let r = m.recommend_row(u, &Query { k: 10, exclude_seen: true, ..Default::default() }).unwrap();
                     assert!(r.len() <= 10);
                     assert!(r.windows(2).all(|w| w[0].1 >= w[1].1 || w[1].1.is_nan()));
                     assert!(r.iter().all(|x| (x.0 as usize) < m.item_rows()));
