@@ -196,3 +196,36 @@ async def test_experiments_are_re_read_when_the_file_changes_and_reach_the_meta_
         with caplog.at_level("ERROR", logger="recofast.engine"):
             await asyncio.wait_for(_until(lambda: "experiments not changed" in caplog.text), 10)
         assert "w_nonsense" in caplog.text and [e.name for e in engine.experiments] == ["second"]
+
+
+async def test_each_users_list_is_scored_with_their_variants_weights(tmp_path, nats_url, engine_config, running_engine, wait_applied):
+    from recofast.engine.config import load_config
+    from recofast_sidecar.protocol.experiments import assign
+
+    toml = tmp_path / "recofast.toml"
+    toml.write_text(EXPERIMENTS.format(name="scoring"))
+    exps = load_config(toml, env={}).experiments
+    cfg = engine_config(tmp_path, nats_url, experiments=exps, config_file=str(toml), top_n=5)
+    rng = __import__("random").Random(4)
+    async with await nats.connect(nats_url) as nc, running_engine(cfg) as engine:
+        js = nc.jetstream()
+        pack = [event(f"w{i}", "purchase" if i % 3 else "view", f"u{rng.randrange(60)}", f"i{int(rng.paretovariate(1.2)) % 80}", T + i)
+                for i in range(3000)]
+        for n in range(0, len(pack), 100):
+            await js.publish(subject_for(0), b"[" + b",".join(pack[n:n + 100]) + b"]", headers={MSG_ID_HEADER: f"w{n}"})
+        await wait_applied(engine, js)
+        engine.refresh_all()
+        by_variant: dict[str, int] = {}
+        differs = 0
+        for u in (f"u{i}" for i in range(60)):
+            stored = engine.reader.user_list(u)
+            if stored is None:
+                continue
+            v = assign(exps, u)[1]
+            want = engine.model.recommend(u, k=5, weights=v.scoring or None)
+            assert list(stored.items) == [i for i, _ in want], (u, v.name)
+            by_variant[v.name] = by_variant.get(v.name, 0) + 1
+            if v.scoring:
+                differs += [i for i, _ in engine.model.recommend(u, k=5)] != list(stored.items)
+        assert set(by_variant) == {"recofast", "heavy-pop", "popular"}
+        assert differs > 0  # the variant's weights changed some lists
