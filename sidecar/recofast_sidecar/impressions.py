@@ -23,6 +23,13 @@ RETRIES = 3
 """Attempts after the first at publishing one batch (half a second apart, then longer)."""
 
 
+def _raise_if_cancelled() -> None:
+    """nats.py's publish may turn a cancellation into a timeout: a task asked to stop stops."""
+    me = asyncio.current_task()
+    if me is not None and me.cancelling():
+        raise asyncio.CancelledError
+
+
 class Impressions:
     """The queue of impression records and its publisher. ``counted(what, n)`` is told of
     every record ``published`` or ``dropped``; ``jetstream()`` gives the JetStream context
@@ -70,6 +77,7 @@ class Impressions:
                         self._warned = False
                     return
                 except Exception as e:  # noqa: BLE001 - no stream yet, NATS away, a timeout
+                    _raise_if_cancelled()
                     if not self._warned:
                         log.warning("publishing impressions failed (%s: %s); retrying", type(e).__name__, e)
                         self._warned = True
@@ -82,6 +90,7 @@ class Impressions:
         while True:
             first = await self.queue.get()
             await self._publish(self._take_batch(first))
+            _raise_if_cancelled()
 
     async def flush(self) -> None:
         """Publishes what is queued now (at shutdown, before NATS is drained), once each."""
