@@ -105,6 +105,13 @@ class Shop:
         popularity, × ``exp(-price / 10)`` on mobile (cheaper items)."""
         return self.item_pop[items] * (np.exp(-self.price[items] / 10.0) if device == "mobile" else 1.0)
 
+    def median_item_weight(self, device: str) -> float:
+        """The median of :meth:`item_weights` over every item of the shop, on ``device``."""
+        cache: dict[str, float] = self.__dict__.setdefault("_median_weight", {})
+        if device not in cache:
+            cache[device] = float(np.median(self.item_weights(np.arange(self.items), device)))
+        return cache[device]
+
 
 def simulate(out: IO[str], users: int = 2_000, items: int = 1_000, events: int = 100_000, seed: int = 0,
              categories: int = 12, drift_at: tuple[int, ...] = (), drift_share: float = 0.5,
