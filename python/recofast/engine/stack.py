@@ -1,4 +1,4 @@
-"""`recofast up`: the whole stack on one machine, in one command.
+"""`recofast up`: the whole stack on one machine, in one command; and the simulator's stack.
 
 It starts an embedded nats-server with JetStream (``DATA/nats``), the engine
 (``recofast serve``, lists in ``DATA/lmdb``, checkpoints in ``DATA/models``) and the edge
@@ -15,6 +15,9 @@ FILE`` copies the file's ``[[experiments]]`` into the engine's configuration,
 Ctrl-C (or SIGTERM) stops everything, engine last but one and NATS last, so the engine
 checkpoints on its way out.
 
+:func:`run_simulation` (``recofast simulate --shoppers``) starts the same stack, warms it,
+and runs shoppers in lockstep rounds (see :mod:`recofast.evaluation.shoppers`), for
+reproducible runs.
 """
 
 from __future__ import annotations
@@ -410,4 +413,94 @@ def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int
             signal.signal(s, h)
 
 
-__all__ = ["Stack", "engine_toml", "free_port", "read_experiments", "run_stack", "write_demo_events"]
+# -- the simulator ----------------------------------------------------------------------------
+
+SIM_ENGINE = {"segment_seconds": 0.1, "fetch_timeout": 0.05, "expire_seconds": 0.0, "lmdb_sync": False}
+"""Engine options of the simulator's stack: segment lists written 0.1 s after a change, a fast
+idle loop, no expiry (it runs on a wall-clock cadence), no fsync per commit."""
+SIM_WARM_REFRESH = 0.5
+"""``refresh_seconds`` while the history is learned: a full refresh round soon after it."""
+SIM_RUN_REFRESH = 1e9
+"""``refresh_seconds`` while the shoppers shop: no refresh round (they run on a wall-clock
+cadence, so they would make the lists depend on timing)."""
+
+
+def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str, items: int = 1_000, categories: int = 12,
+                   history: int | None = None, experiment_file: str | None = None, explore: float = 0.0, k: int = 10,
+                   concurrency: int = 8, round_size: int | None = None, browse: float = 0.5, beta: float = 1.0,
+                   dim: int = 32, port: int = 0, progress: bool = True, log: str | None = None,
+                   hours: str = "seeded") -> dict[str, Any]:
+    """``recofast simulate --shoppers``: starts a stack of its own in ``data_dir`` (which must
+    be empty or missing: the run starts from an empty shop), warms the model with ``history``
+    generated events (default 20 a shopper) of the same shop, and runs ``sessions`` sessions of
+    ``shoppers`` simulated shoppers in lockstep. Returns the shoppers' ground truth
+    (:meth:`~recofast.evaluation.shoppers.Shoppers.tallies`) with what the stack did.
+
+    The stack is set up for reproducible runs: the engine learns the history, completes a full
+    refresh round after it (every list, the segment lists, the context records the sidecar
+    re-ranks with), and is restarted without periodic refreshes or expiry (``DATA/recofast.toml``;
+    the warm-up configuration is ``DATA/recofast-warm.toml``); the model's scoring snapshot is
+    rebuilt after every batch (``snapshot_every = 1``, ``snapshot_ms = 0``), the engine scores on
+    one thread (``RAYON_NUM_THREADS=1``) and the sidecar's exploration draws are seeded.
+    ``log``: a file for the sessions, as JSON Lines (:meth:`Shoppers.write_log`). The result
+    also holds the engine's own report of the closed loop (``system``, ``/v1/loop?by=variant``)
+    once it has read both streams, and what the stack did (``stack``)."""
+    from recofast.evaluation.shoppers import ClickModel, EngineSync, Shoppers
+    from recofast.evaluation.simulate import Shop
+
+    if shoppers <= 0 or sessions <= 0:
+        raise ValueError("--shoppers and --sessions must be positive")
+    data = Path(data_dir).resolve()
+    if data.exists() and any(data.iterdir()):
+        raise ValueError(f"--data-dir {data_dir} is not empty: a simulation starts from an empty shop")
+    experiments = read_experiments(experiment_file) if experiment_file else None
+    n_history = 20 * shoppers if history is None else history
+    if n_history <= 0:
+        raise ValueError("--events (the history) must be positive")
+    model = ClickModel(beta=beta)
+    shop = Shop.from_seed(seed, users=shoppers, items=items, events=n_history, categories=categories)
+    data.mkdir(parents=True, exist_ok=True)
+    model_opts = {"dim": dim, "seed": seed, "snapshot_every": 1, "snapshot_ms": 0}
+    warm_cfg, run_cfg, side_cfg = data / "recofast-warm.toml", data / "recofast.toml", data / "recofast-sidecar.toml"
+    warm_cfg.write_text(engine_toml({**SIM_ENGINE, "refresh_seconds": SIM_WARM_REFRESH}, model_opts, experiments,
+                                    comment="recofast simulate: the engine while it learns the history"))
+    run_cfg.write_text(engine_toml({**SIM_ENGINE, "refresh_seconds": SIM_RUN_REFRESH}, model_opts, experiments,
+                                   comment="recofast simulate: the engine while the shoppers shop (no periodic refresh)"))
+    side_cfg.write_text(f"# recofast simulate: the sidecar\n[sidecar]\nseed = {int(seed)}\n")
+    events, catalog = data / "history.jsonl", data / "catalog.jsonl"
+    n = write_demo_events(events, events=n_history, users=shoppers, items=items, seed=seed, catalog=catalog,
+                          categories=categories)
+    t0 = time.monotonic()
+    with Stack(data, port=port or free_port(), engine_config=warm_cfg, sidecar_config=side_cfg,
+               engine_env={"RAYON_NUM_THREADS": "1"}, log_dir=data) as stack:
+        warm = asyncio.run(_warm(stack, events, catalog, refreshes=1, lockstep=True))
+        stack.restart_engine(run_cfg)
+        t1 = time.monotonic()
+        people = Shoppers(shop, stack.sidecar_url, seed=seed, k=k, model=model, browse=browse, concurrency=concurrency,
+                          explore=explore, hours=hours, round_size=round_size)  # type: ignore[arg-type]
+
+        async def shop_all() -> tuple[dict[str, Any], dict[str, Any]]:
+            import aiohttp
+
+            settle = 2 * SIM_ENGINE["segment_seconds"] + SIM_ENGINE["fetch_timeout"]
+            async with EngineSync(stack.engine_url, stack.nats_url, settle=settle) as sync:
+                t = await people.run_lockstep(sessions, sync, progress=progress)
+                async with aiohttp.ClientSession() as http:
+                    t["system"] = await sync.loop_report(http, by="variant")
+                    return t, await sync.engine_state(http)
+
+        tallies, engine = asyncio.run(shop_all())
+        t2 = time.monotonic()
+    if log:
+        with open(log, "w") as f:
+            people.write_log(f)
+    tallies["stack"] = {
+        "data_dir": str(data), "history_events": n, "warm_seconds": round(t1 - t0, 1), "shop_seconds": round(t2 - t1, 1),
+        "experiments": experiment_file,
+        "engine": {key: engine.get(key) for key in ("stream_seq", "events_applied_total", "events_dlq_total", "model_version")},
+        "warm_model_version": warm.get("model_version"),
+    }
+    return tallies
+
+
+__all__ = ["Stack", "engine_toml", "free_port", "read_experiments", "run_simulation", "run_stack", "write_demo_events"]
