@@ -15,13 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default="data", help="where NATS, LMDB and checkpoints live (default ./data)")
     p.add_argument("--engine-http-port", type=int, default=0, help="the engine's /metrics port (default: a free one)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--demo", action="store_true", help="feed generated shop traffic")
+    g.add_argument("--demo", action="store_true",
+                   help="a simulated shop: a generated history warms the model, then simulated shoppers act on "
+                        "the lists they are shown (clicks, carts, purchases with the list's rec_id) and browse on their own")
     g.add_argument("--events", default=None, help="replay this log (v1 JSON Lines or a CSV purchase log)")
-    p.add_argument("--rate", type=float, default=200.0, help="events per second of --demo/--events (default 200)")
+    p.add_argument("--rate", type=float, default=200.0,
+                   help="events per second: of the --events replay, or of the --demo shoppers (default 200; "
+                        "the demo's history is published at full speed)")
+    p.add_argument("--concurrency", type=int, default=8, help="--demo shoppers in flight at once (default 8)")
+    p.add_argument("--experiment-file", default=None, metavar="FILE",
+                   help="copy this file's [[experiments]] (e.g. examples/demo-experiment.toml) into the engine's "
+                        "configuration DATA/recofast.toml, which the engine re-reads when it changes")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
     return run_stack(port=args.port, data_dir=args.data_dir, engine_http_port=args.engine_http_port, demo=args.demo,
-                     events=args.events, rate=args.rate, duration=args.duration)
+                     events=args.events, rate=args.rate, duration=args.duration, experiment_file=args.experiment_file,
+                     concurrency=args.concurrency)
