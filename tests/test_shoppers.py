@@ -102,6 +102,25 @@ def test_attraction_follows_taste_in_context_and_ignores_unknown_items():
     assert model.attraction(shop, u, umbrellas, wet).mean() > model.attraction(shop, u, umbrellas, dry).mean()
 
 
+def test_interest_wears_off_with_each_look_and_after_a_purchase():
+    shop = Shop.from_seed(2, users=50, items=300, events=1_000)
+    model = ClickModel()
+    ctx = Context("desktop", "GB", "cloud", 12)
+    items = ["i1", "i2", "i3"]
+    fresh = model.attraction(shop, 0, items, ctx)
+    worn = model.attraction(shop, 0, items, ctx, {1: [1, 0], 2: [2, 1]})
+    assert worn[0] == pytest.approx(fresh[0] * 0.5) and worn[1] == pytest.approx(fresh[1] * 0.25 * 0.2)
+    assert worn[2] == fresh[2]
+    # A shopper's history grows with what it clicks and browses in a session.
+    sh = Shoppers(shop, "http://unused", seed=1)
+    s = sh.next_round()[0]
+    events = sh.act(s, sh.context(s), answer(items))
+    touched = {int(e["item"][1:]) for e in events if e["type"] in ("click", "view", "purchase")}
+    assert set(sh._history.get(s.shopper, {})) == touched
+    with pytest.raises(ValueError, match="wear"):
+        ClickModel(wear=1.5)
+
+
 def answer(items, rec_id="r1", source="personal", variant=None):
     body = {"user": "x", "rec_id": rec_id, "model_version": 1, "source": source,
             "items": [{"item": i, "score": 1.0, "reason": "personal"} for i in items]}

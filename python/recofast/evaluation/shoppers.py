@@ -25,7 +25,8 @@ cascade, so a shopper may click several items of a list). For the item at positi
 (0 at the top) of a list shown to shopper ``u`` in context ``x``::
 
     P(click)                 = e(p) · a          e(p) = 1 / (1 + p) ** beta      (beta = 1)
-    a                        = 1 − exp(−gamma · C · q_c(u, x) · r_j)             (gamma = 0.1)
+    a                        = (1 − exp(−gamma · C · q_c(u, x) · r_j)) · wear ** n_uj · (bought if u bought j)
+                                                  (gamma = 0.1, wear = 0.5, bought = 0.2)
     P(add_to_cart | click)   = min(1, cart · a)                                   (cart = 0.6)
     P(purchase | cart)       = min(1, buy · a)                                    (buy = 0.8)
     qty                      = 2 with probability 0.1, else 1
@@ -35,7 +36,11 @@ the moment (:meth:`Shop.category_weights`: taste × time-of-day peak × weather,
 over the ``C`` categories, so a shopper with no preference has ``C · q_c = 1``) and ``r_j``
 is the item's appeal relative to the shop's median item, ``sqrt(w_j / median w)`` with
 ``w_j`` from :meth:`Shop.item_weights` (popularity, × ``exp(-price / 10)`` on mobile). An
-item the shop does not know has ``a = 0``.
+item the shop does not know has ``a = 0``. Interest wears off: ``n_uj`` counts the shopper's
+earlier clicks and views of the item in this run, each halving its appeal, and an item the
+shopper bought keeps a fifth of it (shoppers rarely want what they just bought, and click
+the same item less each time they have looked at it), so a list that shows the same items
+again and again earns less with each showing.
 
 **Reproducibility.** The schedule (which shopper has which session in which round) comes
 from generators seeded by ``(seed, round)``; each session's context, decisions and browsing
@@ -97,6 +102,10 @@ SEARCH = 0.15
 """The share of organic browsing that starts with a search naming the category."""
 WEATHER_P = (0.4, 0.35, 0.25)
 """Weather of a session (sun, cloud, rain), as in the event simulator."""
+WEAR = 0.5
+"""Each earlier click or view of an item by the shopper multiplies its appeal by this."""
+BOUGHT = 0.2
+"""An item the shopper bought keeps this share of its appeal."""
 POST_CHUNK = 400
 """Most events in one ``POST /v1/events`` (the sidecar takes 1000 and 256 KiB)."""
 COUNTS = ("lists", "shown", "clicks", "carts", "purchases", "revenue", "window_carts", "window_purchases", "window_revenue")
@@ -145,17 +154,23 @@ class ClickModel:
     gamma: float = GAMMA
     cart: float = CART
     buy: float = BUY
+    wear: float = WEAR
+    bought: float = BOUGHT
 
     def __post_init__(self) -> None:
         if not (self.beta >= 0 and self.gamma > 0 and 0 <= self.cart and 0 <= self.buy):
             raise ValueError("beta must be ≥ 0, gamma > 0, cart and buy ≥ 0")
+        if not (0.0 <= self.wear <= 1.0 and 0.0 <= self.bought <= 1.0):
+            raise ValueError("wear and bought must be between 0 and 1")
 
     def examination(self, n: int) -> np.ndarray:
         """The probability that each of ``n`` positions is looked at."""
         return 1.0 / (1.0 + np.arange(n, dtype=np.float64)) ** self.beta
 
-    def attraction(self, shop: Shop, u: int, items: list[str], ctx: Context) -> np.ndarray:
-        """How much shopper ``u`` wants each item in this context, in ``[0, 1)``."""
+    def attraction(self, shop: Shop, u: int, items: list[str], ctx: Context,
+                   history: dict[int, list[int]] | None = None) -> np.ndarray:
+        """How much shopper ``u`` wants each item in this context, in ``[0, 1)``; ``history``
+        maps an item's index to ``[earlier clicks and views, bought (0 or 1)]``."""
         w = shop.category_weights(u, ctx.hour, ctx.weather)
         q = w / w.sum()
         idx = np.array([_item_index(i, shop.items) for i in items], dtype=np.int64)
@@ -165,6 +180,11 @@ class ClickModel:
             j = idx[known]
             r = np.sqrt(shop.item_weights(j, ctx.device) / shop.median_item_weight(ctx.device))
             a[known] = 1.0 - np.exp(-self.gamma * len(shop.categories) * q[shop.item_cat[j]] * r)
+        if history:
+            for p, j in enumerate(idx):
+                h = history.get(int(j)) if j >= 0 else None
+                if h is not None:
+                    a[p] *= self.wear ** h[0] * (self.bought if h[1] else 1.0)
         return a
 
     def decide(self, rng: np.random.Generator, attraction: np.ndarray) -> Choices:
@@ -178,6 +198,14 @@ class ClickModel:
         purchases = carts & (d[3] < np.minimum(1.0, self.buy * a))
         qty = np.where(d[4] < 0.1, 2, 1)
         return Choices(clicks, carts, purchases, qty)
+
+
+def _touch(seen: dict[int, list[int]], j: int, bought: bool) -> None:
+    if j < 0:
+        return
+    h = seen.setdefault(j, [0, 0])
+    h[0] += 1
+    h[1] = h[1] or int(bought)
 
 
 def _item_index(item: str, n: int) -> int:
@@ -382,6 +410,8 @@ class Shoppers:
         # Per shopper, per item: the latest list that showed it (variant, the item's source,
         # when, the kinds it has been credited with), to tally what the window rule credits.
         self._latest: dict[int, dict[int, _Shown]] = {}
+        # Per shopper, per item: [earlier clicks and views, bought]: how interest wears off.
+        self._history: dict[int, dict[int, list[int]]] = {}
         self.errors: list[str] = []
 
     # -- the plan ---------------------------------------------------------------------------
@@ -402,7 +432,9 @@ class Shoppers:
 
     def context(self, s: Session) -> Context:
         """The session's context: the shopper's device and country, a drawn weather, and the
-        hour (drawn uniformly with ``hours="seeded"``; the UTC hour now with ``"wall"``)."""
+        hour (drawn uniformly with ``hours="seeded"``, which moves the shopper's wants but is not
+        sent to the sidecar, whose clock and the engine's agree on the hour; the UTC hour now,
+        sent, with ``"wall"``)."""
         rng = np.random.default_rng([self.seed, 103, s.shopper, s.nth])
         weather = WEATHER[int(rng.choice(3, p=WEATHER_P))]
         hour = int(rng.integers(0, 24))
@@ -427,7 +459,8 @@ class Shoppers:
         variant = str(answer.get("variant") or "none")
         if answer.get("experiment"):
             self.experiments.add(str(answer["experiment"]))
-        a = self.model.attraction(shop, s.shopper, items, ctx)
+        seen = self._history.setdefault(s.shopper, {})
+        a = self.model.attraction(shop, s.shopper, items, ctx, seen)
         ch = self.model.decide(np.random.default_rng([self.seed, 104, s.shopper, s.nth]), a)
         user = self.user(s.shopper)
         now = int(time.time() * 1000)
@@ -459,6 +492,7 @@ class Shoppers:
                 continue
             event("click", item=item, rec_id=rec_id)
             event("view", item=item, rec_id=rec_id)
+            _touch(seen, j, bought=bool(ch.purchases[p]))
             for t in (tv, ts):
                 t["clicks"] += 1
             self.positions[p, 1] += 1
@@ -476,7 +510,7 @@ class Shoppers:
                     t["purchases"] += 1
                     t["revenue"] += price * qty
                 self.positions[p, 3] += 1
-        self._browse(s, ctx, event, latest)
+        self._browse(s, ctx, event, latest, seen)
         if self.keep_log:
             self.log.append(SessionRecord(s.number, user, s.nth, ctx, rec_id, source, variant, items,
                                           [int(x) for x in np.flatnonzero(ch.clicks)], [int(x) for x in np.flatnonzero(ch.carts)],
@@ -484,7 +518,8 @@ class Shoppers:
         self.counters["sessions"] += 1
         return events
 
-    def _browse(self, s: Session, ctx: Context, event: Callable[..., None], latest: dict[int, _Shown]) -> None:
+    def _browse(self, s: Session, ctx: Context, event: Callable[..., None], latest: dict[int, _Shown],
+                seen: dict[int, list[int]]) -> None:
         """Organic browsing (no ``rec_id``), as the event simulator's sessions: draws in fixed
         numbers whether or not the shopper browses."""
         shop = self.shop
@@ -515,6 +550,7 @@ class Shoppers:
             else:
                 event(kind, item=f"i{j}")
                 o["views" if kind == "view" else "carts"] += 1
+            _touch(seen, j, bought=kind == "purchase")
             if kind != "view":
                 self._by_window(latest.get(j), kind, float(shop.price[j]))
 
@@ -538,6 +574,11 @@ class Shoppers:
     async def fetch(self, http: Any, s: Session, ctx: Context, retries: int = 5) -> dict[str, Any]:
         """The shopper's list (retried on a connection error or a 5xx)."""
         q = {"k": str(self.k), **ctx.query()}
+        if self.hours == "seeded":
+            # The engine learns the hour from the events' wall-clock ts; a drawn hour in the
+            # request would ask for a context it never saw. The drawn hour moves the shopper's
+            # wants only, like any unobserved cause.
+            q.pop("hour", None)
         if self.explore > 0:
             q["explore"] = repr(self.explore)
         url = f"{self.base_url}/v1/recommendations/{self.user(s.shopper)}"
