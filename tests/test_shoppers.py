@@ -283,3 +283,24 @@ def test_continuous_shoppers_against_a_running_stack(tmp_path):
     assert t["sessions"] == 60 and t["failed_sessions"] == 0 and t["events_rejected"] == 0
     assert t["total"]["lists"] == 60 and t["total"]["clicks"] > 0 and t["events_posted"] > t["total"]["clicks"]
     assert "digests" not in t
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_in_the_demo_experiment_recofast_beats_the_popular_control_and_the_rule_says_decided(tmp_path):
+    """The demo's three variants over 2,000 sessions of 200 shoppers: the engine's own report
+    (per-user CTR with intervals, the always-valid comparison) decides for recofast."""
+    from recofast.engine.stack import run_simulation
+
+    got = run_simulation(shoppers=200, sessions=2000, items=600, seed=3, data_dir=str(tmp_path / "stack"),
+                         experiment_file=str(EXPERIMENT), progress=False)
+    (exp,) = got["system"]["experiments"]
+    assert exp["control"] == "popular"
+    var = {v["variant"]: v for v in exp["variants"]}
+    assert var["recofast"]["lo"] > var["popular"]["hi"]  # the 95 % intervals apart
+    cmp = {c["variant"]: c for c in exp["comparisons"]}
+    assert cmp["recofast"]["decided"] and cmp["recofast"]["winner"] == "recofast" and cmp["recofast"]["lift_lo"] > 0
+    assert cmp["recofast"]["text"].startswith("recofast beats popular by ")
+    # The system's per-variant table is the shoppers' own ground truth.
+    for v, t in got["variants"].items():
+        assert (var[v]["lists"], var[v]["shown"], var[v]["clicks"]) == (t["lists"], t["shown"], t["clicks"])
