@@ -112,6 +112,20 @@ async def test_attribution_by_rec_id_by_window_outside_it_and_of_items_not_shown
             assert units == [("e", "b", "u2", 1, 2, 1, 20.0)]
         text = engine.metrics.render().decode()
         assert 'recofast_loop_clicks_total{endpoint="recommendations",experiment="",source="personal",variant=""} 4.0' in text
+        # The same through the engine's JSON endpoint.
+        from aiohttp.test_utils import TestClient, TestServer
+        from recofast.engine.service import create_app
+
+        async with TestClient(TestServer(create_app(engine))) as http:
+            r = await http.get("/v1/loop?by=source,variant&ips=0.1")
+            body = await r.json()
+            assert r.status == 200 and body["total"]["clicks"] == 4 and body["total"]["revenue"] == 20.0
+            assert {(x["source"], x["variant"]) for x in body["rows"]} == {("personal", ""), ("personal", "b")}
+            assert body["experiments"][0]["experiment"] == "e" and body["ips"][0]["target"] == 0.1
+            for bad in ("?minutes=-1", "?ips=2", "?by=colour", "?minutes=abc"):
+                r = await http.get("/v1/loop" + bad)
+                assert r.status == 400, bad
+            assert (await (await http.get("/healthz")).json())["loop"] == "ok"
         assert 'recofast_loop_unattributed_total{reason="no list in the window showed the item",type="click"} 1.0' in text
 
 
