@@ -6,12 +6,9 @@ per-user sums intact)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
@@ -24,23 +21,7 @@ from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.feedback import Impression, encode_batch
 from recofast_sidecar.protocol.names import IMPRESSIONS_STREAM, IMPRESSIONS_SUBJECT, MSG_ID_HEADER, STREAM
 
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _engine(url: str, tmp, log, port: int = 0) -> subprocess.Popen[bytes]:  # noqa: ANN001
-    return subprocess.Popen(
-        [sys.executable, "-m", "recofast.cli", "serve", "--nats", url, "--lmdb", str(tmp / "lmdb"),
-         "--model-dir", str(tmp / "models"), "--config", str(tmp / "recofast.toml"), "--log-level", "warning",
-         "--http-port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+from test_engine_crash import _engine, _free_port
 
 N_IMPRESSIONS = 3000
 PER_MSG = 50

@@ -33,13 +33,14 @@ the off-policy estimates, at most ``max_impressions`` of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,17 @@ class LoopStore:
         with self._lock:
             self.db.close()
 
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[None]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def seq(self, name: str) -> int:
         row = self.db.execute("SELECT seq FROM position WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
@@ -220,17 +232,12 @@ class LoopStore:
                     continue
                 for r in recs:
                     rows.append(r)
-            self.db.execute("BEGIN")
-            try:
+            with self._txn():
                 for r in rows:
                     if self._store_impression(r, b):
                         stored += 1
                 self._write(b)
                 self._set_seq(IMPRESSIONS, todo[-1][0])
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
             return stored, bad
 
     def _store_impression(self, r: Impression, b: _Batch) -> bool:
@@ -266,8 +273,7 @@ class LoopStore:
                 return 0
             b = _Batch()
             credited = 0
-            self.db.execute("BEGIN")
-            try:
+            with self._txn():
                 for seq, subject, data in todo:
                     if subject in skip:
                         continue
@@ -280,10 +286,6 @@ class LoopStore:
                 credited += self._retry_pending(now, b)
                 self._write(b)
                 self._set_seq(EVENTS, todo[-1][0])
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
             return credited
 
     def retry_pending(self, now: float | None = None) -> int:
@@ -294,14 +296,9 @@ class LoopStore:
             if self.db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
                 return 0
             b = _Batch()
-            self.db.execute("BEGIN")
-            try:
+            with self._txn():
                 n = self._retry_pending(now, b)
                 self._write(b)
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
             return n
 
     def _retry_pending(self, now: float, b: _Batch) -> int:
@@ -435,27 +432,21 @@ class LoopStore:
         ``max_impressions``, and minute and hour roll-ups older than ``keep_days``."""
         now = time.time() if now is None else now
         cut = int((now - self.keep_hours * 3600) * 1000)
-        with self._lock:
-            self.db.execute("BEGIN")
-            try:
-                n = self.db.execute("DELETE FROM impressions WHERE ts < ?", (cut,)).rowcount
-                row = self.db.execute("SELECT count(*) FROM impressions").fetchone()
-                over = int(row[0]) - self.max_impressions
-                if over > 0:
-                    n += self.db.execute(
-                        "DELETE FROM impressions WHERE rec_id IN (SELECT rec_id FROM impressions ORDER BY ts LIMIT ?)", (over,)
-                    ).rowcount
-                    oldest = self.db.execute("SELECT min(ts) FROM impressions").fetchone()[0]
-                    cut = max(cut, int(oldest or cut))
-                self.db.execute("DELETE FROM credited WHERE ts < ?", (cut,))
-                self.db.execute("DELETE FROM counted_events WHERE ts < ?", (cut,))
-                old = now - self.keep_days * 86400
-                self.db.execute("DELETE FROM minutes WHERE minute < ?", (int(old // 60),))
-                self.db.execute("DELETE FROM positions WHERE hour < ?", (int(old // 3600),))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._lock, self._txn():
+            n = self.db.execute("DELETE FROM impressions WHERE ts < ?", (cut,)).rowcount
+            row = self.db.execute("SELECT count(*) FROM impressions").fetchone()
+            over = int(row[0]) - self.max_impressions
+            if over > 0:
+                n += self.db.execute(
+                    "DELETE FROM impressions WHERE rec_id IN (SELECT rec_id FROM impressions ORDER BY ts LIMIT ?)", (over,)
+                ).rowcount
+                oldest = self.db.execute("SELECT min(ts) FROM impressions").fetchone()[0]
+                cut = max(cut, int(oldest or cut))
+            self.db.execute("DELETE FROM credited WHERE ts < ?", (cut,))
+            self.db.execute("DELETE FROM counted_events WHERE ts < ?", (cut,))
+            old = now - self.keep_days * 86400
+            self.db.execute("DELETE FROM minutes WHERE minute < ?", (int(old // 60),))
+            self.db.execute("DELETE FROM positions WHERE hour < ?", (int(old // 3600),))
         return n
 
     # -- reading --------------------------------------------------------------------------------

@@ -65,19 +65,27 @@ def breakdown(db: sqlite3.Connection, by: Sequence[str] = ("endpoint", "source")
     return out
 
 
-def by_position(db: sqlite3.Connection, endpoint: str = "recommendations", experiment: str | None = None,
-                variant: str | None = None, hours: float | None = None, now: float | None = None) -> list[dict[str, Any]]:
-    """Counts and rates per position of ``endpoint``'s lists (position 0 is the top)."""
-    where, args = ["endpoint = ?"], [endpoint]
+def _where(first: tuple[str, list[Any]], experiment: str | None, variant: str | None,
+           since: tuple[str, int] | None) -> tuple[str, list[Any]]:
+    """A WHERE clause: ``first``, the experiment and variant when given, and ``col >= value``."""
+    where, args = [first[0]], list(first[1])
     for col, v in (("experiment", experiment), ("variant", variant)):
         if v is not None:
             where.append(f"{col} = ?")
             args.append(v)
-    if hours is not None:
-        where.append("hour >= ?")
-        args.append(int(((time.time() if now is None else now) - hours * 3600) // 3600))
+    if since is not None:
+        where.append(f"{since[0]} >= ?")
+        args.append(since[1])
+    return " AND ".join(where), args
+
+
+def by_position(db: sqlite3.Connection, endpoint: str = "recommendations", experiment: str | None = None,
+                variant: str | None = None, hours: float | None = None, now: float | None = None) -> list[dict[str, Any]]:
+    """Counts and rates per position of ``endpoint``'s lists (position 0 is the top)."""
+    since = None if hours is None else ("hour", int(((time.time() if now is None else now) - hours * 3600) // 3600))
+    where, args = _where(("endpoint = ?", [endpoint]), experiment, variant, since)
     sums = ", ".join(f"sum({c})" for c in COUNTS)
-    rows = db.execute(f"SELECT position, {sums} FROM positions WHERE {' AND '.join(where)} GROUP BY position ORDER BY position", args)
+    rows = db.execute(f"SELECT position, {sums} FROM positions WHERE {where} GROUP BY position ORDER BY position", args)
     out = []
     for r in rows:
         counts = dict(zip(COUNTS, (float(x or 0) for x in r[1:])))
@@ -139,15 +147,9 @@ def ips_report(db: sqlite3.Connection, target: float, experiment: str | None = N
     the CTR the logged lists had."""
     import numpy as np
 
-    where, args = ["endpoint = 'recommendations'"], []
-    for col, v in (("experiment", experiment), ("variant", variant)):
-        if v is not None:
-            where.append(f"{col} = ?")
-            args.append(v)
-    if hours is not None:
-        where.append("ts >= ?")
-        args.append(int(((time.time() if now is None else now) - hours * 3600) * 1000))
-    rows = db.execute(f"SELECT explored, explore, clicks, json_array_length(items) FROM impressions WHERE {' AND '.join(where)}", args).fetchall()
+    since = None if hours is None else ("ts", int(((time.time() if now is None else now) - hours * 3600) * 1000))
+    where, args = _where(("endpoint = 'recommendations'", []), experiment, variant, since)
+    rows = db.execute(f"SELECT explored, explore, clicks, json_array_length(items) FROM impressions WHERE {where}", args).fetchall()
     if not rows:
         return {"target": target, "lists": 0, "error": "no served lists kept to estimate from"}
     arr = np.asarray(rows, dtype=np.float64)

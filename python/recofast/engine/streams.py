@@ -100,6 +100,18 @@ async def registry_versions(url: str) -> tuple[int, ...]:
         versions = await registered_versions(nc.jetstream())
         await nc.drain()
         return versions
+
+
+def _limits_stream(name: str, subject: str, cfg: EngineConfig, max_age: float, max_bytes: int):  # noqa: ANN202
+    """A file-backed stream with limits retention (the oldest messages go first)."""
+    from nats.js import api
+
+    return api.StreamConfig(
+        name=name, subjects=[subject], retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
+        duplicate_window=cfg.duplicate_window, max_age=max_age, max_bytes=max_bytes, discard=api.DiscardPolicy.OLD,
+    )
+
+
 async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: ANN001
     """Creates the event stream, the DLQ stream and the impressions stream if missing;
     checks an existing event stream."""
@@ -107,15 +119,7 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
     from nats.js import api
     from nats.js.errors import NotFoundError
 
-    want = api.StreamConfig(
-        name=STREAM,
-        subjects=[EVENTS_SUBJECTS],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        duplicate_window=cfg.duplicate_window,
-        max_age=cfg.stream_max_age,
-        max_bytes=cfg.stream_max_bytes,
-    )
+    want = _limits_stream(STREAM, EVENTS_SUBJECTS, cfg, cfg.stream_max_age, cfg.stream_max_bytes)
     try:
         info = await js.stream_info(STREAM)
         if EVENTS_SUBJECTS not in (info.config.subjects or []):
@@ -128,16 +132,7 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
         await js.stream_info(DLQ_STREAM)
     except NotFoundError:
         await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
-    imps = api.StreamConfig(
-        name=IMPRESSIONS_STREAM,
-        subjects=[IMPRESSIONS_SUBJECT],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        duplicate_window=cfg.duplicate_window,
-        max_age=cfg.impressions_max_age,
-        max_bytes=cfg.impressions_max_bytes,
-        discard=api.DiscardPolicy.OLD,
-    )
+    imps = _limits_stream(IMPRESSIONS_STREAM, IMPRESSIONS_SUBJECT, cfg, cfg.impressions_max_age, cfg.impressions_max_bytes)
     try:
         info = await js.stream_info(IMPRESSIONS_STREAM)
         if (info.config.max_age, info.config.max_bytes) != (imps.max_age, imps.max_bytes):
@@ -146,10 +141,11 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
         await js.add_stream(imps)
 
 
-async def bind_durable(js, stream: str, durable: str, after_seq: int):  # noqa: ANN001, ANN201
+async def bind_durable(js, stream: str, durable: str, after_seq: int, quiet: bool = False):  # noqa: ANN001, ANN201
     """(Re)creates a durable pull consumer of ``stream`` that starts right after
-    ``after_seq`` (ack policy *all*) and returns the subscription bound to it. Used by the
-    closed loop, whose position lives in its own database."""
+    ``after_seq`` (ack policy *all*; at the stream's first message when that is later) and
+    returns the subscription bound to it. The engine's position is in its checkpoints, the
+    closed loop's in its own database."""
     from nats.js import api
     from nats.js.errors import NotFoundError
 
@@ -160,7 +156,7 @@ async def bind_durable(js, stream: str, durable: str, after_seq: int):  # noqa: 
     info = await js.stream_info(stream)
     start = after_seq + 1
     if info.state.first_seq and start < info.state.first_seq:
-        if after_seq and info.state.messages:
+        if after_seq and info.state.messages and not quiet:
             log.warning("%s starts at seq %d, after the loop's %d: what is in between is not counted", stream, info.state.first_seq, start)
         start = info.state.first_seq
     await js.add_consumer(stream, api.ConsumerConfig(
@@ -178,33 +174,15 @@ async def bind_durable(js, stream: str, durable: str, after_seq: int):  # noqa: 
 async def bind_consumer(js, applied_seq: int):  # noqa: ANN001, ANN201
     """(Re)creates the engine's durable consumer to start right after ``applied_seq``;
     returns the pull subscription bound to it."""
-    from nats.js import api
-    from nats.js.errors import NotFoundError
-
-    try:
-        await js.delete_consumer(STREAM, CONSUMER)
-    except NotFoundError:
-        pass
     info = await js.stream_info(STREAM)
-    start = applied_seq + 1
     if info.state.last_seq and applied_seq > info.state.last_seq:
         raise RuntimeError(
             f"checkpoint is at stream seq {applied_seq} but {STREAM} ends at {info.state.last_seq}: "
             "was the stream recreated? Start from an empty model dir or roll back."
         )
-    if info.state.first_seq and start < info.state.first_seq and info.state.messages:
-        log.warning("stream starts at seq %d, after the checkpoint's %d: events in between are lost", info.state.first_seq, start)
-    cfg = api.ConsumerConfig(
-        durable_name=CONSUMER,
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=start,
-        ack_policy=api.AckPolicy.ALL,
-        ack_wait=60.0,
-        max_ack_pending=-1,
-        max_waiting=16,
-    )
-    await js.add_consumer(STREAM, cfg)
-    return await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+    if info.state.first_seq and applied_seq + 1 < info.state.first_seq and info.state.messages:
+        log.warning("stream starts at seq %d, after the checkpoint's %d: events in between are lost", info.state.first_seq, applied_seq + 1)
+    return await bind_durable(js, STREAM, CONSUMER, applied_seq, quiet=True)
 
 
 async def publish_dlq(js, dlq: list[tuple[int, int, str, bytes]]) -> None:  # noqa: ANN001
