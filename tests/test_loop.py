@@ -243,3 +243,21 @@ async def test_each_users_list_is_scored_with_their_variants_weights(tmp_path, n
                 differs += [i for i, _ in engine.model.recommend(u, k=5)] != list(stored.items)
         assert set(by_variant) == {"recofast", "heavy-pop", "popular"}
         assert differs > 0  # the variant's weights changed some lists
+
+
+def test_hostile_impressions_are_skipped_or_bounded(tmp_path):
+    from recofast.engine.attribution import MAX_ARMS
+
+    store = LoopStore(tmp_path / "loop.sqlite3")
+    bad = [b'[{"rec_id":"x","ts":1,"endpoint":"recommendations","source":"<script>","items":["a"]}]',
+           b'[{"rec_id":"x","ts":-5,"endpoint":"recommendations","source":"personal","items":["a"]}]',
+           b'[{"rec_id":"x","ts":1,"endpoint":"admin","source":"personal","items":["a"]}]',
+           b'[{"rec_id":"x","ts":1,"endpoint":"recommendations","source":"personal","items":["a"],"variant":"a b"}]',
+           b'[{"rec_id":"x","ts":1,"endpoint":"recommendations","source":"personal","items":["a"],"explore":7}]']
+    assert store.apply_impressions([(n + 1, b) for n, b in enumerate(bad)]) == (0, len(bad))
+    many = [imp(f"r{k}", f"u{k}", ["a"], T, experiment="e", variant=f"v{k}") for k in range(MAX_ARMS + 500)]
+    store.apply_impressions([(100, encode_batch(many))])
+    arms = store.db.execute("SELECT count(*) FROM totals").fetchone()[0]
+    assert arms <= MAX_ARMS + 1 and store.totals()  # the rest counted under "other"
+    assert sum(c["lists"] for _, c in store.totals()) == MAX_ARMS + 500
+    store.close()

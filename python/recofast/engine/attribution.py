@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS unattributed (kind TEXT NOT NULL, reason TEXT NOT NUL
 """.replace("{counts}", ", ".join(f"{c} {'REAL' if c == 'revenue' else 'INTEGER'} NOT NULL DEFAULT 0" for c in COUNTS))
 
 IMPRESSIONS, EVENTS = "impressions", "events"
+MAX_ARMS = 1024
+"""Most (experiment, variant) pairs the roll-ups keep apart; impressions naming more (a
+misconfigured or hostile publisher) are counted under experiment and variant ``other``, so the tables and
+the Prometheus labels stay bounded."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ class LoopStore:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         except sqlite3.DatabaseError as e:
             raise LoopStoreError(f"{self.path}: not a usable loop database ({e})") from None
+        self._arms = {(e, v) for e, v in self.db.execute("SELECT DISTINCT experiment, variant FROM totals")} if row is not None else set()
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
         elif row[0] != str(FORMAT):
@@ -244,6 +249,10 @@ class LoopStore:
         n = len(r.items)
         sources = list(r.sources) if len(r.sources) == n else [r.source] * n
         exp, var = r.experiment or "", r.variant or ""
+        if (exp, var) not in self._arms:
+            if len(self._arms) >= MAX_ARMS:
+                exp, var = "other", "other"
+            self._arms.add((exp, var))
         cur = self.db.execute(
             "INSERT OR IGNORE INTO impressions (rec_id, ts, user, endpoint, source, experiment, variant, items, sources,"
             " explore, explored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -486,4 +495,4 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-__all__ = ["COUNTS", "DIMENSIONS", "EVENTS", "FORMAT", "IMPRESSIONS", "LoopStore", "LoopStoreError", "Windows", "connect_readonly"]
+__all__ = ["COUNTS", "DIMENSIONS", "MAX_ARMS", "EVENTS", "FORMAT", "IMPRESSIONS", "LoopStore", "LoopStoreError", "Windows", "connect_readonly"]

@@ -31,29 +31,31 @@ or the static fallback list."""
 ENDPOINTS = ("recommendations", "similar", "popular")
 
 _Id = Annotated[str, msgspec.Meta(max_length=512)]
+Source = Literal["personal", "segment", "popular", "trending", "similar", "explore", "fallback"]
+_Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 class Impression(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """One served list."""
 
     rec_id: _Id
-    ts: int
+    ts: Annotated[int, msgspec.Meta(ge=0, le=1 << 53)]
     """When it was served, epoch milliseconds (the sidecar's clock)."""
     endpoint: Literal["recommendations", "similar", "popular"]
-    source: str
+    source: Source
     """The source of the list's first item."""
     items: Annotated[list[_Id], msgspec.Meta(max_length=MAX_ITEMS)]
-    sources: Annotated[list[str], msgspec.Meta(max_length=MAX_ITEMS)] = []
+    sources: Annotated[list[Source], msgspec.Meta(max_length=MAX_ITEMS)] = []
     """Each item's source (:data:`SOURCES`), in the order shown."""
     v: int = VERSION
     user: _Id | None = None
     """Whose list it is (``/v1/recommendations``), or who asked (``?user=`` on the others)."""
     item: _Id | None = None
-    segment: str | None = None
+    segment: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
     model_version: int = 0
-    experiment: str | None = None
-    variant: str | None = None
-    explore: float = 0.0
+    experiment: _Name | None = None
+    variant: _Name | None = None
+    explore: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
     """The exploration rate in force for this list (its propensity to get a slot)."""
     explored: bool = False
     """Whether the exploration draw for this list came up (the logged action)."""
