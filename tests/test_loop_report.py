@@ -64,6 +64,9 @@ def test_rates_positions_and_a_decided_experiment(tmp_path):
     va = {v["variant"]: v for v in rep["variants"]}
     assert va["a"]["users"] == va["b"]["users"] == 750
     assert va["a"]["lo"] < va["a"]["value"] < va["a"]["hi"] and va["b"]["value"] > va["a"]["value"]
+    for m, (value, lo, hi) in va["b"]["intervals"].items():  # every rate with its interval over users
+        assert value is not None and lo <= value <= hi, m
+    assert va["b"]["intervals"]["ctr"] == [va["b"]["value"], va["b"]["lo"], va["b"]["hi"]]
     (cmp,) = rep["comparisons"]
     assert cmp["decided"] and cmp["winner"] == "b" and cmp["lift_lo"] > 0
     assert cmp["text"].startswith("b beats a by ") and cmp["text"].endswith("decided")

@@ -23,7 +23,8 @@ from recofast.engine import stats
 from recofast.engine.attribution import COUNTS, DIMENSIONS
 
 METRIC_COLUMN = {"ctr": "clicks", "cart_rate": "carts", "conversion": "purchases", "rpm": "revenue"}
-METRIC_SCALE = {"ctr": 1.0, "cart_rate": 1.0, "conversion": 1.0, "rpm": 1000.0}
+METRIC_SCALE = {"ctr": 1.0, "cart_rate": 1.0, "conversion": 1.0, "rpm": 1000.0, "hit_rate": 1.0}
+RATES = ("ctr", "cart_rate", "conversion", "rpm", "hit_rate")
 
 
 def rates(c: dict[str, float]) -> dict[str, float | None]:
@@ -94,11 +95,12 @@ def by_position(db: sqlite3.Connection, endpoint: str = "recommendations", exper
 
 
 def unit_sums(db: sqlite3.Connection, experiment: str, metric: str) -> dict[str, stats.UnitSums]:
-    """Per variant, the per-user sums of items shown and of the metric's numerator."""
-    c = METRIC_COLUMN[metric]
+    """Per variant, the per-user sums of the metric's denominator (items shown; lists
+    followed by an item event for ``hit_rate``) and numerator."""
+    c, s = (METRIC_COLUMN[metric], "shown") if metric != "hit_rate" else ("hits", "hit_checks")
     rows = db.execute(
-        f"SELECT variant, count(*), sum(shown), sum({c}), sum(shown * shown), sum({c} * {c}), sum(shown * {c})"
-        " FROM units WHERE experiment = ? AND shown > 0 GROUP BY variant", (experiment,),
+        f"SELECT variant, count(*), sum({s}), sum({c}), sum({s} * {s}), sum({c} * {c}), sum({s} * {c})"
+        f" FROM units WHERE experiment = ? AND {s} > 0 GROUP BY variant", (experiment,),
     ).fetchall()
     return {r[0]: stats.UnitSums(int(r[1]), *(float(x or 0) for x in r[2:])) for r in rows}
 
@@ -116,6 +118,7 @@ def experiment_report(db: sqlite3.Connection, exp: Experiment | str, metric: str
         control = exp.control_variant().name if isinstance(exp, Experiment) else ("popular" if "popular" in sums else (declared or [None])[0])
     counts = {r["variant"]: r for r in breakdown(db, ("experiment", "variant")) if r["experiment"] == name}
     scale = METRIC_SCALE[metric]
+    every = {m: unit_sums(db, name, m) for m in RATES}
     variants = []
     for v in declared:
         us = sums.get(v, stats.UnitSums())
@@ -124,6 +127,13 @@ def experiment_report(db: sqlite3.Connection, exp: Experiment | str, metric: str
         row = {"variant": v, "control": v == control, "users": us.n, **{k: counts.get(v, {}).get(k, 0.0) for k in COUNTS},
                "metric": metric, "value": _num(est.value * scale), "lo": _num(lo * scale), "hi": _num(hi * scale)}
         row.update(rates(row))
+        # Every rate with its 95 % interval over users (the users are what is randomised).
+        row["intervals"] = {}
+        for m in RATES:
+            e = stats.ratio(every[m].get(v, stats.UnitSums()))
+            mlo, mhi = stats.interval95(e)
+            k = METRIC_SCALE[m]
+            row["intervals"][m] = [_num(e.value * k), _num(mlo * k), _num(mhi * k)]
         variants.append(row)
     comparisons = []
     a = sums.get(control) if control is not None else None
@@ -231,6 +241,13 @@ def format_report(rep: dict[str, Any]) -> str:
         out.append(table(e["variants"], [("variant", "variant", False), ("users", "users", False), ("shown", "shown", False),
                                          ("clicks", "clicks", False), ("purchases", "purch.", False), ("revenue", "revenue", False),
                                          ("value", e["metric"], False), ("lo", "95% lo", False), ("hi", "95% hi", False)]))
+        def iv(m: str, pct: bool) -> Any:
+            return lambda r: "-" if r["intervals"][m][0] is None else (
+                f"{_fmt(r['intervals'][m][0], pct)} ({_fmt(r['intervals'][m][1], pct)}-{_fmt(r['intervals'][m][2], pct)})")
+
+        rows = [{"variant": r["variant"], **{m: iv(m, m != "rpm")(r) for m in RATES}} for r in e["variants"]]
+        out.append(table(rows, [("variant", "variant", False), ("ctr", "CTR (95%)", False), ("cart_rate", "cart", False),
+                                ("conversion", "conversion", False), ("rpm", "RPM", False), ("hit_rate", "hit rate", False)]))
         for c in e["comparisons"]:
             out.append(f"  {c['text']}")
     if rep.get("unattributed"):
