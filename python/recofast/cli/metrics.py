@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="the engine's recofast.toml (finds the loop database and the experiments)")
     p.add_argument("--db", default=None, help="the loop database (default: the engine's loop_db, else <model_dir>/loop.sqlite3)")
+    p.add_argument("--model-dir", default=None,
+                   help="the engine's checkpoint directory, whose loop.sqlite3 to read (e.g. DATA/models of `recofast up --data-dir DATA`)")
     p.add_argument("--minutes", type=float, default=None, help="only the last MINUTES (default: everything kept)")
     p.add_argument("--by", default="endpoint,source",
                    help=f"group the table by these, comma-separated, of {', '.join(DIMENSIONS)} (default endpoint,source)")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from recofast.engine.config import load_config
     from recofast.engine.loop import loop_db_path
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides={"model_dir": args.model_dir})
     db = connect_readonly(Path(args.db) if args.db else loop_db_path(cfg))
     try:
         by = [d.strip() for d in args.by.split(",") if d.strip()]
