@@ -207,14 +207,14 @@ def render(db: sqlite3.Connection, *, minutes: float, experiments: Sequence[Any]
     exp_parts = []
     for e in rep["experiments"]:
         say(f"experiment {e['experiment']}")
-        body = [f"<h3>{html.escape(e['experiment'])} (decided on {html.escape(e['metric'])}, control {html.escape(str(e['control']))})</h3>"]
+        lines = [f"<h3>{html.escape(e['experiment'])} (decided on {html.escape(e['metric'])}, control {html.escape(str(e['control']))})</h3>"]
         if any(v["users"] for v in e["variants"]):
-            body.append(_img(plot_experiment(e), f"experiment {e['experiment']}"))
-        body.append(_table(e["variants"], [("variant", "variant", False), ("users", "users", False), ("shown", "shown", False),
+            lines.append(_img(plot_experiment(e), f"experiment {e['experiment']}"))
+        lines.append(_table(e["variants"], [("variant", "variant", False), ("users", "users", False), ("shown", "shown", False),
                                            ("clicks", "clicks", False), ("purchases", "purchases", False), ("revenue", "revenue", False),
                                            ("value", e["metric"], False), ("lo", "95% lo", False), ("hi", "95% hi", False)]))
-        body += [f"<p>{html.escape(c['text'])}</p>" for c in e["comparisons"]]
-        exp_parts.append("\n".join(body))
+        lines += [f"<p>{html.escape(c['text'])}</p>" for c in e["comparisons"]]
+        exp_parts.append("\n".join(lines))
     section("Experiments (everything kept)", "\n".join(exp_parts) if exp_parts else '<p class="none">No experiments.</p>')
     say("model versions")
     ok = [r for r in checkpoints or [] if "error" not in r]
