@@ -19,12 +19,12 @@ $(BIN)/python:
 
 # Builds the Rust extension (release) and installs recofast with its dev extras, and the
 # Debian packages tests and benchmarks use (a headless Chromium for the browser tests, wrk
-# for the HTTP benchmarks) where apt-get can install them (as root); otherwise those tests
+# for the HTTP benchmarks, Prometheus for the deploy/ test) where apt-get can install them (as root); otherwise those tests
 # skip and say why.
 setup: $(BIN)/python system-packages
 	$(BIN)/python -m pip install --quiet -e ./sidecar -e '.[dev]'
 
-DEBS ?= chromium wrk
+DEBS ?= chromium wrk prometheus
 system-packages:
 	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

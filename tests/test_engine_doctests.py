@@ -10,6 +10,7 @@ MODULES = [
     "recofast.engine.enrich",
     "recofast.engine.config",
     "recofast.engine.metrics",
+    "recofast.engine.htmlreport",
     "recofast.engine.checkpoints",
     "recofast.engine.publish",
     "recofast_sidecar.protocol.codec",
