@@ -217,3 +217,21 @@ async def test_the_staleness_guard_rolls_a_degraded_model_back_to_its_best_check
         await _until(lambda: engine.refresher.users is None and engine.model_version > rb["version"], 10)
         back = sum(any(_cat(i) == taste[u] for i in (engine.reader.user_list(u).items or [])) for u in users) / USERS
         assert back > 0.6, back
+
+
+def test_simulated_shoppers_switch_taste_at_the_drift_session():
+    from recofast.evaluation.shoppers import Shoppers
+    from recofast.evaluation.simulate import Shop
+
+    shop = Shop.from_seed(1, users=200, items=60, events=1000)
+    before = shop.taste.copy()
+    people = Shoppers(shop, "http://127.0.0.1:1", seed=3, drift_at=30, keep_log=False)
+    plan = people.next_round()  # sessions 0..49
+    for s in plan[:30]:
+        people.act(s, people.context(s), {"items": []})
+    assert people.drift is None and (shop.taste == before).all()
+    people.act(plan[30], people.context(plan[30]), {"items": []})
+    moved = (shop.taste != before).any(axis=1)
+    assert people.drift is not None and people.drift["session"] == 30
+    assert people.drift["shoppers"] == int(moved.sum()) and 60 < moved.sum() < 140
+    assert people.tallies()["drift"]["session"] == 30
