@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--categories", type=int, default=12, help=f"categories, 1 to {len(CATEGORY_NAMES)} (default 12)")
     p.add_argument("--drift-at", type=int, action="append", default=[], metavar="EVENT",
-                   help="at this event, half of the shoppers switch taste (repeatable; --out only)")
+                   help="--out: at this event, half of the shoppers switch taste (repeatable); --shoppers: at this "
+                        "session number (once), and the engine's drift alerts are reported with when they came")
     p.add_argument("--catalog", default=None,
                    help="also write item metadata here: catalog upserts (JSON Lines), each new item's with the time it "
                         "arrives (--out only)")
@@ -101,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
 def run_shoppers(args: argparse.Namespace) -> int:
     from recofast.engine.stack import run_simulation
 
-    if args.users is not None or args.drift_at or args.catalog:
-        raise ValueError("--users, --drift-at and --catalog go with --out (with --shoppers the shop has N shoppers)")
+    if args.users is not None or args.catalog:
+        raise ValueError("--users and --catalog go with --out (with --shoppers the shop has N shoppers)")
+    if len(args.drift_at) > 1 or any(d < 0 for d in args.drift_at):
+        raise ValueError("with --shoppers, --drift-at takes one session number (≥ 0)")
     if args.sessions is None or args.data_dir is None:
         raise ValueError("--shoppers needs --sessions S and --data-dir D")
     if not 0.0 <= args.explore <= 1.0 or not 0.0 <= args.browse <= 1.0:
@@ -113,7 +116,8 @@ def run_shoppers(args: argparse.Namespace) -> int:
                              items=args.items, categories=args.categories, history=args.events,
                              experiment_file=args.experiment_file, explore=args.explore, k=args.k,
                              concurrency=args.concurrency, round_size=args.round_size, browse=args.browse, beta=args.beta,
-                             dim=args.dim, port=args.port, progress=not args.quiet, log=args.log, hours=args.hours)
+                             dim=args.dim, port=args.port, progress=not args.quiet, log=args.log, hours=args.hours,
+                             drift_at=args.drift_at[0] if args.drift_at else None)
     text = json.dumps(tallies, indent=2)
     if args.json:
         if os.path.dirname(args.json):

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment-file", default=None, metavar="FILE",
                    help="copy this file's [[experiments]] (e.g. examples/demo-experiment.toml) into the engine's "
                         "configuration DATA/recofast.toml, which the engine re-reads when it changes")
+    p.add_argument("--drift-at", type=int, default=None, metavar="SESSION",
+                   help="--demo: at this session number half of the shoppers switch taste (the engine's drift "
+                        "detectors should notice; see the README, \"Drift and staleness\")")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=run)
 
@@ -33,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.drift_at is not None and (args.drift_at < 0 or not args.demo):
+        raise ValueError("--drift-at takes a session number (≥ 0) and goes with --demo")
     return run_stack(port=args.port, data_dir=args.data_dir, engine_http_port=args.engine_http_port, demo=args.demo,
                      events=args.events, rate=args.rate, duration=args.duration, experiment_file=args.experiment_file,
-                     concurrency=args.concurrency)
+                     concurrency=args.concurrency, drift_at=args.drift_at)

@@ -141,6 +141,7 @@ class _Batch:
     totals: defaultdict[tuple, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0] * len(COUNTS)))
     units: defaultdict[tuple, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0] * len(COUNTS)))
     unattributed: defaultdict[tuple, int] = field(default_factory=lambda: defaultdict(int))
+    hits: list[int] = field(default_factory=list)  # the hit checks of the batch, in order (1 hit, 0 miss)
 
     def add(self, ts_ms: int, endpoint: str, source: str, exp: str, var: str, what: str, n: float = 1.0,
             position: int | None = None, user: str | None = None) -> None:
@@ -183,6 +184,7 @@ class LoopStore:
         self.max_impressions = max_impressions
         self.keep_days = keep_days
         self._lock = threading.Lock()
+        self._new_hits: list[int] = []
         try:
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -295,7 +297,16 @@ class LoopStore:
                 credited += self._retry_pending(now, b)
                 self._write(b)
                 self._set_seq(EVENTS, todo[-1][0])
+            self._new_hits.extend(b.hits)
             return credited
+
+    def take_hits(self) -> list[int]:
+        """The hit checks committed since the last call, in the order they were made (1: the
+        user's next item was in the list last served to them, 0: it was not); what the
+        engine's drift detectors and staleness guard read."""
+        with self._lock:
+            out, self._new_hits = self._new_hits, []
+        return out
 
     def retry_pending(self, now: float | None = None) -> int:
         """Attributes the events that waited for their impression (each as soon as the
@@ -385,6 +396,7 @@ class LoopStore:
         rec_id, _, items, source, exp, var, its = row
         self.db.execute("UPDATE impressions SET checked = 1 WHERE rec_id = ?", (rec_id,))
         hit = e.item in json.loads(items)
+        b.hits.append(int(hit))
         b.add(its, "recommendations", source, exp, var, "hit_checks", user=e.user if exp else None)
         if hit:
             b.add(its, "recommendations", source, exp, var, "hits", user=e.user if exp else None)

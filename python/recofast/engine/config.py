@@ -85,6 +85,23 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     loop_keep_days: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
     impressions_max_age: Annotated[float, msgspec.Meta(gt=0.0)] = 7 * 86400.0
     impressions_max_bytes: int = 1 << 30
+    # drift and staleness (see recofast.engine.monitor)
+    drift_detection: bool = True
+    drift_delta: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.002
+    drift_mix_delta: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.0001
+    drift_min_observations: Annotated[int, msgspec.Meta(ge=1)] = 200
+    drift_cooldown: Annotated[float, msgspec.Meta(ge=0.0)] = 300.0
+    drift_adapt: bool = True
+    drift_adapt_on_mix: bool = False
+    adapt_lr_boost: Annotated[float, msgspec.Meta(gt=0.0)] = 2.0
+    adapt_recency_decay: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
+    adapt_events: Annotated[int, msgspec.Meta(ge=0)] = 5000
+    staleness_guard: bool = False
+    staleness_ratio: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.7
+    staleness_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 600.0
+    staleness_window: Annotated[int, msgspec.Meta(ge=10)] = 200
+    staleness_baseline_half_life: Annotated[float, msgspec.Meta(ge=1.0)] = 2000.0
+    staleness_min_checks: Annotated[int, msgspec.Meta(ge=1)] = 50
     # experiments: the [[experiments]] of the configuration file (re-read when it changes)
     experiments: tuple[Experiment, ...] = ()
     config_file: str = ""

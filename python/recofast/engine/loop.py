@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,8 @@ class Loop:
         self._js: Any = None
         self._next_prune = 0.0
         self._next_lag = 0.0
+        self.on_hits: Callable[[list[int]], None] | None = None
+        """Called (in the event loop) with each batch's new hit checks, in order."""
 
     async def start(self, js: Any) -> None:
         from recofast.engine.streams import bind_durable
@@ -170,6 +172,9 @@ class Loop:
             )
             await msgs[-1].ack()
             done += len(msgs)
+            hits = self.store.take_hits()
+            if hits and self.on_hits is not None:
+                self.on_hits(hits)
         else:
             await asyncio.to_thread(self.store.retry_pending)
         now = time.monotonic()

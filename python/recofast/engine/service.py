@@ -52,6 +52,7 @@ import numpy as np
 from recofast_sidecar.protocol import codec, liststore
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import (
+    ALERTS_SUBJECT,
     CATALOG_SUBJECT,
     CONSUMER,
     FORGET_SUBJECT,
@@ -76,6 +77,7 @@ from recofast.engine.erasure import Tombstones, decode_forget, encode_forget
 from recofast.engine.loop import Loop
 from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
 from recofast.engine.mirror import ListMirror
+from recofast.engine.monitor import Alert, LiveMonitor, StalenessGuard
 from recofast.engine.refresh import Refresher
 from recofast.engine.streams import bind_consumer, ensure_streams, publish_dlq
 from recofast.errors import StoreUnavailable
@@ -84,6 +86,8 @@ from recofast.recommender import Recommender
 log = logging.getLogger("recofast.engine")
 
 STATE_FORMAT = 2
+TIMELINE_LEN = 1_000
+"""Entries kept in :attr:`Engine.timeline`."""
 
 
 
@@ -180,6 +184,18 @@ class Engine:
         self.loop: Loop | None = None
         self._config_mtime = self._mtime()
         self._next_config = 0.0
+        # Drift and staleness (recofast.engine.monitor): the loop hands over its hit checks,
+        # the batches their event types; watch() reads both between batches.
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_LEN)
+        """Drift alerts, adaptations, rollbacks and checkpoints, newest last: dicts with
+        ``ts`` (epoch seconds), ``kind`` (drift, adapt, rollback, checkpoint), ``detail``, ..."""
+        self.monitor = LiveMonitor(cfg.drift_delta, cfg.drift_mix_delta, cfg.drift_min_observations, cfg.drift_cooldown)
+        self.guard = StalenessGuard(cfg.staleness_ratio, cfg.staleness_seconds, cfg.staleness_window,
+                                    cfg.staleness_baseline_half_life, cfg.drift_min_observations)
+        self.alerts_published = 0
+        self._hits_in: list[int] = []
+        self._types_in: list[list[str]] = []
+        self._cp_checks = [0, 0]  # hit checks since the last checkpoint, and hits among them
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -286,10 +302,18 @@ class Engine:
     def _state_bytes(self) -> bytes:
         return msgspec.msgpack.encode({"format": STATE_FORMAT, "dedupe": self.dedupe.dump(), "popularity": self.popularity.dump()})
 
-    def checkpoint(self) -> int:
-        """Writes a checkpoint of the current state (call between batches only)."""
-        m = {"stream_seq": self.applied_seq, **self.counters, "time": time.time()}
+    def checkpoint(self, extra: dict[str, Any] | None = None) -> int:
+        """Writes a checkpoint of the current state (call between batches only). Its manifest
+        holds the live hit rate over the hit checks since the previous checkpoint
+        (``hit_rate``, None without any; ``hit_checks``), what the staleness guard ranks
+        checkpoints by."""
+        checks, hits = self._cp_checks
+        m = {"stream_seq": self.applied_seq, **self.counters, "time": time.time(),
+             "hit_checks": checks, "hit_rate": hits / checks if checks else None, **(extra or {})}
         cp = self.store.save(self.model, m, self._state_bytes())
+        self._cp_checks = [0, 0]
+        self.mark("checkpoint", f"checkpoint v{cp.version:06d} at stream seq {self.applied_seq}", version=cp.version,
+                  hit_rate=m["hit_rate"], hit_checks=checks)
         self.model_version = cp.version
         assert self.writer is not None
         self.commit(codec.Commit(meta=codec.MetaRecord(cp.version, self.applied_seq, time.time(), self.shared_settings())))
@@ -447,6 +471,8 @@ class Engine:
             fresh = done - b.ts[has_ts]
             self.metrics.freshness.observe_many(fresh)
             self.freshness.extend(fresh.tolist())
+        if self.cfg.drift_detection and unique:
+            self._types_in.append(list(b.types))
         self.counters["events_applied_total"] += len(unique)
         self.counters["events_duplicate_total"] += len(events) - len(unique)
         self.counters["items_upserted_total"] += len(upserts)
@@ -732,6 +758,7 @@ class Engine:
         await self._bind_consumer()
         if self.cfg.attribution:
             self.loop = Loop(self.cfg, self.accepted)
+            self.loop.on_hits = self._hits_in.extend
             await self.loop.start(self.js)
             self.metrics.registry.register(self.loop.collector)
         if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
@@ -796,10 +823,132 @@ class Engine:
             if msgs and await self.handle(msgs) is None:
                 break  # stopping while the store was unavailable
             await self.periodic(busy=bool(msgs))
+            await self.watch()
             await self.check_health()
 
     def snapshot_counts(self) -> dict[str, int]:
         return {"stream_seq": self.applied_seq, "model_version": self.model_version, **self.counters}
+
+    # -- drift and staleness ------------------------------------------------------------------
+
+    def mark(self, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
+        """Adds an entry to :attr:`timeline` (and returns it)."""
+        entry = {"ts": time.time(), "kind": kind, "detail": detail, **extra}
+        self.timeline.append(entry)
+        return entry
+
+    async def watch(self) -> None:
+        """Between batches: feeds the hit checks and event types gathered since the last call
+        to the drift detectors and the staleness guard, and acts on what they say (adapts,
+        alerts, rolls back). An error here is logged and counted; the engine goes on."""
+        hits, self._hits_in[:] = list(self._hits_in), []
+        types, self._types_in[:] = list(self._types_in), []
+        if not hits and not types:
+            return
+        try:
+            now = time.time()
+            if hits:
+                self._cp_checks[0] += len(hits)
+                self._cp_checks[1] += sum(hits)
+            alerts: list[Alert] = []
+            if self.cfg.drift_detection:
+                for t in types:
+                    alerts.extend(self.monitor.events(t, now))
+                alerts.extend(self.monitor.hit_many(hits, now))
+            for a in alerts:
+                await self._on_alert(a)
+            if hits:
+                stale = self.guard.update(hits, now)
+                if self.guard.live is not None:
+                    self.metrics.live_hit_rate.set(self.guard.live)
+                if stale and self.cfg.staleness_guard:
+                    await self._rollback_stale()
+                elif stale:
+                    self.guard.below_since = now  # off: noticed, nothing done; ask again after staleness_seconds
+        except RESOURCE_ERRORS as e:
+            self._background_failed("drift and staleness: the list store", e)
+        except Exception as e:  # noqa: BLE001 - monitoring must never stop the engine
+            self._background_failed("drift and staleness", e)
+
+    async def _on_alert(self, a: Alert) -> None:
+        adapt = self.cfg.drift_adapt and (a.signal == "hit_rate" or self.cfg.drift_adapt_on_mix)
+        self.metrics.drift_alerts.labels(signal=a.signal).inc()
+        log.warning("drift: %s", a.detail)
+        self.mark("drift", a.detail, signal=a.signal, before=a.before, after=a.after)
+        if adapt:
+            c = self.cfg
+            self.model.adapt(c.adapt_lr_boost, c.adapt_recency_decay, c.adapt_events)
+            self.metrics.adaptations.inc()
+            self.mark("adapt", f"adapting for {c.adapt_events} events: learning rate x{c.adapt_lr_boost:g}, recency decay {c.adapt_recency_decay:g}",
+                      signal=a.signal)
+        await self.alert({"kind": "drift", "signal": a.signal, "detail": a.detail, "index": a.index,
+                          "before": a.before, "after": a.after, "adapted": adapt, "model_version": self.model_version, **a.extra})
+
+    async def alert(self, body: dict[str, Any]) -> None:
+        """Publishes an alert on ``recofast.alerts`` (JSON, core NATS; lost when nobody listens)."""
+        msg = {"v": 1, "ts": time.time(), **body}
+        try:
+            await self.nc.publish(ALERTS_SUBJECT, msgspec.json.encode(msg))
+            self.alerts_published += 1
+        except Exception as e:  # noqa: BLE001 - NATS away: the log and the timeline still say it
+            log.warning("publishing an alert: %s", e)
+
+    def best_checkpoint(self, before: float) -> tuple[int, float] | None:
+        """The kept checkpoint written before ``before`` (epoch seconds) with the highest hit
+        rate over at least ``staleness_min_checks`` hit checks: (version, hit rate)."""
+        best: tuple[float, int] | None = None
+        for v in self.store.versions():
+            try:
+                m = self.store.read_manifest(v)
+            except Exception:  # noqa: BLE001 - a bad manifest is no candidate
+                continue
+            rate, n = m.get("hit_rate"), int(m.get("hit_checks") or 0)
+            if rate is None or n < self.cfg.staleness_min_checks or float(m.get("time", 0)) >= before:
+                continue
+            if best is None or rate > best[0]:
+                best = (float(rate), v)
+        return None if best is None else (best[1], best[0])
+
+    def rollback_to(self, version: int, why: str) -> int:
+        """Loads the model of checkpoint ``version`` into the running engine (runs in a thread,
+        between batches). The stream position, counters, dedupe window and popularity stay
+        where they are: the events learned since ``version`` are lost to the model (no replay),
+        which is the point. Writes a checkpoint (``model_from``, ``rolled_back_from``) and
+        starts a refresh round so every list is rewritten by the restored model."""
+        cp = self.store.load(version)
+        assert cp.model is not None
+        old = self.model_version
+        self.model = cp.model
+        self.refresher.users = None  # a round under way restarts with the restored model
+        new = self.checkpoint({"model_from": version, "rolled_back_from": old, "rollback_reason": why})
+        self._next_periodic = 0.0
+        return new
+
+    async def _rollback_stale(self) -> None:
+        g = self.guard
+        since = g.below_since if g.below_since is not None else time.time()
+        live, base = g.live, g.baseline
+        why = (f"live hit rate {live:.3f} below {self.cfg.staleness_ratio:g} x its baseline {base:.3f}"
+               f" for {time.time() - since:.0f} s")
+        found = await asyncio.to_thread(self.best_checkpoint, since)
+        if found is None:
+            log.error("staleness: %s, and no kept checkpoint from before has a hit rate to roll back to", why)
+            self.mark("rollback", f"{why}; no checkpoint to roll back to", done=False)
+            await self.alert({"kind": "rollback", "signal": "hit_rate", "detail": f"{why}; no checkpoint to roll back to", "done": False})
+            g.below_since = time.time()  # ask again after staleness_seconds
+            return
+        version, rate = found
+        old = self.model_version
+        new = await asyncio.to_thread(self.rollback_to, version, why)
+        detail = f"{why}: rolled back to the model of v{version:06d} (hit rate {rate:.3f}), now v{new:06d}"
+        log.error("staleness: %s", detail)
+        self.metrics.rollbacks.inc()
+        self.mark("rollback", detail, model_from=version, rolled_back_from=old, version=new, done=True)
+        await self.alert({"kind": "rollback", "signal": "hit_rate", "detail": detail, "model_from": version,
+                          "rolled_back_from": old, "model_version": new, "done": True})
+        g.reset()
+        self.monitor.reset()
+        self._sync_gauges()
 
 
 

@@ -315,7 +315,8 @@ async def _warm(stack: Stack, events: Path, catalog: Path, refreshes: int = 0, l
     return state
 
 
-def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, concurrency: int) -> None:
+def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, concurrency: int,
+                 drift_at: int | None = None) -> None:
     """The demo's traffic, in a thread of its own: the history, then shoppers until ``stop``."""
     from recofast.evaluation.shoppers import Shoppers
     from recofast.evaluation.simulate import Shop
@@ -328,7 +329,7 @@ def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, c
         print(f"  demo             {n} events of history applied; shoppers are shopping", flush=True)
         shop = Shop.from_seed(0, users=DEMO_USERS, items=DEMO_ITEMS, events=n)
         shoppers = Shoppers(shop, stack.sidecar_url, seed=int(time.time()), concurrency=concurrency, hours="wall",
-                            keep_log=False)
+                            keep_log=False, drift_at=drift_at)
         t = await shoppers.run_continuous(rate=rate, should_stop=stop.is_set)
         tot = t["total"]
         print(f"  demo shoppers    {t['sessions']} sessions, {tot['lists']} lists, {tot['clicks']} clicks, "
@@ -343,7 +344,7 @@ def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, c
 
 def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int = 0, demo: bool = False,
               events: str | None = None, rate: float = 200.0, duration: float = 0.0, experiment_file: str | None = None,
-              concurrency: int = 8) -> int:
+              concurrency: int = 8, drift_at: int | None = None) -> int:
     """Starts NATS, the engine and the sidecar (and, with ``demo``, shoppers; with ``events``,
     a feeder); runs until interrupted or for ``duration`` seconds; stops them all. Returns
     the exit code."""
@@ -390,7 +391,7 @@ def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int
                                        "--rate", str(rate), "--pack", "10", "--stamp-now", "--quiet"])
         if demo:
             print(f"  demo shoppers    {base}/v1/recommendations/shopper1?k=10", flush=True)
-            demo_thread = threading.Thread(target=_demo_thread, args=(stack, data, rate, stop_demo, concurrency),
+            demo_thread = threading.Thread(target=_demo_thread, args=(stack, data, rate, stop_demo, concurrency, drift_at),
                                            name="demo-shoppers", daemon=True)
             demo_thread.start()
         print("Ctrl-C stops everything.", flush=True)
@@ -429,7 +430,7 @@ def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str
                    history: int | None = None, experiment_file: str | None = None, explore: float = 0.0, k: int = 10,
                    concurrency: int = 8, round_size: int | None = None, browse: float = 0.5, beta: float = 1.0,
                    dim: int = 32, port: int = 0, progress: bool = True, log: str | None = None,
-                   hours: str = "seeded") -> dict[str, Any]:
+                   hours: str = "seeded", drift_at: int | None = None) -> dict[str, Any]:
     """``recofast simulate --shoppers``: starts a stack of its own in ``data_dir`` (which must
     be empty or missing: the run starts from an empty shop), warms the model with ``history``
     generated events (default 20 a shopper) of the same shop, and runs ``sessions`` sessions of
@@ -444,7 +445,13 @@ def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str
     one thread (``RAYON_NUM_THREADS=1``) and the sidecar's exploration draws are seeded.
     ``log``: a file for the sessions, as JSON Lines (:meth:`Shoppers.write_log`). The result
     also holds the engine's own report of the closed loop (``system``, ``/v1/loop?by=variant``)
-    once it has read both streams, and what the stack did (``stack``)."""
+    once it has read both streams, and what the stack did (``stack``).
+
+    ``drift_at``: at that session a share of the shoppers switch taste
+    (:meth:`~recofast.evaluation.shoppers.Shoppers.switch_tastes`); the result's ``drift`` says
+    when, and ``alerts`` lists the engine's alerts (``recofast.alerts``) with the session
+    number and the events posted when each arrived (at most a round late: the driver notes
+    them between rounds)."""
     from recofast.evaluation.shoppers import ClickModel, EngineSync, Shoppers
     from recofast.evaluation.simulate import Shop
 
@@ -477,13 +484,20 @@ def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str
         stack.restart_engine(run_cfg)
         t1 = time.monotonic()
         people = Shoppers(shop, stack.sidecar_url, seed=seed, k=k, model=model, browse=browse, concurrency=concurrency,
-                          explore=explore, hours=hours, round_size=round_size)  # type: ignore[arg-type]
+                          explore=explore, hours=hours, round_size=round_size, drift_at=drift_at)  # type: ignore[arg-type]
+        alerts: list[dict[str, Any]] = []
+
+        async def on_alert(msg: Any) -> None:
+            alerts.append({"session": people._number, "events_posted": people.counters["events_posted"],
+                           "alert": json.loads(msg.data)})
 
         async def shop_all() -> tuple[dict[str, Any], dict[str, Any]]:
             import aiohttp
+            from recofast_sidecar.protocol.names import ALERTS_SUBJECT
 
             settle = 2 * SIM_ENGINE["segment_seconds"] + SIM_ENGINE["fetch_timeout"]
             async with EngineSync(stack.engine_url, stack.nats_url, settle=settle) as sync:
+                await sync._nc.subscribe(ALERTS_SUBJECT, cb=on_alert)
                 t = await people.run_lockstep(sessions, sync, progress=progress)
                 async with aiohttp.ClientSession() as http:
                     t["system"] = await sync.loop_report(http, by="variant")
@@ -491,6 +505,7 @@ def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str
 
         tallies, engine = asyncio.run(shop_all())
         t2 = time.monotonic()
+    tallies["alerts"] = alerts
     if log:
         with open(log, "w") as f:
             people.write_log(f)

@@ -373,7 +373,8 @@ class Shoppers:
     def __init__(self, shop: Shop, base_url: str, *, seed: int = 0, k: int = 10, model: ClickModel | None = None,
                  browse: float = BROWSE, concurrency: int = 8, explore: float = 0.0,
                  hours: Literal["seeded", "wall"] = "seeded", user_prefix: str = "shopper",
-                 round_size: int | None = None, keep_log: bool = True, request_timeout: float = 10.0) -> None:
+                 round_size: int | None = None, keep_log: bool = True, request_timeout: float = 10.0,
+                 drift_at: int | None = None, drift_share: float = 0.5) -> None:
         if not 1 <= k <= 200:
             raise ValueError(f"k must be between 1 and 200, got {k}")
         if not 0.0 <= browse <= 1.0 or not 0.0 <= explore <= 1.0:
@@ -395,6 +396,12 @@ class Shoppers:
         self.round_size = max(1, min(shop.users, round_size if round_size else 50))
         self.keep_log = keep_log
         self.request_timeout = request_timeout
+        if drift_at is not None and drift_at < 0:
+            raise ValueError(f"drift_at must be a session number (≥ 0), got {drift_at}")
+        if not 0.0 < drift_share <= 1.0:
+            raise ValueError(f"drift_share must be in (0, 1], got {drift_share}")
+        self.drift_at, self.drift_share = drift_at, drift_share
+        self.drift: dict[str, Any] | None = None  # when and how the tastes switched
         self.run_id = uuid.uuid4().hex[:8]  # event ids only: unique across runs, no effect on learning
         self.activity = np.random.default_rng([seed, 101]).pareto(2.0, shop.users) + 1.0
         self._next_nth = np.zeros(shop.users, dtype=np.int64)
@@ -448,9 +455,22 @@ class Shoppers:
 
     # -- one session ------------------------------------------------------------------------
 
+    def switch_tastes(self, number: int) -> None:
+        """Drift: ``drift_share`` of the shoppers (drawn from the seed) get a new taste, drawn as
+        the shop draws tastes, as the event simulator's ``--drift-at`` does; recorded in
+        :attr:`drift` with the session number and the events posted so far."""
+        rng = np.random.default_rng([self.seed, 105])
+        movers = np.flatnonzero(rng.random(self.shop.users) < self.drift_share)
+        self.shop.taste[movers] = rng.dirichlet(np.full(self.shop.taste.shape[1], 0.3), len(movers))
+        self.drift = {"session": number, "shoppers": int(len(movers)), "events_posted": self.counters["events_posted"],
+                      "time": time.time()}
+
     def act(self, s: Session, ctx: Context, answer: dict[str, Any]) -> list[dict[str, Any]]:
         """The events of session ``s`` after being shown ``answer`` (the sidecar's list JSON),
-        tallied. Pure but for the tallies and the wall clock of ``ts``."""
+        tallied. Pure but for the tallies and the wall clock of ``ts`` (and, at session
+        ``drift_at``, the switch of tastes)."""
+        if self.drift_at is not None and self.drift is None and s.number >= self.drift_at:
+            self.switch_tastes(s.number)
         shop = self.shop
         items = [str(x["item"]) for x in answer.get("items", [])][: self.k]
         reasons = [str(x.get("reason", "")) for x in answer.get("items", [])][: self.k]
@@ -716,6 +736,8 @@ class Shoppers:
             "organic": {k: (round(v, 2) if k == "revenue" else int(v)) for k, v in self.organic.items()},
             **self.counters,
         }
+        if self.drift is not None:
+            out["drift"] = dict(self.drift)
         if self.keep_log:
             log = sorted(self.log, key=lambda r: r.number)
             out["digests"] = {
