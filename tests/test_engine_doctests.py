@@ -12,6 +12,7 @@ MODULES = [
     "recofast.engine.metrics",
     "recofast.engine.checkpoints",
     "recofast.engine.publish",
+    "recofast.engine.dashboard",
     "recofast_sidecar.protocol.codec",
     "recofast_sidecar.protocol.context",
 ]
