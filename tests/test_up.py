@@ -89,7 +89,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
             capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"},
         )
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert "passed" in run.stdout and "Tested: 8" in run.stdout, run.stdout[-2000:]
+        assert "passed" in run.stdout and "Tested: 9" in run.stdout, run.stdout[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
