@@ -160,6 +160,9 @@ def test_dashboard_and_shop_in_a_real_browser(tmp_path):
             with urllib.request.urlopen(stack.sidecar_url + "/", timeout=5) as r:
                 assert r.url == stack.dashboard_url and r.status == 200
 
+            # Rendered at 0.6 of its size, so the screenshot stays small (1400 CSS pixels wide, 840 in the PNG).
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": 1400, "height": 1900, "deviceScaleFactor": 0.6, "mobile": False})
             driver.get(stack.sidecar_url + "/")
             empty: list[str] = []
 
