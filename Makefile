@@ -24,9 +24,9 @@ $(BIN)/python:
 setup: $(BIN)/python system-packages
 	$(BIN)/python -m pip install --quiet -e ./sidecar -e '.[dev]'
 
-DEBS ?= chromium wrk prometheus
+DEBS ?= chromium chromium-driver wrk prometheus
 system-packages:
-	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS); do { command -v $$p || dpkg -s $$p; } >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -13,6 +13,7 @@ MODULES = [
     "recofast.engine.htmlreport",
     "recofast.engine.checkpoints",
     "recofast.engine.publish",
+    "recofast.engine.dashboard",
     "recofast_sidecar.protocol.codec",
     "recofast_sidecar.protocol.context",
 ]

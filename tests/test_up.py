@@ -40,11 +40,15 @@ def test_up_serves_personal_lists_from_demo_traffic_and_stops_cleanly(tmp_path):
             time.sleep(0.3)
         assert body is not None and body["source"] == "personal", body
         assert len(body["items"]) == 5 and body["model_version"] >= 0
+        # The sidecar's root leads to the engine's dashboard, which is served.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert r.status == 200 and "/dashboard?sidecar=" in r.url and b"<canvas" in r.read()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "recofast is up" in out and f"http://127.0.0.1:{port}/v1/recommendations" in out
+    assert f"/dashboard?sidecar=http://127.0.0.1:{port}" in out and "/shop?sidecar=" in out
     # The engine checkpointed on its way out, and nothing listens on the port any more.
     assert any(p.name.startswith("v") for p in (tmp_path / "models").iterdir())
     with socket.socket() as s:
@@ -89,7 +93,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
             capture_output=True, text=True, timeout=180, env={**os.environ, "NO_COLOR": "1"},
         )
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert "passed" in run.stdout and "Tested: 8" in run.stdout, run.stdout[-2000:]
+        assert "passed" in run.stdout and "Tested: 9" in run.stdout, run.stdout[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)

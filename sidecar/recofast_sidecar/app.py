@@ -35,6 +35,7 @@ from recofast_sidecar.protocol.names import (
     PATH_POPULAR,
     PATH_READYZ,
     PATH_RECOMMENDATIONS,
+    PATH_ROOT,
     PATH_SIMILAR,
     PATH_TRACK_JS,
     SCHEMA_BUCKET,
@@ -352,6 +353,7 @@ def create_app(config: SidecarConfig, reader: ListReader | None = None) -> web.A
     r.add_get(PATH_POPULAR, handlers.popular)
     r.add_post(PATH_EVENTS, handlers.post_events)
     r.add_get(PATH_TRACK_JS, handlers.track_js)
+    r.add_get(PATH_ROOT, handlers.root)
     r.add_get(PATH_HEALTHZ, handlers.healthz)
     r.add_get(PATH_READYZ, handlers.readyz)
     r.add_get(PATH_METRICS, handlers.metrics)

@@ -71,6 +71,8 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     Compared in constant time. Prefer ``RECOFAST_SIDECAR_PRODUCER_KEYS`` (comma-separated)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS (``*`` for any). Empty: no CORS headers."""
+    dashboard_url: str | None = None
+    """Where ``GET /`` redirects (302), e.g. the engine's dashboard; None: ``/`` answers 404."""
     max_body: int = 256 * 1024
     """Largest request body in bytes (413 above)."""
     max_events: int = 1000
@@ -110,7 +112,7 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         # An empty string in a file or a variable means "not set".
-        for name in ("lmdb", "nats", "token_secret", "timezone"):
+        for name in ("lmdb", "nats", "token_secret", "timezone", "dashboard_url"):
             if getattr(self, name) == "":
                 setattr(self, name, None)
         if self.seed == "":
@@ -125,6 +127,8 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("producer_keys must be at least 16 characters each")
         if self.timezone is not None:
             check_timezone(self.timezone)
+        if self.dashboard_url is not None and not self.dashboard_url.startswith(("http://", "https://", "/")):
+            raise ValueError("dashboard_url must be an http(s) URL or a path")
 
 
 def load_config(

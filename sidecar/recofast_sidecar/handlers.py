@@ -402,6 +402,14 @@ async def post_events(request: web.Request) -> web.Response:
 # -- the rest ---------------------------------------------------------------------------------
 
 
+async def root(request: web.Request) -> web.Response:
+    """``/``: a redirect to the option ``dashboard_url`` when it is set, else 404."""
+    url = request.app[STATE].config.dashboard_url
+    if url is None:
+        raise web.HTTPNotFound()
+    return web.Response(status=302, headers={"Location": url})
+
+
 async def track_js(request: web.Request) -> web.Response:
     return web.Response(
         text=TRACK_JS, content_type="application/javascript", charset="utf-8", headers={"Cache-Control": "public, max-age=3600"}

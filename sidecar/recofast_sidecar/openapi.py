@@ -27,6 +27,7 @@ from recofast_sidecar.protocol.names import (
     PATH_POPULAR,
     PATH_READYZ,
     PATH_RECOMMENDATIONS,
+    PATH_ROOT,
     PATH_SIMILAR,
     PATH_TRACK_JS,
     PRODUCER_KEY_HEADER,
@@ -212,6 +213,8 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            PATH_ROOT: {"get": {"summary": "a redirect to the dashboard (option dashboard_url), 404 when it is not set",
+                                "responses": {"302": {"description": "to the dashboard"}, "404": err}}},
             PATH_TRACK_JS: {"get": {"summary": "sendBeacon tracking snippet", "responses": {"200": text("application/javascript")}}},
             PATH_HEALTHZ: {"get": {"summary": "liveness", "responses": {"200": _json("alive", "Health")}}},
             PATH_READYZ: {"get": {"summary": "readiness: the store (or a fallback list), NATS when configured, and the --sync mirror "

@@ -33,6 +33,9 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_dir: str = "data/models"
     nats_data_dir: str = "data/nats"
     http_port: int = 0
+    # the dashboard (recofast.engine.dashboard) and the address of the HTTP server
+    http_host: str = "127.0.0.1"
+    admin_token: str = ""
     # the stream and the consumer
     batch_size: int = 500
     fetch_timeout: float = 0.25

@@ -954,8 +954,10 @@ class Engine:
 
 
 def create_app(engine: Engine):  # noqa: ANN201
-    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming) and
-    Prometheus ``/metrics``."""
+    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming),
+    Prometheus ``/metrics``, the closed loop's ``/v1/loop``, and the dashboard and the demo
+    shop (:mod:`recofast.engine.dashboard`: ``/dashboard``, ``/dashboard/data``, ``/shop``;
+    ``/`` leads to the dashboard)."""
     from aiohttp import web
     from recofast_sidecar.protocol.names import PATH_HEALTHZ, PATH_LOOP, PATH_METRICS
 
@@ -998,6 +1000,9 @@ def create_app(engine: Engine):  # noqa: ANN201
     app.router.add_get(PATH_HEALTHZ, healthz)
     app.router.add_get(PATH_METRICS, metrics)
     app.router.add_get(PATH_LOOP, loop_json)
+    from recofast.engine import dashboard
+
+    dashboard.add_routes(app, engine)
     return app
 
 
@@ -1040,7 +1045,7 @@ async def serve(cfg: EngineConfig, install_signals: bool = True) -> dict[str, in
 
                 runner = web.AppRunner(create_app(engine), access_log=None)
                 await runner.setup()
-                await web.TCPSite(runner, "127.0.0.1", cfg.http_port).start()
+                await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
             log.info("engine ready: stream seq %d, model v%06d, pid %d", engine.applied_seq, engine.model_version, os.getpid())
             await engine.run()
         return engine.snapshot_counts()

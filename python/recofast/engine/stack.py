@@ -198,6 +198,17 @@ class Stack:
     def engine_url(self) -> str:
         return f"http://127.0.0.1:{self.engine_port}"
 
+    @property
+    def dashboard_url(self) -> str:
+        """The engine's dashboard, told where the sidecar is (the sidecar's ``/`` leads here)."""
+        return f"{self.engine_url}/dashboard?sidecar={self.sidecar_url}"
+
+    def _sidecar_env(self) -> dict[str, str]:
+        """The sidecar's ``/`` leads to the dashboard, and the engine's pages (the dashboard,
+        the demo shop) may call it by CORS; a variable already set in the environment wins."""
+        env = {"RECOFAST_SIDECAR_DASHBOARD_URL": self.dashboard_url, "RECOFAST_SIDECAR_CORS_ORIGINS": self.engine_url}
+        return {**env, **os.environ}
+
     def _out(self, name: str) -> dict[str, Any]:
         if self.log_dir is None:
             return {}
@@ -214,7 +225,7 @@ class Stack:
                "--nats", self.nats_url]
         if self.sidecar_config is not None:
             cmd += ["--config", str(self.sidecar_config)]
-        self.sidecar = subprocess.Popen(cmd, preexec_fn=_die_with_parent, **self._out("sidecar"))
+        self.sidecar = subprocess.Popen(cmd, env=self._sidecar_env(), preexec_fn=_die_with_parent, **self._out("sidecar"))
         _wait_http(f"{self.sidecar_url}/healthz", 60, [self.engine, self.sidecar])  # type: ignore[list-item]
         return self
 
@@ -378,6 +389,8 @@ def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int
         url = stack.nats_url
         base = stack.sidecar_url
         print(f"recofast is up (data in {data})", flush=True)
+        print(f"  dashboard        {stack.dashboard_url}   (also {base}/)", flush=True)
+        print(f"  demo shop        {stack.engine_url}/shop?sidecar={base}", flush=True)
         print(f"  recommendations  {base}/v1/recommendations/<user>?k=10", flush=True)
         print(f"  popular          {base}/v1/popular?k=10", flush=True)
         print(f"  events (POST)    {base}/v1/events     tracker {base}/v1/track.js", flush=True)

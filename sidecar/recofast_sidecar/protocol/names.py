@@ -63,6 +63,8 @@ PATH_LOOP = "/v1/loop"
 """The engine's JSON report of the closed loop (online metrics and experiments)."""
 
 # -- HTTP (the sidecar) ---------------------------------------------------------------------
+PATH_ROOT = "/"
+"""Redirects to the dashboard when the sidecar option ``dashboard_url`` is set (404 otherwise)."""
 PATH_READYZ = "/readyz"
 PATH_OPENAPI = "/openapi.json"
 PATH_RECOMMENDATIONS = "/v1/recommendations/{user_id}"
