@@ -4,7 +4,7 @@ metrics) and the background work (the store, NATS, the schema registry, impressi
 
 >>> app = create_app(SidecarConfig(lmdb=None, fallback_items=("mug",)))
 >>> sorted(r.resource.canonical for r in app.router.routes() if r.method == "GET")[:3]
-['/healthz', '/metrics', '/openapi.json']
+['/', '/healthz', '/metrics']
 """
 
 from __future__ import annotations
