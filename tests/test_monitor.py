@@ -202,7 +202,9 @@ async def test_the_staleness_guard_rolls_a_degraded_model_back_to_its_best_check
             if any(e["kind"] == "rollback" for e in engine.timeline):
                 break
         print(f"hit rate of the rounds, good: {good}, wrecked: {bad}")
-        assert min(good) > 0.6 and bad[-1] < 0.3
+        # The lists were wrecked (every wrecked round far below the good ones) before the guard acted;
+        # how many rounds that took depends on the machine's load.
+        assert min(good) > 0.6 and max(bad) < 0.45
         await _until(lambda: any(a.get("kind") == "rollback" for a in alerts), 10)
         rb = next(e for e in engine.timeline if e["kind"] == "rollback")
         alert = next(a for a in alerts if a["kind"] == "rollback")
