@@ -472,7 +472,8 @@ class Engine:
             self.metrics.freshness.observe_many(fresh)
             self.freshness.extend(fresh.tolist())
         if self.cfg.drift_detection and unique:
-            self._types_in.append(list(b.types))
+            if len(self._types_in) < 10_000:  # read by watch() after every batch
+                self._types_in.append(list(b.types))
         self.counters["events_applied_total"] += len(unique)
         self.counters["events_duplicate_total"] += len(events) - len(unique)
         self.counters["items_upserted_total"] += len(upserts)
@@ -758,7 +759,7 @@ class Engine:
         await self._bind_consumer()
         if self.cfg.attribution:
             self.loop = Loop(self.cfg, self.accepted)
-            self.loop.on_hits = self._hits_in.extend
+            self.loop.on_hits = self._take_hits
             await self.loop.start(self.js)
             self.metrics.registry.register(self.loop.collector)
         if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
@@ -836,6 +837,13 @@ class Engine:
         entry = {"ts": time.time(), "kind": kind, "detail": detail, **extra}
         self.timeline.append(entry)
         return entry
+
+    def _take_hits(self, hits: list[int]) -> None:
+        """The loop's hit checks, kept until :meth:`watch` reads them (at most 100,000: while
+        the engine cannot get to them, the oldest go)."""
+        self._hits_in.extend(hits)
+        if len(self._hits_in) > 100_000:
+            del self._hits_in[: len(self._hits_in) - 100_000]
 
     async def watch(self) -> None:
         """Between batches: feeds the hit checks and event types gathered since the last call
