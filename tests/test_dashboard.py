@@ -127,6 +127,40 @@ return Object.entries(window.recofastCharts || {}).filter(function (kv) {
 """
 
 
+DRIFT_DETAIL = "live hit rate dropped from 0.412 to 0.301 (ADWIN, 812 observations)"
+WITH_A_DRIFT_MARK = """
+(function () {
+  var real = window.fetch;
+  window.fetch = function (url, opts) {
+    return real.call(this, url, opts).then(function (r) {
+      if (String(url).indexOf("/dashboard/data") < 0) return r;
+      return r.clone().json().then(function (d) {
+        var ts = Date.now() / 1000 - 5;
+        d.timeline = (d.timeline || []).concat([
+          {ts: ts, kind: "drift", signal: "hit_rate", detail: "%s", before: 0.412, after: 0.301},
+          {ts: ts, kind: "adapt", signal: "hit_rate", detail: "adapting for 5000 events"}]);
+        return new Response(JSON.stringify(d), {status: r.status, headers: {"Content-Type": "application/json"}});
+      });
+    });
+  };
+})();
+""" % DRIFT_DETAIL
+PAGE_SHOWS_DRIFT = """
+var c = (window.recofastCharts || {})["c-timeline"];
+var dots = c ? c.data.datasets.filter(function (d) { return d.label === "drift"; }).reduce(function (n, d) { return n + d.data.length; }, 0) : 0;
+var items = Array.prototype.filter.call(document.querySelectorAll("#timeline li"), function (li) { return / drift /.test(li.textContent); });
+return dots > 0 && items.length > 0 && items[0].textContent;
+"""
+
+
+def test_the_dashboard_data_carries_the_engine_timeline_newest_last():
+    e = SimpleNamespace(timeline=[{"ts": 20.0, "kind": "adapt", "detail": "adapting"},
+                                  {"ts": 10.0, "kind": "drift", "detail": DRIFT_DETAIL, "signal": "hit_rate"}])
+    marks = dashboard.timeline(e, [{"time": 15.0, "version": 3, "stream_seq": 99}])  # type: ignore[arg-type]
+    assert [m["kind"] for m in marks] == ["drift", "checkpoint", "adapt"]
+    assert marks[0]["detail"] == DRIFT_DETAIL and marks[0]["signal"] == "hit_rate"
+
+
 @pytest.mark.timeout(120)
 def test_dashboard_and_shop_in_a_real_browser(tmp_path):
     artifacts = Path(os.environ.get("RECOFAST_ARTIFACTS") or tmp_path)
@@ -200,6 +234,13 @@ def test_dashboard_and_shop_in_a_real_browser(tmp_path):
             after = [li.get_attribute("data-recofast-item") for li in driver.find_elements("css selector", "#items li")]
             assert int(items.get_attribute("data-changed")) > 0 and after != before, (before, after)
             driver.save_screenshot(str(artifacts / "shop.png"))
+            assert _errors(driver) == []
+
+            # A drift alarm on the engine's timeline is drawn on the page's timeline (chart and list):
+            # the page's answers of /dashboard/data get one appended, as the engine's monitor marks it.
+            driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WITH_A_DRIFT_MARK})
+            driver.get(stack.sidecar_url + "/")
+            _wait("the drift on the page's timeline", lambda: driver.execute_script(PAGE_SHOWS_DRIFT), 15)
             assert _errors(driver) == []
 
             # The clicks reached the engine's closed loop, attributed to the shop's lists.
