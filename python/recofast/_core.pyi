@@ -114,6 +114,28 @@ class Model:
         explore: int = 0,
         weights: _Weights | None = None,
     ) -> list[list[tuple[str, float]]]: ...
+    def recommend_why(
+        self,
+        user: str | int,
+        k: int = 10,
+        exclude: _Ids | None = None,
+        allow: _Ids | None = None,
+        exclude_seen: bool = True,
+        context: Sequence[tuple[str, str]] | None = None,
+        explore: int = 0,
+        ts: float | None = None,
+        weights: _Weights | None = None,
+    ) -> list[tuple[str, float, str, str, str, list[tuple[str, float]]]]: ...
+    def recommend_many_why(
+        self,
+        users: _Ids,
+        k: int = 10,
+        exclude_seen: bool = True,
+        context: Sequence[tuple[str, str]] | None = None,
+        explore: int = 0,
+        weights: _Weights | None = None,
+    ) -> list[list[tuple[str, float, str, str, str]]]: ...
+    def ranker_weights(self) -> tuple[list[tuple[str, list[tuple[str, float]]]], int]: ...
     def similar_items(self, item: str | int, k: int = 10, weights: _Weights | None = None) -> list[tuple[str, float]]: ...
     def item_factors(self) -> tuple[list[str], npt.NDArray[np.float32]]: ...
     def user_factors(self) -> tuple[list[str], npt.NDArray[np.float32]]: ...

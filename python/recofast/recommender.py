@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from recofast import _core
+from recofast.explain import Reason
 
 Id = str | int
 
@@ -377,6 +378,70 @@ class Recommender:
         """
         return self._m.recommend_many(users, _check_k(k), exclude_seen, _ctx_pairs(context), _check_explore(explore),
                                       _weights(weights))
+
+    def recommend_explained(self, user: Id, k: int = 10, exclude: Iterable[Id] | None = None,
+                            allow: Iterable[Id] | None = None, exclude_seen: bool = True,
+                            context: Context | None = None, explore: int = 0, ts: Any = None,
+                            weights: Mapping[str, float] | None = None) -> list[tuple[str, float, Reason]]:
+        """:meth:`recommend`, with the :class:`~recofast.explain.Reason` of each item: the
+        signal the ranker counted most for it (see :mod:`recofast.explain`).
+
+        >>> rec = Recommender(dim=8, seed=7)
+        >>> rec.learn_many(["q1", "q1", "me"], ["lamp", "bulb", "lamp"])
+        3
+        >>> item, score, why = rec.recommend_explained("me", k=1)[0]
+        >>> item, why.kind, why.item
+        ('bulb', 'cooc', 'lamp')
+        """
+        got = self._m.recommend_why(user, _check_k(k), _id_list(exclude), _id_list(allow), exclude_seen,
+                                    _ctx_pairs(context), _check_explore(explore),
+                                    None if ts is None else _seconds(ts), _weights(weights))
+        return [(i, s, Reason(kind, w or None, d, dict(c))) for i, s, kind, w, d, c in got]
+
+    def recommend_many_explained(self, users: Sequence[Id], k: int = 10, exclude_seen: bool = True,
+                                 context: Context | None = None, explore: int = 0,
+                                 weights: Mapping[str, float] | None = None) -> list[list[tuple[str, float, Reason]]]:
+        """:meth:`recommend_many` with each item's :class:`~recofast.explain.Reason` (without
+        the contributions), in parallel with the GIL released."""
+        got = self._m.recommend_many_why(users, _check_k(k), exclude_seen, _ctx_pairs(context),
+                                         _check_explore(explore), _weights(weights))
+        return [[(i, s, Reason(kind, w or None, d)) for i, s, kind, w, d in lst] for lst in got]
+
+    def explain(self, user: Id, item: Id, context: Context | None = None, ts: Any = None,
+                weights: Mapping[str, float] | None = None, exclude_seen: bool = False) -> Reason | None:
+        """Why ``item`` ranks where it does for ``user``: its :class:`~recofast.explain.Reason`
+        with each feature's contribution to the ranker's score (``w × x``) and its rank among
+        the candidates; None when the item is not among the ranker's candidates (the
+        ``ranker_candidates`` best of the first stage, and the trending and new items).
+
+        >>> rec = Recommender(dim=8, seed=7)
+        >>> rec.learn_many(["q1", "q1", "me"], ["lamp", "bulb", "lamp"])
+        3
+        >>> why = rec.explain("me", "bulb", exclude_seen=True)
+        >>> why.kind, why.item, why.rank, why.contributions["blend"] > 0
+        ('cooc', 'lamp', 0, True)
+        >>> rec.explain("me", "no-such-item") is None
+        True
+        """
+        n = int(dict(self._m.options()).get("ranker_candidates", "100")) + 40
+        got = self._m.recommend_why(user, n, None, None, exclude_seen, _ctx_pairs(context), 0,
+                                    None if ts is None else _seconds(ts), _weights(weights))
+        for rank, (i, s, kind, w, d, c) in enumerate(got):
+            if i == str(item):
+                return Reason(kind, w or None, d, dict(c), rank, s)
+        return None
+
+    def ranker_weights(self) -> dict[str, dict[str, float]]:
+        """The learned second stage's weights, per shopper state (``new:0`` … ``session:10+``:
+        a new session or not × the history length), by feature; the per-field context
+        weights are the ``ctx_<field>`` entries.
+
+        >>> w = Recommender(dim=8).ranker_weights()
+        >>> w["session:10+"]["blend"], w["session:10+"]["ctx_hour"]
+        (1.0, 0.0)
+        """
+        buckets, _pairs = self._m.ranker_weights()
+        return {b: dict(fw) for b, fw in buckets}
 
     def context_affinities(self, top: int = 100) -> dict[str, list[tuple[str, float]]]:
         """Each learned context value (``"device=mobile"``, ``"hour=evening"``, ...) with its

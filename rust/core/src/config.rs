@@ -179,6 +179,17 @@ pub struct Config {
     /// The most context keys kept (0: no limit); `expire` prunes the least recently seen
     /// when the table is nearly full, so new keys can always be learned.
     pub max_context_keys: usize,
+    /// Order each list with the learned second stage (see `crate::ranker`): the blend of
+    /// the signals above proposes `ranker_candidates` items, the ranker orders them by
+    /// their features with weights learned from the shop's own events.
+    pub ranker: bool,
+    /// How many candidates the first stage proposes to the ranker.
+    pub ranker_candidates: usize,
+    /// The ranker's AdaGrad learning rate.
+    pub ranker_lr: f32,
+    /// How many users' last candidates are kept for the ranker to learn from (a bound on
+    /// its memory: about `ranker_candidates × 80` bytes each).
+    pub ranker_cache: usize,
 }
 
 impl Default for Config {
@@ -225,6 +236,10 @@ impl Default for Config {
             ctx_min_count: 3,
             ctx_idle: 90.0 * 86_400.0,
             max_context_keys: 200_000,
+            ranker: true,
+            ranker_candidates: 100,
+            ranker_lr: 0.2,
+            ranker_cache: 4096,
         }
     }
 }
@@ -270,6 +285,10 @@ macro_rules! fields {
         $m!(ctx_min_count, u32);
         $m!(ctx_idle, f64);
         $m!(max_context_keys, usize);
+        $m!(ranker, bool);
+        $m!(ranker_candidates, usize);
+        $m!(ranker_lr, f32);
+        $m!(ranker_cache, usize);
     };
 }
 
@@ -390,6 +409,12 @@ impl Config {
         }
         if self.max_users > u32::MAX as usize / 2 || self.max_context_keys > u32::MAX as usize / 2 {
             return err("max_users and max_context_keys must be below 2^31 (0: no limit)".into());
+        }
+        if self.ranker_candidates > 2000 || self.ranker_cache > 1_000_000 {
+            return err(format!("ranker_candidates must be at most 2000 and ranker_cache at most 1000000, got {} and {}", self.ranker_candidates, self.ranker_cache));
+        }
+        if !(self.ranker_lr.is_finite() && self.ranker_lr >= 0.0 && self.ranker_lr <= 10.0) {
+            return err(format!("ranker_lr must be a number between 0 and 10, got {}", self.ranker_lr));
         }
         if self.event_weights.iter().any(|w| !(w.is_finite() && w.abs() <= MAX_WEIGHT)) {
             return err(format!("event weights must be finite numbers between -{0} and {0}", MAX_WEIGHT));

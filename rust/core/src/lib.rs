@@ -9,6 +9,7 @@ pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod prefetch;
+pub mod ranker;
 pub mod segmented;
 pub mod snapshot;
 pub mod table;

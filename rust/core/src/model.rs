@@ -167,6 +167,8 @@ pub use crate::cooc::NeighborList;
 
 mod expire;
 pub use expire::{Expired, RowStats};
+mod rank;
+pub use rank::Why;
 
 /// The immutable item matrix that scoring reads. See the module docs.
 pub struct ItemSnapshot {
@@ -259,6 +261,8 @@ impl Rng {
 }
 
 const RING: usize = 4096;
+/// Trending and new items added to the ranker's candidates (each) when the blend left them out.
+const EXTRA_CANDIDATES: usize = 20;
 /// Bound of the exponent of the context factor (e^20 keeps every score finite).
 const MAX_CTX_EXP: f32 = 20.0;
 /// The default of the `max_context_keys` option: the most context values the model keeps
@@ -360,6 +364,8 @@ pub struct Model {
     /// Items introduced by their metadata while the shop runs, with the event count at
     /// their introduction, oldest first, until they are no longer new.
     fresh: Mutex<Vec<(u32, u64)>>,
+    /// The learned second stage of scoring (see [`crate::ranker`]).
+    ranker: crate::ranker::Ranker,
 }
 
 impl Model {
@@ -407,6 +413,7 @@ impl Model {
             text: crate::text::TextIndex::default(),
             ctx: EmbeddingTable::new(dim),
             fresh: Mutex::new(Vec::new()),
+            ranker: crate::ranker::Ranker::new(if cfg.ranker { cfg.ranker_cache } else { 0 }, cfg.ranker_lr),
             cfg,
         })
     }
@@ -930,6 +937,10 @@ impl Model {
             }
         }
         self.bpr_step(e.user, e.item, w, lr, negs, s);
+        // Test-then-learn for the second stage: against what the last request ranked above it.
+        if cfg.ranker {
+            self.ranker.learn(e.user, e.item, w);
+        }
         // Co-occurrence: pairs with the user's recent items, weighted by distance and session.
         // Forward decay: a pair learned now weighs growth(t) times one learned at the last
         // rescale, which is the same as every older pair fading with the half-life.
@@ -1257,6 +1268,21 @@ impl Model {
 
     /// [`Model::recommend_row`] with the weights `w` (checked).
     fn score_row(&self, user: Option<u32>, q: &Query, w: &Weights) -> Vec<(u32, f32)> {
+        self.score_full(user, q, w, None)
+    }
+
+    /// [`Model::recommend_row`] with the reason of each listed item, in list order.
+    pub fn recommend_row_why(&self, user: Option<u32>, q: &Query) -> Result<(Vec<(u32, f32)>, Vec<Why>)> {
+        let w = self.weights_of(q)?;
+        let mut why = Vec::new();
+        let top = self.score_full(user, q, &w, Some(&mut why));
+        Ok((top, why))
+    }
+
+    /// Scores every item for `user` and returns the top `q.k`: the first stage (the blend
+    /// of the signals, with the weights `w`), then the ranker's order of its candidates
+    /// when the ranker is on; `why` gets each listed item's reason.
+    fn score_full(&self, user: Option<u32>, q: &Query, w: &Weights, mut why: Option<&mut Vec<Why>>) -> Vec<(u32, f32)> {
         let snap = self.snapshot();
         // Scores are kept per place: the snapshot's live items, then the rows added at the
         // end since it was built (so a new item counts at once for co-occurrence and text).
@@ -1272,6 +1298,7 @@ impl Model {
         let mut seen: Vec<u32> = Vec::new();
         let mut has_history = false;
         let mut hist = 1.0f32;
+        let mut events = 0u32;
         let mut ctx: Vec<u32> = q.ctx.to_vec();
         let mut intent: Vec<String> = Vec::new();
         if let Some(text) = q.intent {
@@ -1283,6 +1310,7 @@ impl Model {
         if let Some(u) = user {
             let us = self.user_state.get(u as usize).lock();
             has_history = us.events > 0;
+            events = us.events;
             if let Some(t) = q.ts {
                 if t.is_finite() && us.last_ts.is_finite() && t - us.last_ts > cfg.session_gap {
                     hist = cfg.new_session_weight;
@@ -1340,8 +1368,10 @@ impl Model {
                     *x = f32::NEG_INFINITY;
                 }
             }
+            let ranking = cfg.ranker && cfg.ranker_candidates > 0;
+            let k1 = if ranking { q.k.max(cfg.ranker_candidates).min(n) } else { q.k };
             let mut top = if let Some(allow) = q.allow {
-                let mut t = TopK::new(q.k);
+                let mut t = TopK::new(k1);
                 for &a in allow {
                     if let Some(&s) = sl.of(a).and_then(|p| scores.get(p)) {
                         if s > f32::NEG_INFINITY {
@@ -1351,12 +1381,51 @@ impl Model {
                 }
                 t.into_sorted()
             } else {
-                let mut t = kernels::topk_of_scores(scores, q.k);
+                let mut t = kernels::topk_of_scores(scores, k1);
                 t.iter_mut().for_each(|x| x.0 = sl.row(x.0 as usize));
                 t
             };
+            // Candidates only if there is anything to rank (an excluded item scores −∞).
+            top.retain(|t| t.1 > f32::NEG_INFINITY);
+            let mut reasons: Vec<Why> = Vec::new();
+            if ranking && !top.is_empty() {
+                // The trending and the new items the blend left out are candidates too.
+                let allowed: Option<hashbrown::HashSet<u32>> = q.allow.map(|a| a.iter().copied().collect());
+                let mut listed: hashbrown::HashSet<u32> = top.iter().map(|t| t.0).collect();
+                for &r in snap.popular.iter().take(EXTRA_CANDIDATES).chain(snap.fresh.iter().take(EXTRA_CANDIDATES)) {
+                    if listed.contains(&r) || allowed.as_ref().is_some_and(|a| !a.contains(&r)) {
+                        continue;
+                    }
+                    if let Some(&s) = sl.of(r).and_then(|p| scores.get(p)) {
+                        if s > f32::NEG_INFINITY {
+                            top.push((r, s));
+                            listed.insert(r);
+                        }
+                    }
+                }
+                let now = q.ts.filter(|t| t.is_finite()).unwrap_or_else(|| self.clock());
+                let req = rank::Request { user, recent: &recent, hist, ctx: &ctx, intent: &intent, events, new_session: hist < 1.0 || !has_history, now, weights: w };
+                top = self.rank(&req, &top, &sl, why.is_some().then_some(&mut reasons));
+                top.truncate(q.k);
+                reasons.truncate(q.k);
+            }
+            let mut by: hashbrown::HashMap<u32, Why> = top.iter().zip(std::mem::take(&mut reasons)).map(|(t, r)| (t.0, r)).collect();
             if q.explore > 0 && !snap.fresh.is_empty() {
                 explore(&mut top, &snap.fresh, |r| sl.of(r).and_then(|p| scores.get(p)).copied(), q);
+            }
+            if let Some(out) = why.as_deref_mut() {
+                // Reasons in list order (exploration may have changed it); an item with no
+                // reason from the ranker is there as new, or by the blend.
+                let fresh: hashbrown::HashSet<u32> = snap.fresh.iter().copied().collect();
+                out.clear();
+                out.extend(top.iter().map(|t| {
+                    by.remove(&t.0).unwrap_or_else(|| Why {
+                        kind: if fresh.contains(&t.0) { "new" } else if has_history { "blend" } else { "pop" },
+                        item: u32::MAX,
+                        detail: String::new(),
+                        contributions: [0.0; crate::ranker::F],
+                    })
+                }));
             }
             top
         })
@@ -1585,6 +1654,19 @@ impl Model {
     pub fn recommend_rows(&self, users: &[Option<u32>], q: &Query) -> Result<Vec<Vec<(u32, f32)>>> {
         let w = self.weights_of(q)?;
         Ok(users.par_iter().map(|u| self.score_row(*u, q, &w)).collect())
+    }
+
+    /// [`Model::recommend_rows`] with each listed item's reason.
+    pub fn recommend_rows_why(&self, users: &[Option<u32>], q: &Query) -> Result<Vec<(Vec<(u32, f32)>, Vec<Why>)>> {
+        let w = self.weights_of(q)?;
+        Ok(users
+            .par_iter()
+            .map(|u| {
+                let mut why = Vec::new();
+                let top = self.score_full(*u, q, &w, Some(&mut why));
+                (top, why)
+            })
+            .collect())
     }
 
     /// Items most like `item`: co-occurrence neighbours (`w_cooc`) blended with factor

@@ -19,6 +19,8 @@
 //!   memory      (version 3) f64 clock; u32 k, k × u32 free item row, n × (u32 active secs,
 //!               u8 in catalogue); u32 k, k × u32 free user row, nu × (u64 last_seq,
 //!               f64 active_ts); u32 k, k × u32 free context row, c × f64 last seen
+//!   ranker      (version 4) u32 r, r × f32: the second stage's weights, then its AdaGrad
+//!               sums (see `crate::ranker`); a file without it starts the ranker afresh
 //! crc32   u32      CRC-32 (IEEE) of magic, version, length and body
 //! ```
 //! Free rows (evicted users, retired items, pruned keys) keep their place, with an empty id
@@ -43,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, UserState};
 
 pub const MAGIC: &[u8; 8] = b"RCFSNAP\0";
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build still reads (version 1 has no context section).
 pub const OLDEST_VERSION: u32 = 1;
 
@@ -245,6 +247,9 @@ pub fn to_bytes(m: &Model) -> Vec<u8> {
     for r in 0..nc as u32 {
         w.f64(if ctx_live[r as usize] { m.ctx_seen_of(r) } else { 0.0 });
     }
+    let rk = m.ranker().state();
+    w.u32(rk.len() as u32);
+    rk.iter().for_each(|&x| w.f32(x));
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 24);
     out.extend_from_slice(MAGIC);
@@ -415,6 +420,15 @@ pub fn from_bytes(b: &[u8]) -> Result<Model> {
         }
     }
     m.restore_ids((uids, free_u), (ids, free_i), (cids, free_c))?;
+    if version >= 4 {
+        let k = r.count(4)?;
+        let mut st = Vec::with_capacity(k);
+        for _ in 0..k {
+            st.push(r.f32()?);
+        }
+        // A ranker of another shape (another build's features) starts afresh.
+        m.ranker().set_state(&st);
+    }
     if r.pos != r.b.len() {
         return Err(Error::Snapshot("snapshot is corrupt: trailing bytes after the last section".into()));
     }
@@ -474,9 +488,17 @@ mod tests {
     #[test]
     fn round_trip_gives_the_same_recommendations() {
         let m = trained();
+        // The ranker learns from a choice among a request's candidates, and keeps it.
+        let q = Query { k: 5, exclude_seen: true, ..Default::default() };
+        let listed = m.recommend_row(m.users().ids().get("u1"), &q).unwrap();
+        let chosen = m.items().ids().id(listed.last().unwrap().0).unwrap();
+        m.learn_one("u1", &chosen, "purchase", None, None).unwrap();
+        assert_eq!(m.ranker().pairs(), 1);
+        assert_ne!(m.ranker().state(), Model::new(m.config().clone()).unwrap().ranker().state());
         let b = to_bytes(&m);
         let m2 = from_bytes(&b).unwrap();
         assert_eq!(to_bytes(&m2), b);
+        assert_eq!(m2.ranker().state(), m.ranker().state());
         m.refresh();
         assert_eq!(m2.fresh_items(), m.fresh_items());
         assert_eq!(m2.user_state("u1").unwrap().intent.unwrap().query, "lamp");
@@ -490,7 +512,7 @@ mod tests {
         }
     }
 
-    /// A version-`v` file from the body of a version-3 one, its last `cut` bytes left out.
+    /// A version-`v` file from the body of a version-4 one, its last `cut` bytes left out.
     fn older(b: &[u8], v: u32, cut: usize) -> Vec<u8> {
         let body = &b[20..b.len() - 4];
         let mut old = Vec::new();
@@ -504,13 +526,16 @@ mod tests {
     }
 
     #[test]
-    fn version_1_and_2_files_still_load() {
+    fn version_1_2_and_3_files_still_load() {
         // One user, one item, no context: the version-3 section is 8 (clock) + 4 + 5 (items)
         // + 4 + 16 (users) + 4 (contexts) bytes; version 2 adds 12 bytes to version 1.
         let m = Model::new(Config { dim: 4, ..Config::default() }).unwrap();
         m.learn_many(&["u"], &["a"], &[], &[5000.0], &[]).unwrap();
         let b = to_bytes(&m);
-        let v3 = 8 + 4 + 5 + 4 + 16 + 4;
+        let v4 = 4 + 4 * m.ranker().state().len();
+        let v3 = 8 + 4 + 5 + 4 + 16 + 4 + v4;
+        let m3 = from_bytes(&older(&b, 3, v4)).unwrap();
+        assert_eq!(m3.ranker().state(), Model::new(Config { dim: 4, ..Config::default() }).unwrap().ranker().state(), "a version-3 file starts the ranker afresh");
         let m1 = from_bytes(&older(&b, 1, 12 + v3)).unwrap();
         assert_eq!(m1.events(), 1);
         assert_eq!(m1.contexts().len(), 0);

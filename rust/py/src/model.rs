@@ -224,6 +224,111 @@ impl PyModel {
         Ok(lists.into_iter().map(|l| self.named(l)).collect())
     }
 
+    /// The ranker's weights: {bucket: {feature: weight}} (each bucket's effective weights)
+    /// and the pairs it learned from.
+    fn ranker_weights(&self) -> (Vec<(String, Vec<(String, f32)>)>, u64) {
+        let r = self.m.ranker();
+        let out = recofast_core::ranker::BUCKET_NAMES
+            .iter()
+            .enumerate()
+            .map(|(b, name)| {
+                let w = r.weights_of(b as u8);
+                (name.to_string(), recofast_core::ranker::FEATURES.iter().zip(w).map(|(f, v)| (f.to_string(), v)).collect())
+            })
+            .collect();
+        (out, r.pairs())
+    }
+
+    /// The top-k list with each item's reason: (item, score, kind, the item it goes with or
+    /// "", detail, contributions by feature).
+    #[pyo3(signature = (user, k = 10, exclude = None, allow = None, exclude_seen = true, context = None, explore = 0, ts = None, weights = None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn recommend_why(
+        &self,
+        py: Python<'_>,
+        user: &Bound<'_, PyAny>,
+        k: i64,
+        exclude: Option<&Bound<'_, PyAny>>,
+        allow: Option<&Bound<'_, PyAny>>,
+        exclude_seen: bool,
+        context: Option<Vec<(String, String)>>,
+        explore: usize,
+        ts: Option<f64>,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<(String, f32, &'static str, String, String, Vec<(&'static str, f32)>)>> {
+        let k = check_k(k)?;
+        let u = one_id(user, "user")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
+        let rows_of = |v: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Vec<u32>>> {
+            match v.filter(|e| !e.is_none()) {
+                Some(e) => {
+                    let ids = extract_ids(e, what)?;
+                    Ok(Some(self.m.items().ids().get_many(&ids.as_strs()).into_iter().filter(|&r| r != u32::MAX).collect()))
+                }
+                None => Ok(None),
+            }
+        };
+        let exclude = rows_of(exclude, "exclude")?.unwrap_or_default();
+        let allow = rows_of(allow, "allow")?;
+        let m = self.m.clone();
+        let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
+        let (recs, why) = run(py, move || {
+            let row = m.users().ids().get(&u);
+            let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
+            m.recommend_row_why(row, &Query { k, exclude: &exclude, allow: allow.as_deref(), exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, ts, weights })
+        })?;
+        let ids = self.m.items().ids();
+        Ok(recs
+            .into_iter()
+            .zip(why)
+            .filter_map(|((r, s), w)| {
+                let item = ids.id(r)?;
+                let with = if w.item == u32::MAX { String::new() } else { ids.id(w.item).unwrap_or_default() };
+                let contrib = recofast_core::ranker::FEATURES.iter().copied().zip(w.contributions).collect();
+                Some((item, s, w.kind, with, w.detail, contrib))
+            })
+            .collect())
+    }
+
+    /// `recommend_many` with each item's reason: lists of (item, score, kind, the item it
+    /// goes with or "", detail).
+    #[pyo3(signature = (users, k = 10, exclude_seen = true, context = None, explore = 0, weights = None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn recommend_many_why(
+        &self,
+        py: Python<'_>,
+        users: &Bound<'_, PyAny>,
+        k: i64,
+        exclude_seen: bool,
+        context: Option<Vec<(String, String)>>,
+        explore: usize,
+        weights: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Vec<(String, f32, &'static str, String, String)>>> {
+        let k = check_k(k)?;
+        let ids = extract_ids(users, "users")?;
+        let weights = extract_weights(weights, self.m.config().weights())?;
+        let m = self.m.clone();
+        let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
+        let lists = run(py, move || {
+            let rows: Vec<Option<u32>> = m.users().ids().get_many(&ids.as_strs()).into_iter().map(|r| (r != u32::MAX).then_some(r)).collect();
+            let ctx = m.context_rows(&context::keys_of_all(&ctx_pairs), false);
+            m.recommend_rows_why(&rows, &Query { k, exclude_seen, ctx: &ctx, intent: intent.as_deref(), explore, weights, ..Default::default() })
+        })?;
+        let idm = self.m.items().ids();
+        Ok(lists
+            .into_iter()
+            .map(|(recs, why)| {
+                recs.into_iter()
+                    .zip(why)
+                    .filter_map(|((r, s), w)| {
+                        let with = if w.item == u32::MAX { String::new() } else { idm.id(w.item).unwrap_or_default() };
+                        Some((idm.id(r)?, s, w.kind, with, w.detail))
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Items most similar to an item; an unknown item gives an empty list. `weights` as for
     /// `recommend` (`w_mf` and `w_cooc` score here).
     #[pyo3(signature = (item, k = 10, weights = None))]
