@@ -201,4 +201,4 @@ def test_free_rows_survive_save_load_and_pickle(tmp_path):
         assert m.memory_info()["user_free"] == rec.memory_info()["user_free"]
         assert m.recommend("u24", k=3) == rec.recommend("u24", k=3)
         assert m.memory_info()["clock"] == 3 * DAY
-    assert recofast.build_info()["snapshot_format"] == 3
+    assert recofast.build_info()["snapshot_format"] == 4

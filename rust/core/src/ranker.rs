@@ -188,15 +188,23 @@ impl Ranker {
     }
 
     /// Learns from a positive event of `user` on `item` against all the candidates of the
-    /// user's last request (a softmax over them: the choice it beat them in). Returns
-    /// whether the item was among the candidates.
+    /// user's last request (a softmax over them: the choice it beat them in), once per
+    /// request. Returns whether the item was among the candidates.
     pub fn learn(&self, user: u32, item: u32, weight: f32) -> bool {
         if self.cache.is_empty() || !(weight > 0.0) {
             return false;
         }
-        let slot = self.cache[user as usize % self.cache.len()].lock();
-        let Some(c) = slot.as_ref().filter(|c| c.user == user) else {
-            return false;
+        // A request's candidates answer one choice: the user's next positive event takes
+        // them out (a later event is no answer to that request any more).
+        let c = {
+            let mut slot = self.cache[user as usize % self.cache.len()].lock();
+            if !slot.as_ref().is_some_and(|c| c.user == user) {
+                return false;
+            }
+            match slot.take() {
+                Some(c) => c,
+                None => return false,
+            }
         };
         let Some(p) = c.items.iter().position(|&i| i == item) else {
             return false;
@@ -320,9 +328,11 @@ mod tests {
     fn unknown_users_items_and_colliding_slots_learn_nothing() {
         let r = Ranker::new(2, 0.1);
         r.remember(1, 0, vec![5, 6], feats(&[[1.0, 0.0], [0.5, 0.0]]));
-        assert!(!r.learn(1, 99, 1.0), "an item not among the candidates");
         assert!(!r.learn(3, 5, 1.0), "user 3 shares the slot of user 1 but is not user 1");
         assert!(!r.learn(1, 6, 0.0), "no weight, no step");
+        assert!(!r.learn(1, 99, 1.0), "an item not among the candidates");
+        assert!(!r.learn(1, 6, 1.0), "the request's candidates answered one event already");
+        r.remember(1, 0, vec![5, 6], feats(&[[1.0, 0.0], [0.5, 0.0]]));
         r.forget(1);
         assert!(!r.learn(1, 6, 1.0));
         let empty = Ranker::new(0, 0.1);
