@@ -44,6 +44,7 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream_max_bytes: int = -1
     # learning and lists
     top_n: int = 20
+    reasons: bool = True
     timezone: str = "UTC"
     dedupe_window: int = 1_000_000
     # the door: event times accepted (epoch seconds; future tolerance in seconds)

@@ -79,6 +79,7 @@ from recofast.engine.metrics import CONTENT_TYPE, EngineMetrics
 from recofast.engine.mirror import ListMirror
 from recofast.engine.monitor import Alert, LiveMonitor, StalenessGuard
 from recofast.engine.refresh import Refresher
+from recofast.explain import reason_text
 from recofast.engine.streams import bind_consumer, ensure_streams, publish_dlq
 from recofast.errors import StoreUnavailable
 from recofast.recommender import Recommender
@@ -178,6 +179,7 @@ class Engine:
         self.users: dict[str, None] = {}  # every user seen, in first-seen order (for refreshes)
         self.mirror = ListMirror() if cfg.publish_lists else None
         self._shared: SharedSettings | None = None
+        self._titles: dict[str, str] = {}
         self.metrics = EngineMetrics(lambda: self.counters)
         self.refresher = Refresher(self)
         self.experiments = cfg.experiments
@@ -251,11 +253,12 @@ class Engine:
             self._shared = SharedSettings(timezone=self.cfg.timezone, context_weight=w, experiments=self.experiments)
         return self._shared
 
-    def recommend_lists(self, users: Sequence[str]) -> list[list[tuple[str, float]]]:
+    def recommend_lists(self, users: Sequence[str]) -> list[list[tuple[str, float]]] | list[list[tuple[str, float, str]]]:
         """The top-N lists of ``users``, each scored with the weights of the user's
-        experiment variant (the model's own weights for users in none)."""
+        experiment variant (the model's own weights for users in none); with the
+        ``reasons`` option each item comes with its reason in words."""
         if not self.experiments:
-            return self.model.recommend_many(users, k=self.cfg.top_n)
+            return self._lists(users, None)
         groups: dict[tuple[tuple[str, float], ...], list[int]] = {}
         for i, u in enumerate(users):
             a = assign(self.experiments, u)
@@ -263,10 +266,27 @@ class Engine:
         out: list[list[tuple[str, float]]] = [[] for _ in users]
         for key, idx in groups.items():
             part = [users[i] for i in idx]
-            got = self.model.recommend_many(part, k=self.cfg.top_n, weights=dict(key)) if key else self.model.recommend_many(part, k=self.cfg.top_n)
+            got = self._lists(part, dict(key) if key else None)
             for i, lst in zip(idx, got):
-                out[i] = lst
+                out[i] = lst  # type: ignore[assignment]
         return out
+
+    def _lists(self, users: Sequence[str], weights: dict[str, float] | None) -> list[list[Any]]:
+        if not self.cfg.reasons:
+            return self.model.recommend_many(users, k=self.cfg.top_n, weights=weights)  # type: ignore[return-value]
+        got = self.model.recommend_many_explained(users, k=self.cfg.top_n, weights=weights)
+        return [[(i, s, reason_text(r, self._title)) for i, s, r in lst] for lst in got]
+
+    def _title(self, item: str) -> str | None:
+        """An item's title for its reasons (from the list store; a bounded cache)."""
+        t = self._titles.get(item)
+        if t is None:
+            rec = self.reader.item(item) if self.reader is not None else None
+            t = rec.title if rec is not None else ""
+            if len(self._titles) >= 100_000:
+                self._titles.clear()
+            self._titles[item] = t
+        return t or None
 
     # -- experiments ------------------------------------------------------------------------
 
@@ -488,6 +508,8 @@ class Engine:
         log.info("forgot a user (%d forgotten in all)", len(self.tombstones))
 
     def _set_text(self, items: dict[str, codec.ItemRecord]) -> None:
+        for i in items:
+            self._titles.pop(i, None)
         texts = {i: " ".join(x for x in (r.category, r.title, r.text) if x) for i, r in items.items()}
         texts = {i: t for i, t in texts.items() if t}
         if texts:

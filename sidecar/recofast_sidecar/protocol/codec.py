@@ -27,9 +27,12 @@ numbers are little-endian.
 
 List record::
 
-    u8  format (1) | u8 flags (0) | u16 n | u64 model_version | f64 time (epoch s)
+    u8  format (1) | u8 flags | u16 n | u64 model_version | f64 time (epoch s)
     n × f32 score
     n × (u16 byte length, UTF-8 item id)
+    with flag 1 (reasons): n × (u16 byte length, UTF-8 reason), each item's reason in
+    words ("bought with Brass desk lamp"; empty: none). A reader that knows no flags
+    reads the items and scores the same and never looks past them.
 
 Item record::
 
@@ -71,6 +74,10 @@ FORMAT_VERSION = 1
 META_FORMAT_SHARED = 2
 """The meta record's format when it carries :class:`SharedSettings` (JSON after the head)."""
 MAX_LIST_LEN = 65535
+LIST_FLAG_REASONS = 1
+"""List record flag: each item's reason follows the item ids."""
+MAX_REASON_BYTES = 400
+"""The most bytes of one reason kept in a list record."""
 _LIST_HEAD = struct.Struct("<BBHQd")
 _ITEM_HEAD = struct.Struct("<BBdd")
 _META = struct.Struct("<BBHIQQd")
@@ -98,6 +105,8 @@ class ListRecord:
     scores: list[float]
     model_version: int = 0
     time: float = 0.0
+    reasons: list[str] | None = None
+    """Each item's reason in words (see :mod:`recofast.explain`), or None."""
 
 
 @dataclass(frozen=True)
@@ -179,14 +188,21 @@ def encode_list(rec: ListRecord) -> bytes:
         raise CodecError(f"{n} items but {len(rec.scores)} scores")
     if n > MAX_LIST_LEN:
         raise CodecError(f"a list holds at most {MAX_LIST_LEN} items, got {n}")
+    reasons = rec.reasons
+    if reasons is not None and len(reasons) != n:
+        raise CodecError(f"{n} items but {len(reasons)} reasons")
     parts = [
-        _LIST_HEAD.pack(FORMAT_VERSION, 0, n, rec.model_version, rec.time),
+        _LIST_HEAD.pack(FORMAT_VERSION, LIST_FLAG_REASONS if reasons is not None else 0, n, rec.model_version, rec.time),
         np.asarray(rec.scores, dtype="<f4").tobytes(),
     ]
     for item in rec.items:
         b = item.encode()
         if len(b) > 0xFFFF:
             raise CodecError("an item id is longer than 65535 bytes")
+        parts.append(_U16.pack(len(b)))
+        parts.append(b)
+    for r in reasons or ():
+        b = r.encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()  # never half a character
         parts.append(_U16.pack(len(b)))
         parts.append(b)
     return b"".join(parts)
@@ -207,7 +223,7 @@ def decode_list(buf: bytes | memoryview) -> ListRecord:
     buf = bytes(buf)
     if len(buf) < _LIST_HEAD.size:
         raise CodecError("list record truncated")
-    fmt, _flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
+    fmt, flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
     if fmt != FORMAT_VERSION:
         raise CodecError(f"unknown list format {fmt}")
     off = _LIST_HEAD.size
@@ -220,9 +236,15 @@ def decode_list(buf: bytes | memoryview) -> ListRecord:
     for _ in range(n):
         item, off = _read_str(buf, off, _U16, "list")
         items.append(item)
+    reasons: list[str] | None = None
+    if flags & LIST_FLAG_REASONS:
+        reasons = []
+        for _ in range(n):
+            r, off = _read_str(buf, off, _U16, "list")
+            reasons.append(r)
     if off != len(buf):
         raise CodecError("trailing bytes after list record")
-    return ListRecord(items=items, scores=scores, model_version=version, time=t)
+    return ListRecord(items=items, scores=scores, model_version=version, time=t, reasons=reasons)
 
 
 class ListView:
@@ -235,18 +257,46 @@ class ListView:
     (2, 3, [('mug', 0.5), ('tea', 0.25)])
     """
 
-    __slots__ = ("_buf", "n", "model_version", "time")
+    __slots__ = ("_buf", "n", "model_version", "time", "flags")
 
     def __init__(self, buf: bytes | memoryview) -> None:
         buf = bytes(buf)
         if len(buf) < _LIST_HEAD.size:
             raise CodecError("list record truncated")
-        fmt, _flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
+        fmt, flags, n, version, t = _LIST_HEAD.unpack_from(buf, 0)
         if fmt != FORMAT_VERSION:
             raise CodecError(f"unknown list format {fmt}")
         if len(buf) < _LIST_HEAD.size + 4 * n + 2 * n:
             raise CodecError("list record truncated")
-        self._buf, self.n, self.model_version, self.time = buf, n, version, t
+        self._buf, self.n, self.model_version, self.time, self.flags = buf, n, version, t, flags
+
+    def reasons(self) -> dict[str, str]:
+        """Each item's reason in words, by item (empty when the record has none; a
+        truncated record gives what was read before the break).
+
+        >>> rec = ListRecord(items=["mug", "tea"], scores=[0.5, 0.25], reasons=["trending", "bought with Mug"])
+        >>> ListView(encode_list(rec)).reasons()
+        {'mug': 'trending', 'tea': 'bought with Mug'}
+        """
+        if not self.flags & LIST_FLAG_REASONS:
+            return {}
+        buf, n, end = self._buf, self.n, len(self._buf)
+        off = _LIST_HEAD.size + 4 * n
+        items: list[str] = []
+        out: dict[str, str] = {}
+        try:
+            for _ in range(n):
+                item, off = _read_str(buf, off, _U16, "list")
+                items.append(item)
+            for item in items:
+                if off >= end:
+                    break
+                r, off = _read_str(buf, off, _U16, "list")
+                if r:
+                    out.setdefault(item, r)
+        except (CodecError, UnicodeDecodeError):
+            pass
+        return out
 
     def __len__(self) -> int:
         return self.n
@@ -360,14 +410,18 @@ def segment_key(kind: str, segment: str) -> str:
 
 
 
-def list_record(pairs: Iterable[tuple[str, float]], model_version: int, time: float) -> ListRecord:
-    """A :class:`ListRecord` from ``(item, score)`` pairs as ``Recommender.recommend`` returns."""
+def list_record(pairs: Iterable[tuple[str, float] | tuple[str, float, str]], model_version: int, time: float) -> ListRecord:
+    """A :class:`ListRecord` from ``(item, score)`` pairs as ``Recommender.recommend`` returns,
+    or ``(item, score, reason)`` triples (the record then carries the reasons)."""
     items: list[str] = []
     scores: list[float] = []
-    for item, score in pairs:
-        items.append(item)
-        scores.append(score)
-    return ListRecord(items=items, scores=scores, model_version=model_version, time=time)
+    reasons: list[str] = []
+    for p in pairs:
+        items.append(p[0])
+        scores.append(p[1])
+        reasons.append(p[2] if len(p) > 2 else "")  # type: ignore[misc]
+    return ListRecord(items=items, scores=scores, model_version=model_version, time=time,
+                      reasons=reasons if any(reasons) else None)
 
 
 
