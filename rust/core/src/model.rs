@@ -1409,6 +1409,13 @@ impl Model {
                 top.truncate(q.k);
                 reasons.truncate(q.k);
             }
+            if !ranking && why.is_some() && !top.is_empty() {
+                // No second stage: the reasons come from the blend's own signals.
+                top.truncate(q.k);
+                let now = q.ts.filter(|t| t.is_finite()).unwrap_or_else(|| self.clock());
+                let req = rank::Request { user, recent: &recent, hist, ctx: &ctx, intent: &intent, events, new_session: hist < 1.0 || !has_history, now, weights: w };
+                reasons = self.reasons_of(&req, &top, &sl);
+            }
             let mut by: hashbrown::HashMap<u32, Why> = top.iter().zip(std::mem::take(&mut reasons)).map(|(t, r)| (t.0, r)).collect();
             if q.explore > 0 && !snap.fresh.is_empty() {
                 explore(&mut top, &snap.fresh, |r| sl.of(r).and_then(|p| scores.get(p)).copied(), q);

@@ -475,7 +475,7 @@ mod tests {
     use crate::model::Query;
 
     fn trained() -> Model {
-        let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ..Config::default() }).unwrap();
+        let m = Model::new(Config { dim: 8, snapshot_every: 1, snapshot_ms: 0, ranker: true, ..Config::default() }).unwrap();
         let users: Vec<String> = (0..300).map(|i| format!("u{}", i % 37)).collect();
         let items: Vec<String> = (0..300).map(|i| format!("i{}", (i * 7) % 53)).collect();
         let ctx: Vec<Vec<(&str, &str)>> = (0..300).map(|i| vec![("device", ["mobile", "desktop"][i % 2]), ("hour", "20")]).collect();

@@ -62,6 +62,14 @@ impl Model {
         order.into_iter().map(|(i, s)| (cands[i].0, s.exp())).collect()
     }
 
+    /// The reasons of a list in its order, without the ranker (the starting weights: the
+    /// blend's share split over its signals); nothing is remembered for learning.
+    pub(super) fn reasons_of(&self, r: &Request, list: &[(u32, f32)], sl: &Slots) -> Vec<Why> {
+        let (x, src) = self.features(r, list, sl, true);
+        let w = Ranker::new(0, 0.0).weights_of(0);
+        (0..list.len()).map(|i| self.why_of(r, src.get(i).map_or(u32::MAX, |s| s.0), &x[i * F..(i + 1) * F], &w)).collect()
+    }
+
     /// `cands.len() × F` features, row-major (see [`crate::ranker::FEATURES`]), and with
     /// `sources`, each candidate's recent item that gave it the most co-occurrence.
     fn features(&self, r: &Request, cands: &[(u32, f32)], sl: &Slots, sources: bool) -> (Vec<f32>, Vec<(u32, f32)>) {
