@@ -121,6 +121,15 @@ def resolve_peers(args: argparse.Namespace, from_file: dict[str, dict[str, Any]]
     return peers
 
 
+def explicit_peers(args: argparse.Namespace, from_file: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The peers' options set by the options file or a flag (not the defaults)."""
+    out = {n: dict(v) for n, v in (from_file or {}).items()}
+    for dest, (peer, kw) in PEER_FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            out.setdefault(peer, {})[kw] = getattr(args, dest)
+    return out
+
+
 def split_point(value: float, n: int, flag: str = "--test-from") -> int:
     """An event index from a count, or a fraction of `n` when below 1."""
     if value < 0:
@@ -163,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             if name not in TUNABLE:
                 continue
-            base = options if name.startswith("recofast") else peers.get(name, {})
+            # What the command line or the options file set is kept fixed; the rest is searched.
+            base = options if name.startswith("recofast") else explicit_peers(args, file_peers).get(name, {})
             tuned.append(tune(log, name, prefix_events=test_from, budget=args.budget, k=args.k, base=base,
                               catalog=catalog, contexts=contexts, explore=args.explore,
                               default_event=args.default_event, progress=not args.no_progress))

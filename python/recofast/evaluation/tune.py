@@ -223,7 +223,8 @@ def tune(log: EventLog, model: str, *, prefix_events: int, budget: int = 16, sea
          explore: int = 0, default_event: str = "purchase", progress: bool = True,
          say: Callable[[str], None] | None = None) -> TuneResult:
     """Searches `model`'s options on ``log[:prefix_events]`` (see the module's text).
-    ``base`` holds fixed options (recofast's ``--option``s, say) the search starts from."""
+    ``base`` holds fixed options (recofast's ``--option``s, say): they are not searched
+    unless ``space`` names them."""
     import time
 
     from recofast.evaluation.protocol import build_models, prequential
@@ -237,7 +238,8 @@ def tune(log: EventLog, model: str, *, prefix_events: int, budget: int = 16, sea
     if not 0 < prefix_events <= len(log):
         raise ValueError(f"the prefix must hold 1 to {len(log):,} events, got {prefix_events:,}")
     t_start = time.perf_counter()
-    sp = model_space(model, space)
+    # Options fixed by `base` are not searched, unless `space` names them.
+    sp = {n: v for n, v in model_space(model, space).items() if n not in (base or {}) or n in (space or {})}
     base_opts = defaults_of(model, base)
     configs = draw(sp, base_opts, budget, seed)
     trials = [Trial(c) for c in configs]
