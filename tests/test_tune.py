@@ -125,3 +125,12 @@ def test_tune_and_options_file_errors_are_clear(log_path, tmp_path, capsys):
     assert main(["eval", "--events", str(log_path), "--options-file", str(badfile), "--no-progress"]) == 2
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["eval", "--events", str(log_path), "--test-from", "1.5", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("name", ["recofast.evaluation.tune", "recofast.evaluation.baselines"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

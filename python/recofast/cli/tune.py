@@ -67,16 +67,14 @@ def run(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.context.split(",") if f.strip()]
     if fields == ["all"]:
         fields = list(CONTEXT_ALL)
-    for n in names:  # bad spaces fail before the log is read
-        tuning.model_space(n, space if len(names) == 1 else {k: v for k, v in space.items()
-                                                             if k in tuning.model_space(n)})
+    spaces = _spaces(names, space)  # bad spaces fail before the log is read
     catalog = read_catalog(args.items) if args.items else None
     log = read_events(args.events, limit=args.limit, keep=tuple(f for f in fields if f not in ("hour", "weekday")))
     contexts = event_contexts(log, fields)
     n = split_point(args.prefix, len(log), "--prefix")
     results = []
     for name in names:
-        sp = space if len(names) == 1 else {k: v for k, v in space.items() if k in tuning.model_space(name)}
+        sp = spaces[name]
         r = tuning.tune(log, name, prefix_events=n, budget=args.budget, search=args.search, eta=args.eta, k=args.k,
                         metric=args.metric, seed=args.seed, space=sp, base=options if name.startswith("recofast") else None,
                         catalog=catalog, contexts=contexts, explore=args.explore, default_event=args.default_event,
@@ -94,3 +92,16 @@ def run(args: argparse.Namespace) -> int:
                                   f"(recofast eval --options-file {args.out} --test-from {n})"))
     print(f"wrote {args.out}")
     return 0
+
+
+def _spaces(names: list[str], space: dict) -> dict[str, dict]:
+    """Each model's share of ``--space``: one model takes all of it (an option it lacks is an
+    error); several take the options their spaces have, and an option none has is an error."""
+    if len(names) == 1:
+        tuning.model_space(names[0], space)
+        return {names[0]: space}
+    out = {n: {k: v for k, v in space.items() if k in tuning.model_space(n)} for n in names}
+    lost = sorted(set(space) - {k for v in out.values() for k in v})
+    if lost:
+        raise ValueError(f"no model in {', '.join(names)} searches {', '.join(lost)}; name one model to add an option")
+    return out
