@@ -51,8 +51,8 @@ SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "itemknn": {"window": (1, 2, 3, 5, 10, 20)},
     "ease": {"lam": (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0), "max_items": (1000, 2000, 3000),
-             "history": (0, 20, 100)},
-    "sknn": {"k": (50, 100, 200, 500), "sample": (250, 500, 1000, 2000), "window": (0, 5, 10, 20),
+             "history": (0, 1, 3, 10, 30)},
+    "sknn": {"k": (50, 100, 200, 500), "sample": (250, 500, 1000, 2000), "window": (0, 2, 5, 10),
              "gap": (900.0, 1800.0, 3600.0)},
 }
 SPACES["recofast-noctx"] = {k: v for k, v in SPACES["recofast"].items() if k not in ("w_ctx", "w_intent")}
