@@ -134,3 +134,13 @@ def test_docstring_examples(name):
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_eval_tuned_keeps_what_the_command_line_fixed(log_path, tmp_path):
+    res = tmp_path / "eval.json"
+    assert main(["eval", "--events", str(log_path), "--model", "ease", "--tuned", "--budget", "3", "--ease-items", "30",
+                 "--json", str(res), "--no-progress"]) == 0
+    (t,) = json.loads(res.read_text())["tuned"]
+    assert t["options"]["max_items"] == 30
+    assert all("max_items" not in trial["options"] for trial in t["trials"])
+    assert len({json.dumps(trial["options"], sort_keys=True) for trial in t["trials"]}) == 3
