@@ -169,3 +169,22 @@ def test_eval_runs_the_peers_and_rejects_bad_options(tmp_path, capsys):
 def test_peers_reject_impossible_settings(cls):
     with pytest.raises(ValueError):
         cls(ItemIndex(), **({"lam": 0.0} if cls is EASE else {"k": 0}))
+
+
+@pytest.mark.parametrize("history", [0, 2])
+def test_ease_cached_scores_follow_the_history(history):
+    log = baskets(seed=5, items=10)
+    m = fitted_ease(log, lam=2.0, history=history, cache_users=2)
+    cols = [m.items.ids[c] for c in m.cols]
+    ref = ease_reference(binary_matrix(log, cols), 2.0)
+    mine: list[str] = []
+    for t, item in enumerate(["i1", "i4", "i1", "i7", "i2", "i9", "i4"]):
+        m.learn("w", item, "purchase", DAY + t)
+        m.learn("other", "i3", "view", DAY + t)  # another user in between
+        m.scores("other")
+        if item in mine:
+            mine.remove(item)
+        mine.append(item)
+        used = mine[-history:] if history else mine
+        np.testing.assert_allclose(m.scores("w"), sum(ref[cols.index(i)] for i in used), atol=1e-12)
+        np.testing.assert_allclose(m.scores("w"), sum(ref[cols.index(i)] for i in used), atol=1e-12)  # cached

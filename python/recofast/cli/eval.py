@@ -202,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluation {time.perf_counter() - t1:.0f} s" + (f", tuning {t1 - t0:.0f} s" if tuned else ""))
     for m in models:
         if isinstance(m, EASE) and m.fits:
-            print(f"ease: {m.fits} fits over up to {m.max_items:,} items, {m.fit_seconds / m.fits:.2f} s each on average")
+            print(f"ease: {m.fits} fits over up to {m.max_items:,} items, {m.fit_seconds / m.fits:.2f} s each on average "
+                  f"(XᵀX {m.gram_seconds / m.fits:.2f} s, inversion {(m.fit_seconds - m.gram_seconds) / m.fits:.2f} s)")
     if args.save_options and tuned:
         rec = [r for r in tuned if r.model.startswith("recofast")][:1]
         text = tuned_toml(rec + [r for r in tuned if not r.model.startswith("recofast")],

@@ -321,8 +321,9 @@ class EASE(Baseline):
     items when `history` > 0), so users first seen since the last fit are scored too. A
     user whose history holds none of the fitted items, and every user before the first
     fit, gets the popularity list. Impressions and removals are not learned. Memory: B is
-    `max_items`² floats; the histories are the users' distinct items, like the harness's
-    own seen sets.
+    `max_items`² floats, the score sums of the `cache_users` latest users `max_items`
+    floats each; the histories are the users' distinct items, like the harness's own seen
+    sets.
 
     >>> m = EASE(ItemIndex(), max_items=10, lam=0.5)
     >>> log = [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y"), ("c", "z"), ("c", "w"), ("f", "z"), ("g", "z"), ("d", "x")]
@@ -335,7 +336,8 @@ class EASE(Baseline):
 
     name = "ease"
 
-    def __init__(self, items: ItemIndex, max_items: int = 2_000, lam: float = 500.0, history: int = 0) -> None:
+    def __init__(self, items: ItemIndex, max_items: int = 2_000, lam: float = 500.0, history: int = 0,
+                 cache_users: int = 2_048) -> None:
         if max_items <= 0 or lam <= 0 or history < 0:
             raise ValueError(f"ease needs max_items > 0, lam > 0 and history ≥ 0, got {max_items}, {lam}, {history}")
         self.items = items
@@ -348,7 +350,10 @@ class EASE(Baseline):
         self.cols = np.zeros(0, dtype=np.int64)  # column of B -> item index
         self.pop = Pop(items)
         self.fits = 0
-        self.fit_seconds = 0.0
+        self.fit_seconds = 0.0  # all of the fits
+        self.gram_seconds = 0.0  # of which building XᵀX
+        self.cache_users = cache_users
+        self.cache: OrderedDict[str, tuple[int, set[int], np.ndarray]] = OrderedDict()  # user -> (fit, rows, Σ B[rows])
 
     def gram(self) -> tuple[np.ndarray, np.ndarray]:
         """The fitted items (most popular first, ties to the lower index) and XᵀX over them."""
@@ -373,6 +378,7 @@ class EASE(Baseline):
 
         t0 = time.perf_counter()
         top, g = self.gram()
+        self.gram_seconds += time.perf_counter() - t0
         g[np.diag_indices_from(g)] += self.lam
         p = np.linalg.inv(g)
         b = p / (-np.diag(p))  # B_ij = −P_ij / P_jj
@@ -395,11 +401,30 @@ class EASE(Baseline):
         rows = rows[rows >= 0]
         if not len(rows):
             return None
-        if len(rows) <= 64:
-            return self.b[rows].sum(axis=0)
-        x = np.zeros(len(self.b))
-        x[rows] = 1.0
-        return x @ self.b
+        # Consecutive requests of a user mostly differ by an item or two: update their cached
+        # row sum by the rows that came and went (at most `cache_users` users are cached).
+        now = set(rows.tolist())
+        hit = self.cache.get(user)
+        if hit is not None and hit[0] == self.fits:
+            _, before, total = hit
+            came, went = now - before, before - now
+            if len(came) + len(went) < len(now):
+                total = total.copy()
+                if came:
+                    total += self.b[list(came)].sum(axis=0)
+                if went:
+                    total -= self.b[list(went)].sum(axis=0)
+                self._remember(user, now, total)
+                return total
+        total = self.b[rows].sum(axis=0)
+        self._remember(user, now, total)
+        return total
+
+    def _remember(self, user: str, rows: set[int], total: np.ndarray) -> None:
+        self.cache[user] = (self.fits, rows, total)
+        self.cache.move_to_end(user)
+        while len(self.cache) > self.cache_users:
+            self.cache.popitem(last=False)
 
     def recommend(self, user, k, seen):
         s = self.scores(user)
