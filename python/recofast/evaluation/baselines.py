@@ -489,6 +489,7 @@ class SessionKNN(Baseline):
         self.slot_updated = np.zeros(max_sessions, dtype=np.int64)
         self.slot_size = np.zeros(max_sessions, dtype=np.float64)
         self.slot_items: list[dict[int, None] | None] = [None] * max_sessions
+        self.slot_arr: list[np.ndarray | None] = [None] * max_sessions  # slot_items as an array, while it holds
         self.by_item: dict[int, OrderedDict[int, None]] = defaultdict(OrderedDict)  # least recently updated first
         self.current: dict[str, tuple[int, float]] = {}  # user -> (session id, time of last event)
         self.next_id = 0
@@ -530,11 +531,17 @@ class SessionKNN(Baseline):
         order = np.lexsort((-upd, -sim))[: self.k]
         return uniq[order], sim[order]
 
+    def _items_array(self, slot: int) -> np.ndarray:
+        a = self.slot_arr[slot]
+        if a is None:
+            a = self.slot_arr[slot] = np.fromiter(self.slot_items[slot] or (), dtype=np.int64)
+        return a
+
     def recommend(self, user, k, seen):
         sids, sims = self.neighbours(user)
         if not len(sids):
             return []
-        lists = [np.fromiter(self.slot_items[s % self.max_sessions] or (), dtype=np.int64) for s in sids]
+        lists = [self._items_array(int(s) % self.max_sessions) for s in sids]
         votes = np.bincount(np.concatenate(lists), weights=np.repeat(sims, [len(x) for x in lists]))
         ex = [i for i in (self.items.index.get(x) for x in seen) if i is not None and i < len(votes)]
         votes[ex] = 0.0
@@ -572,6 +579,7 @@ class SessionKNN(Baseline):
         s.pop(i, None)
         s[i] = None
         self.slot_size[slot] = len(s)
+        self.slot_arr[slot] = None
         self.clock += 1
         self.slot_updated[slot] = self.clock
         for j in s:
