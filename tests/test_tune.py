@@ -39,6 +39,7 @@ def test_tune_chooses_the_best_on_the_prefix_and_its_score_is_reproducible(log_p
     r = tuning.tune(log, "itemknn", prefix_events=n, budget=6, progress=False, say=lambda s: None)
     finals = [t for t in r.trials if n in t.scores]
     assert len(finals) >= 2 and r.score == max(t.scores[n] for t in finals)
+    assert r.trials[0].options == {"window": 2} and n in r.trials[0].scores and r.score >= r.default_score
     assert r.options["window"] == r.best["window"] in tuning.SPACES["itemknn"]["window"]
     # The reported score is that of an independent run of the chosen options on the prefix.
     m = build_models(["itemknn"], {}, knn_window=r.best["window"])

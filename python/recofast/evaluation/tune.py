@@ -3,8 +3,8 @@ own log.
 
 The search space (:data:`SPACES`, or ``--space NAME=V1,V2,...``) is a few values per option.
 ``budget`` configurations are drawn from it at random (seeded; the defaults are always the
-first, so the search never picks something worse than the defaults on the prefix; a space
-smaller than the budget is tried whole). Successive halving (``search="halving"``) runs
+first and are run in every round, so the search never picks something worse than the
+defaults on the whole prefix; a space smaller than the budget is tried whole). Successive halving (``search="halving"``) runs
 all of them test-then-learn on the first 1/ηᴿ⁻¹ of the prefix, keeps the best 1/η, runs
 those on η times more, and so on until the last round runs on the whole prefix; the best
 there wins. ``search="random"`` runs every configuration on the whole prefix. The score is
@@ -189,7 +189,7 @@ class TuneResult:
     best: dict[str, Any]  # the searched options, chosen
     options: dict[str, Any]  # everything the model runs with (base options and the chosen ones)
     score: float  # of the chosen on the whole prefix
-    default_score: float | None  # of the defaults on the whole prefix, when they got that far
+    default_score: float | None  # of the defaults on the whole prefix
     prefix_events: int
     trials: list[Trial]
     metric: str
@@ -250,6 +250,8 @@ def tune(log: EventLog, model: str, *, prefix_events: int, budget: int = 16, sea
     alive = trials
     for keep, n_ev in rounds:
         alive = alive[:keep]  # sorted best first by the round before
+        if trials[0] not in alive:  # the defaults always reach the last round
+            alive.append(trials[0])
         sub = head(log, n_ev)
         ctx = None if contexts is None else contexts[:n_ev]
         bar = tqdm(alive, desc=f"tune {model} ({n_ev:,} events)", unit="cfg", disable=not progress, file=sys.stderr)
