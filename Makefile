@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/online_retail/interactions.csv.gz
 ITEMS  ?= ../shared/data/online_retail/items.csv
 K      ?= 20
-MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
+MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily,ease,sknn
 OUT    ?= runs
 
 .PHONY: setup system-packages up eval eval-tuned eval-context test test-rust test-python bench clean
