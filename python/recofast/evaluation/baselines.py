@@ -465,8 +465,9 @@ class SessionKNN(Baseline):
       more recently updated) vote for each of their items with their similarity.
 
     Memory is bounded: the latest `max_sessions` sessions are kept (a new one replaces the
-    oldest), and each item indexes at most `sample` sessions, its most recently updated.
-    Impressions and removals are not learned.
+    oldest), and each item indexes at most `sample` sessions, its most recently updated;
+    per user only the id and time of their current session. Impressions and removals are
+    not learned.
 
     >>> m = SessionKNN(ItemIndex(), gap=1800, k=10, sample=100)
     >>> for u, i, t in [("a", "x", 0), ("a", "y", 10), ("b", "x", 20), ("b", "z", 30), ("b", "z", 40), ("c", "x", 5000)]:
