@@ -8,10 +8,10 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/online_retail/interactions.csv.gz
 ITEMS  ?= ../shared/data/online_retail/items.csv
 K      ?= 20
-MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily
+MODELS ?= recofast,itemknn,recentpop,pop,river,als-daily,ease,sknn
 OUT    ?= runs
 
-.PHONY: setup system-packages up eval eval-context test test-rust test-python bench clean
+.PHONY: setup system-packages up eval eval-tuned eval-context test test-rust test-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ up: setup
 eval: setup
 	mkdir -p $(OUT)
 	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --model $(MODELS) --json $(OUT)/eval.json
+
+# Every tunable model tuned on the first 30% of the shop log (recofast tune), then all scored,
+# warm from that prefix, on the other 70%; the chosen options go to runs/tuned.toml.
+TUNED_MODELS ?= recofast,itemknn,ease,sknn,recentpop,pop
+BUDGET ?= 8
+eval-tuned: setup
+	mkdir -p $(OUT)
+	$(BIN)/recofast eval --events $(DATA) --items $(ITEMS) --k $(K) --model $(TUNED_MODELS) --tuned --budget $(BUDGET) --json $(OUT)/eval-tuned.json --save-options $(OUT)/tuned.toml
 
 # Context and cold start: a simulated shop with context effects (with context vs the same
 # model without, in one run; new items explored), then the shop log with its country.

@@ -6,6 +6,10 @@ we score Recall@K (a hit when the item is in the list; one relevant item per tes
 Recall@K is the hit rate) and NDCG@K (1 / log2(rank + 2)). Then every model learns from
 the event, repeats included.
 
+With ``--test-from N`` (events, or a fraction of the log) the events before N are learned
+but not tested; ``--tuned`` first tunes every model's options on that prefix (``recofast
+tune``) and then scores all of them on the rest, so no test chose an option.
+
 With ``--context FIELDS`` recofast recommends and learns with each event's context (the
 fields of the log, and ``hour``/``weekday`` from its time in UTC); ``recofast-noctx`` is the
 same model without context (nor searches), for the comparison in one run. Searches (JSON
@@ -32,6 +36,8 @@ from recofast_sidecar.protocol.context import CONTEXT_FIELDS
 from tqdm import tqdm
 
 from recofast.evaluation.baselines import (
+    EASE,
+    TEST_TYPES,
     ALSDaily,
     Baseline,
     ItemIndex,
@@ -40,16 +46,14 @@ from recofast.evaluation.baselines import (
     RecentPop,
     RecofastModel,
     RiverFunkMF,
+    SessionKNN,
 )
 from recofast.evaluation.data import CatalogEntry, EventLog
 from recofast.evaluation.train import make_recommender
 
 ALL_MODELS = ("recofast", "itemknn", "recentpop", "pop", "river", "als-daily")
-#: Event types that are tests (and join the user's seen items); impressions and removals
-#: are learned but are not something the shopper chose.
-TEST_TYPES = frozenset({"view", "add_to_cart", "purchase", "click"})
 #: Models `--model` also takes (not run by default).
-EXTRA_MODELS = ("recofast-noctx",)
+EXTRA_MODELS = ("recofast-noctx", "ease", "sknn")
 #: What ``--context all`` means.
 CONTEXT_ALL = CONTEXT_FIELDS
 
@@ -94,9 +98,11 @@ class Score:
 
 
 def build_models(names: Sequence[str], options: dict[str, str], catalog: list[CatalogEntry] | None = None,
-                 knn_window: int = 2, explore: int = 0) -> list[Baseline]:
+                 knn_window: int = 2, explore: int = 0, peers: dict[str, dict[str, Any]] | None = None) -> list[Baseline]:
     """The models to compare. recofast models get the catalogue's text from the start when
-    no entry has a time (a static catalogue); timed entries arrive during the run."""
+    no entry has a time (a static catalogue); timed entries arrive during the run.
+    ``peers`` holds keyword arguments per peer (``{"ease": {"lam": 100.0}}``)."""
+    peers = peers or {}
     items = ItemIndex()
     out: list[Baseline] = []
     static = [c for c in catalog or () if c.ts is None and c.text]
@@ -116,6 +122,10 @@ def build_models(names: Sequence[str], options: dict[str, str], catalog: list[Ca
             out.append(RiverFunkMF(items))
         elif name == "als-daily":
             out.append(ALSDaily(items))
+        elif name == "ease":
+            out.append(EASE(items, **peers.get("ease", {})))
+        elif name == "sknn":
+            out.append(SessionKNN(items, **peers.get("sknn", {})))
         else:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS + EXTRA_MODELS)}")
     return out
@@ -147,8 +157,10 @@ def event_contexts(log: EventLog, fields: Sequence[str]) -> list[dict[str, Any]]
 def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_event: str = "purchase",
                 progress: bool = True, contexts: list[dict[str, Any]] | None = None,
                 catalog: list[CatalogEntry] | None = None, cold_events: int = 5,
-                new_item_window: int = 1000) -> list[Score]:
+                new_item_window: int = 1000, test_from: int = 0) -> list[Score]:
     """Runs the test-then-learn protocol over `log` and returns one Score per model.
+    Events before index ``test_from`` are learned but not tested (a warm start: the
+    models have seen the prefix their options were tuned on, and are scored on the rest).
 
     ``contexts`` holds each event's context; ``catalog`` entries with a time are given to
     the models when the stream reaches it (entries without one are the starting catalogue)."""
@@ -200,7 +212,7 @@ def prequential(log: EventLog, models: Sequence[Baseline], k: int = 20, default_
         known.add(item)
         chosen = event in TEST_TYPES
         s = seen.get(user)
-        if chosen and s and item not in s:
+        if chosen and s and item not in s and j >= test_from:
             tests += 1
             cold = n_events[user] < cold_events
             cold_tests += cold
@@ -268,4 +280,4 @@ def format_table(scores: Sequence[Score], k: int, cold_events: int = 5, new_item
 
 
 
-__all__ = ["ALL_MODELS", "CONTEXT_ALL", "EXTRA_MODELS", "Score", "build_models", "event_contexts", "format_table", "prequential"]
+__all__ = ["ALL_MODELS", "CONTEXT_ALL", "EXTRA_MODELS", "TEST_TYPES", "Score", "build_models", "event_contexts", "format_table", "prequential"]
