@@ -92,6 +92,13 @@ def _finite(score: float) -> float:
     return round(score, 6) if math.isfinite(score) else 0.0
 
 
+def _segment(st: State, kind: str, seg: str, reason: str) -> list[Candidate]:
+    """A segment's list as candidates, decoded once per store generation (every request of
+    the segment reads the same list)."""
+    store = st.store
+    return store.memo(("segment", kind, seg, reason), lambda: list(_cands(store.segment(kind, seg), reason)))  # type: ignore[no-any-return]
+
+
 def _fallback(st: State) -> list[Candidate]:
     return [Candidate(i, 0.0, "fallback") for i in st.config.fallback_items]
 
@@ -203,7 +210,7 @@ def _personal_answer(st: State, user: str, p: ListParams, plan: _Plan, now: tupl
                 cands = itertools.chain(head, cands)
             yield "personal", cands
         for seg in segs:
-            yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
+            yield ("segment" if seg != "all" else "popular"), _segment(st, "popular", seg, f"popular in {seg}")
         yield "fallback", _fallback(st)
 
     want = wide if diversity > 0 else k
@@ -224,7 +231,7 @@ def _explore_pool(st: State, flt: Filters, segs: list[str], have: set[str]) -> l
         [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh()))], flt, most)[0])
     pool = [c for c in every if c.item not in have][:1000]
     if not pool:
-        trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+        trending = ((kind, _segment(st, "trending", seg, "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
         pool, _, _ = store.select(trending, flt, 1000)
     return pool  # type: ignore[no-any-return]
 
