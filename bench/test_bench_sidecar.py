@@ -9,7 +9,12 @@ Run (about 50 seconds; needs ``wrk``, e.g. ``apt-get install -y wrk``)::
 Each server is one process on a free port; wrk runs 2 threads and 16 connections for
 ``RECOFAST_WRK_SECONDS`` (default 5) seconds against random users of a 100,000-user store.
 The summary prints req/s and ratios to the bare handler measured in the same run; p50 and
-p99 latencies go to ``extra_info``.
+p99 latencies go to ``extra_info``. The bare handler runs on asyncio's loop (the floor as
+DESIGN.md states it) and, as a reference, on uvloop's, which the sidecar uses.
+
+``RECOFAST_BENCH_SIDECAR_BASELINE=DIR`` (a folder holding another ``recofast_sidecar``
+package, e.g. ``git worktree add /tmp/base main`` then ``/tmp/base/sidecar``) adds the same
+sidecar cases served by that code, so a change is measured before and after in one run.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 USERS = 100_000
 ITEMS = 5_000
 SECONDS = int(os.environ.get("RECOFAST_WRK_SECONDS", "5"))
+BASELINE = os.environ.get("RECOFAST_BENCH_SIDECAR_BASELINE")
 
 BARE = textwrap.dedent(
     """
@@ -49,7 +55,11 @@ BARE = textwrap.dedent(
         return web.json_response({"user": request.match_info["user"], "items": items})
     app = web.Application()
     app.router.add_get("/v1/recommendations/{user}", handler)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
+    loop = None
+    if sys.argv[3:] == ["uvloop"]:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None, loop=loop)
     """
 )
 
@@ -95,9 +105,9 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def _serve(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -134,25 +144,33 @@ def _wrk(url_template: str, tmp: Path) -> dict[str, float]:
 
 CASES = {
     "bare aiohttp + LMDB": ("bare", "/v1/recommendations/u%d"),
+    "bare aiohttp + LMDB, uvloop": ("bare-uvloop", "/v1/recommendations/u%d"),
     "sidecar personal": ("sidecar", "/v1/recommendations/u%d?k=10"),
     "sidecar personal + context": ("sidecar", "/v1/recommendations/u%d?k=10&device=mobile&country=GB"),
     "sidecar filters+diversity": ("sidecar", "/v1/recommendations/u%d?k=10&max_price=30&diversity=0.5&explore=0.1&country=GB&device=mobile"),
     "sidecar unknown user": ("sidecar", "/v1/recommendations/x%d?k=10&country=GB"),
     "sidecar personal, 2 processes": ("sidecar2", "/v1/recommendations/u%d?k=10"),
 }
+if BASELINE:
+    CASES.update({f"baseline {name[len('sidecar '):]}": (f"base-{kind}", path) for name, (kind, path) in list(CASES.items())
+                  if kind.startswith("sidecar")})
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_http_throughput(benchmark, record_rate, store, tmp_path, name):
     kind, path = CASES[name]
     port = _port()
-    if kind == "bare":
-        cmd = [sys.executable, "-c", BARE, store, str(port)]
+    env = None
+    if kind.startswith("bare"):
+        cmd = [sys.executable, "-c", BARE, store, str(port), *(["uvloop"] if kind == "bare-uvloop" else [])]
     else:
+        if kind.startswith("base-"):  # the same case served by the baseline's code
+            kind = kind[len("base-"):]
+            env = {**os.environ, "PYTHONPATH": BASELINE}
         cmd = [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", store, "--port", str(port), "--log-level", "WARNING"]
         if kind == "sidecar2":
             cmd += ["--processes", "2"]
-    proc = _serve(cmd, port, tmp_path / "server.log")
+    proc = _serve(cmd, port, tmp_path / "server.log", env)
     try:
         # The answer is right before it is fast.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path % 3}", timeout=5) as r:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from aiohttp import web
 from recofast_sidecar.config import SidecarConfig
 from recofast_sidecar.impressions import Impressions
 from recofast_sidecar.metrics import Metrics, multiprocess_dir
-from recofast_sidecar.params import BadRequest, Clock
+from recofast_sidecar.params import BadRequest, Clock, ParamCache
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.liststore import ListReader, ListWriter
 from recofast_sidecar.protocol.names import (
@@ -70,7 +71,34 @@ class State:
     """The weight of the context re-rank (the option ``context_weight``, else the engine's)."""
     experiments: tuple[Experiment, ...] = ()
     """The running experiments, as the engine wrote them in the meta record."""
+    settings_version: int = 0
+    """Counts changes of the serving settings (context weight, clock, experiments): an answer
+    cached under other settings is not served."""
+    params: ParamCache = field(default_factory=ParamCache)
+    """List requests' parameters, parsed once per distinct query string."""
+    answers: dict[Any, Any] = field(default_factory=dict)
+    """Encoded answers (without their ``rec_id``) by user, parameters and hour, each with the
+    store generation and settings version it was computed under (at most :attr:`MAX_ANSWERS`)."""
     _shared: Any = field(default=False, repr=False)  # the engine's settings last applied (False: none yet)
+    _ids: str = field(default="", repr=False)  # random hex digits, 32 to a rec_id
+    _ids_at: int = field(default=0, repr=False)
+
+    MAX_ANSWERS = 10_000
+
+    def rec_id(self) -> str:
+        """A new ``rec_id``: 128 random bits in hex (``os.urandom``, drawn 128 ids at a time)."""
+        i = self._ids_at
+        if i >= len(self._ids):
+            self._ids, i = os.urandom(16 * 128).hex(), 0
+        self._ids_at = i + 32
+        return self._ids[i : i + 32]
+
+    def cache_answer(self, key: Any, value: Any) -> None:
+        """Keeps an answer (the oldest one is dropped when :attr:`MAX_ANSWERS` are kept)."""
+        a = self.answers
+        if key not in a and len(a) >= self.MAX_ANSWERS:
+            del a[next(iter(a))]
+        a[key] = value
 
     def serving(self) -> tuple[float, Clock]:
         """The context weight and the clock to serve with now: the sidecar's options where
@@ -96,15 +124,18 @@ class State:
         if tz != self.clock.timezone:
             try:
                 self.clock = Clock(tz)
+                self.settings_version += 1
             except (ValueError, OSError, KeyError):
                 log.warning("the engine's time zone %r is not known here; keeping %s", tz, self.clock.timezone)
         if w != self.context_weight:
             log.info("context re-rank weight %g (%s)", w, "option" if cfg.context_weight is not None else "the engine's")
+            self.settings_version += 1
         self.context_weight = w
         exps = base.experiments
         if exps != self.experiments:
             log.info("experiments: %s", ", ".join(f"{e.name} ({', '.join(v.name for v in e.variants)})" for e in exps) or "none")
             self.experiments = exps
+            self.settings_version += 1
 
 
 _DEFAULT_SHARED = SharedSettings()

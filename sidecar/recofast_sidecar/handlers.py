@@ -19,7 +19,6 @@ import itertools
 import logging
 import math
 import time
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from importlib import resources
@@ -34,8 +33,8 @@ from recofast_sidecar.metrics import CONTENT_TYPE
 from recofast_sidecar.openapi import RankedList, Scored, openapi_document
 from recofast_sidecar.params import (
     BadRequest,
+    ListParams,
     check_user_token,
-    fraction,
     given_token,
     ident,
     is_producer,
@@ -74,13 +73,16 @@ TRACK_JS = resources.files("recofast_sidecar").joinpath("static/track.js").read_
 # -- lists ------------------------------------------------------------------------------------
 
 
+_new = tuple.__new__  # a Candidate without NamedTuple's Python-level __new__
+
+
 def _cands(rec: ListView | None, reason: str) -> Iterator[Candidate]:
     """The list's items as candidates, decoded only as far as they are read (a truncated
     record ends where it breaks)."""
     if rec is not None:
         try:
-            for i, sc in rec:
-                yield Candidate(i, sc, reason)
+            for pair in rec:
+                yield _new(Candidate, (*pair, reason))
         except (CodecError, UnicodeDecodeError):
             return
 
@@ -90,39 +92,72 @@ def _finite(score: float) -> float:
     return round(score, 6) if math.isfinite(score) else 0.0
 
 
+def _segment(st: State, kind: str, seg: str, reason: str) -> list[Candidate]:
+    """A segment's list as candidates, decoded once per store generation (every request of
+    the segment reads the same list)."""
+    store = st.store
+    return store.memo(("segment", kind, seg, reason), lambda: list(_cands(store.segment(kind, seg), reason)))  # type: ignore[no-any-return]
+
+
 def _fallback(st: State) -> list[Candidate]:
     return [Candidate(i, 0.0, "fallback") for i in st.config.fallback_items]
 
 
 _ENCODE = msgspec.json.Encoder().encode
+_REC_ID = b'"rec_id":"'
+
+
+class _Answer:
+    """A list answer encoded but for its ``rec_id`` (``head + rec_id + tail`` is the body),
+    with what its impression needs: whatever a request adds is added by :func:`_send`."""
+
+    __slots__ = ("head", "tail", "ids", "sources", "source", "version", "exp", "var", "chosen", "gen", "settings")
+
+    def __init__(self, source: str, version: int, items: list[Candidate], assigned: tuple[Experiment, Variant] | None,
+                 whose: dict[str, str]) -> None:
+        exp, var = assigned if assigned is not None else (None, None)
+        self.exp = exp.name if exp is not None else None
+        self.var = var.name if var is not None else None
+        body = _ENCODE(RankedList(
+            **whose, rec_id="", model_version=version, source=source,  # type: ignore[arg-type]
+            items=[Scored(c.item, _finite(c.score), c.reason) for c in items], experiment=self.exp, variant=self.var,
+        ))
+        # The first `"rec_id":"` is the key: the fields before it are strings, whose quotes are escaped.
+        i = body.index(_REC_ID) + len(_REC_ID)
+        self.head, self.tail = body[:i], body[i:]
+        self.ids = [c.item for c in items]
+        self.sources = [source_of(c.reason) for c in items]
+        self.source, self.version, self.chosen = source, version, items
+        self.gen: int | None = None
+        self.settings = 0
+
+
+def _send(st: State, endpoint: str, a: _Answer, *, who: str | None = None, explore: float = 0.0, explored: bool = False,
+          item: str | None = None, segment: str | None = None) -> web.Response:
+    """The answer with a new ``rec_id``; its impression is queued (with whose list it is, the
+    experiment variant, and the exploration rate and draw), and the items counted as exposed."""
+    rec_id = st.rec_id()
+    ids = a.ids
+    if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
+        st.exposure.clear()
+    st.exposure.update(ids)
+    st.metrics.lists(endpoint, a.source)
+    if ids and st.impressions is not None:
+        st.impressions.put(Impression(
+            rec_id=rec_id, ts=int(time.time() * 1000), endpoint=endpoint, source=a.source, items=ids,  # type: ignore[arg-type]
+            sources=a.sources, user=who, item=item, segment=segment,  # type: ignore[arg-type]
+            model_version=a.version, experiment=a.exp, variant=a.var, explore=explore, explored=explored,
+        ))
+    return web.Response(body=b"".join((a.head, rec_id.encode(), a.tail)), content_type="application/json", charset="utf-8")
 
 
 def _answer_list(st: State, endpoint: str, source: str, model_version: int, items: list[Candidate], *,
                  who: str | None = None, assigned: tuple[Experiment, Variant] | None = None,
                  explore: float = 0.0, explored: bool = False, **whose: str) -> web.Response:
-    """The list answer (:class:`~recofast_sidecar.openapi.RankedList`) with a new ``rec_id``;
-    its impression is queued (with whose list it is, the experiment variant, and the
-    exploration rate and draw), and the items counted as exposed."""
-    rec_id = uuid.uuid4().hex
-    ids = [c.item for c in items]
-    if len(st.exposure) > 1_000_000:  # exposure is relative: start over rather than grow
-        st.exposure.clear()
-    st.exposure.update(ids)
-    st.metrics.lists(endpoint, source)
-    exp, var = assigned if assigned is not None else (None, None)
-    if ids and st.impressions is not None:
-        st.impressions.put(Impression(
-            rec_id=rec_id, ts=int(time.time() * 1000), endpoint=endpoint, source=source, items=ids,  # type: ignore[arg-type]
-            sources=[source_of(c.reason) for c in items], user=who, item=whose.get("item"), segment=whose.get("segment"),
-            model_version=model_version, experiment=exp.name if exp is not None else None,
-            variant=var.name if var is not None else None, explore=explore, explored=explored,
-        ))
-    body = RankedList(
-        **whose, rec_id=rec_id, model_version=model_version, source=source,  # type: ignore[arg-type]
-        items=[Scored(c.item, _finite(c.score), c.reason) for c in items],
-        experiment=exp.name if exp is not None else None, variant=var.name if var is not None else None,
-    )
-    return web.Response(body=_ENCODE(body), content_type="application/json", charset="utf-8")
+    """The list answer (:class:`~recofast_sidecar.openapi.RankedList`) with a new ``rec_id``
+    (see :func:`_send`)."""
+    a = _Answer(source, model_version, items, assigned, whose)
+    return _send(st, endpoint, a, who=who, explore=explore, explored=explored, item=whose.get("item"), segment=whose.get("segment"))
 
 
 def _with_variant(flt: Filters, v: Variant) -> Filters:
@@ -132,73 +167,111 @@ def _with_variant(flt: Filters, v: Variant) -> Filters:
     return dataclasses.replace(flt, exclude_categories=flt.exclude_categories | {c.casefold() for c in cats})
 
 
+class _Plan:
+    """What a user's request is served with once its experiment variant has had its say."""
+
+    __slots__ = ("k", "flt", "diversity", "explore", "w", "popular_only", "assigned", "segs")
+
+    def __init__(self, st: State, p: ListParams, user: str, w: float) -> None:
+        self.k, self.flt, self.diversity, self.explore, self.w = p.k, p.flt, p.diversity, p.explore, w
+        self.popular_only = False
+        # The user's experiment variant sets its serving options over the request's.
+        self.assigned = assigned = st.variant(user)
+        if assigned is not None:
+            sv = assigned[1].serving
+            self.diversity = sv.diversity if sv.diversity is not None else self.diversity
+            self.explore = sv.explore if sv.explore is not None else self.explore
+            self.w = sv.context_weight if sv.context_weight is not None else w
+            self.k = min(self.k, sv.top_n) if sv.top_n is not None else self.k
+            self.flt = _with_variant(self.flt, assigned[1])
+            self.popular_only = assigned[1].popular
+        self.segs = p.ctx.segments()
+
+
+def _personal_answer(st: State, user: str, p: ListParams, plan: _Plan, now: tuple[int, int]) -> _Answer:
+    """The user's list before the exploration draw: the personal list re-ranked for the
+    context, filtered, diversified; the segments' popular lists, then the fallback, after it."""
+    store = st.store
+    k, flt, diversity, w, segs = plan.k, plan.flt, plan.diversity, plan.w, plan.segs
+    personal = None if plan.popular_only else store.user_list(user)
+    # Context re-rank of the personal list by the affinities the engine exported.
+    affs = store.affinities(p.ctx.keys(now)) if w and personal is not None and len(personal) > 1 else []
+
+    # Diversity looks a little beyond k, so it has something to choose from; so does the
+    # context re-rank (items below k in the personal list may move up).
+    wide = max(k * 3, k + 10)
+
+    def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
+        if personal is not None:
+            cands = _cands(personal, "personal")
+            if affs:
+                # Re-ranked before the filters read any metadata, so they read k items, not 3k.
+                head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
+                cands = itertools.chain(head, cands)
+            yield "personal", cands
+        for seg in segs:
+            yield ("segment" if seg != "all" else "popular"), _segment(st, "popular", seg, f"popular in {seg}")
+        yield "fallback", _fallback(st)
+
+    want = wide if diversity > 0 else k
+    ok, meta, first = store.select(sources(), flt, want)
+    source = first or "fallback"
+    chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
+    version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
+    return _Answer(source, version, chosen, plan.assigned, {"user": user})
+
+
+def _explore_pool(st: State, flt: Filters, segs: list[str], have: set[str]) -> list[Candidate]:
+    """The candidates of an exploration slot: new items (the engine's fresh list) that pass
+    the filters and are not in the list; trending ones when no new item is left to show.
+    The filtered fresh list is kept for the store generation."""
+    store = st.store
+    most = 1000 + st.config.max_k  # as many as any list can remove, beyond the 1000 taken
+    every = store.memo(("fresh pool", flt), lambda: store.select(
+        [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh()))], flt, most)[0])
+    pool = [c for c in every if c.item not in have][:1000]
+    if not pool:
+        trending = ((kind, _segment(st, "trending", seg, "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
+        pool, _, _ = store.select(trending, flt, 1000)
+    return pool  # type: ignore[no-any-return]
+
+
 async def recommendations(request: web.Request) -> web.Response:
     st = request.app[STATE]
     cfg = st.config
     user = ident(request.match_info["user_id"], "user id")
     q = request.query
-    k = k_param(q, cfg.max_k)
-    ctx = parse_context(q)
-    flt = parse_filters(q)
-    diversity = fraction(q, "diversity")
-    explore = fraction(q, "explore")
+    p = st.params.get(request.query_string, q, cfg.max_k)
     check_user_token(cfg.token_secret, given_token(request.headers, q), user)
 
     store = st.store
     with store.request():
         w, clock = st.serving()
-        # The user's experiment variant sets its serving options over the request's.
-        assigned = st.variant(user)
-        popular_only = False
-        if assigned is not None:
-            sv = assigned[1].serving
-            diversity = sv.diversity if sv.diversity is not None else diversity
-            explore = sv.explore if sv.explore is not None else explore
-            w = sv.context_weight if sv.context_weight is not None else w
-            k = min(k, sv.top_n) if sv.top_n is not None else k
-            flt = _with_variant(flt, assigned[1])
-            popular_only = assigned[1].popular
-        personal = None if popular_only else store.user_list(user)
-        segs = ctx.segments()
-        # Context re-rank of the personal list by the affinities the engine exported.
-        affs = store.affinities(ctx.keys(clock.now())) if w and personal is not None and len(personal) > 1 else []
-
-        # Diversity looks a little beyond k, so it has something to choose from; so does the
-        # context re-rank (items below k in the personal list may move up).
-        wide = max(k * 3, k + 10)
-
-        def sources() -> Iterator[tuple[str, Iterable[Candidate]]]:
-            if personal is not None:
-                cands = _cands(personal, "personal")
-                if affs:
-                    # Re-ranked before the filters read any metadata, so they read k items, not 3k.
-                    head = context_rerank(list(itertools.islice(cands, wide)), affs, w)
-                    cands = itertools.chain(head, cands)
-                yield "personal", cands
-            for seg in segs:
-                yield ("segment" if seg != "all" else "popular"), _cands(store.segment("popular", seg), f"popular in {seg}")
-            yield "fallback", _fallback(st)
-
-        want = wide if diversity > 0 else k
-        ok, meta, first = store.select(sources(), flt, want)
-        source = first or "fallback"
-        chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
+        now = clock.now()
+        plan = _Plan(st, p, user, w)
+        # The answer before the exploration draw is a function of the user, the parameters,
+        # the hour (when the request gives none), the store's commit and the settings: it is
+        # computed once for them. The draw and the rec_id are every request's own.
+        key = (user, p.serial, now if p.ctx.hour is None else None)
+        gen = store.generation
+        a = st.answers.get(key)
+        if a is None or a.gen != gen or a.settings != st.settings_version or gen is None:
+            a = _personal_answer(st, user, p, plan, now)
+            if gen is not None:
+                a.gen, a.settings = gen, st.settings_version
+                st.cache_answer(key, a)
+        explore = plan.explore
         # The exploration draw is logged with its rate (the list's propensity), so another
         # rate can be evaluated from the logs.
         explored = explore > 0 and st.rng.random() < explore
         if explored:
             # The slot goes to a new item (the engine's fresh list); to a trending one when no
             # new item is left to show.
-            have = {c.item for c in chosen}
-            fresh = [("fresh", (Candidate(i, 0.0, "fresh") for i in store.fresh() if i not in have))]
-            pool, _, _ = store.select(fresh, flt, 1000)
-            if not pool:
-                trending = ((kind, _cands(store.segment("trending", seg), "trending")) for kind, seg in (("t", segs[0]), ("t", "all")))
-                pool, _, _ = store.select(trending, flt, 1000)
-            chosen = explore_slot(chosen, pool, st.exposure, 1.0, st.rng, k)
-        version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
-    return _answer_list(st, "recommendations", source, version, chosen, who=user, assigned=assigned,
-                        explore=explore, explored=explored, user=user)
+            pool = _explore_pool(st, plan.flt, plan.segs, set(a.ids))
+            chosen = explore_slot(a.chosen, pool, st.exposure, 1.0, st.rng, plan.k)
+            if chosen is not a.chosen:
+                a = _Answer(a.source, a.version, chosen, plan.assigned, {"user": user})
+    return _send(st, "recommendations", a, who=user, explore=explore, explored=explored)
 
 
 def _asker(request: web.Request) -> str | None:

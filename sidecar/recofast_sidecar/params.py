@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import math
 import re
 import time
@@ -201,6 +202,64 @@ def parse_filters(q: Mapping[str, str]) -> Filters:
     return Filters(category=cat, min_price=lo, max_price=hi, exclude=exclude)
 
 
+@dataclass(frozen=True)
+class ListParams:
+    """The parameters of a list request (``k``, the context, the filters, ``diversity`` and
+    ``explore``), parsed once per distinct query string. ``serial`` tells two parses apart
+    cheaply (a cache key), whatever their values."""
+
+    k: int
+    ctx: Context
+    flt: Filters
+    diversity: float
+    explore: float
+    serial: int
+
+
+_SERIALS = itertools.count()
+
+
+def parse_list_params(q: Mapping[str, str], max_k: int) -> ListParams:
+    """The parameters of ``/v1/recommendations/{user}`` (checked in this order: ``k``, the
+    context, the filters, ``diversity``, ``explore``).
+
+    >>> p = parse_list_params({"k": "5", "device": "Mobile", "diversity": "0.5"}, 200)
+    >>> p.k, p.ctx.device, p.diversity, p.explore
+    (5, 'mobile', 0.5, 0.0)
+    """
+    k = k_param(q, max_k)
+    ctx = parse_context(q)
+    flt = parse_filters(q)
+    return ListParams(k, ctx, flt, fraction(q, "diversity"), fraction(q, "explore"), next(_SERIALS))
+
+
+class ParamCache:
+    """Parsed query strings (at most ``size``, the oldest dropped first): a query string
+    seen before is not parsed again. Only queries that parse are kept; a bad one raises
+    :class:`BadRequest` every time.
+
+    >>> c = ParamCache(2)
+    >>> c.get("k=3", {"k": "3"}, 200) is c.get("k=3", {"k": "3"}, 200)
+    True
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._parsed: dict[str, ListParams] = {}
+
+    def __len__(self) -> int:
+        return len(self._parsed)
+
+    def get(self, query_string: str, q: Mapping[str, str], max_k: int) -> ListParams:
+        hit = self._parsed.get(query_string)
+        if hit is None:
+            hit = parse_list_params(q, max_k)
+            if len(self._parsed) >= self.size:
+                del self._parsed[next(iter(self._parsed))]
+            self._parsed[query_string] = hit
+        return hit
+
+
 # -- who is asking ----------------------------------------------------------------------------
 
 
@@ -251,6 +310,8 @@ __all__ = [
     "BadRequest",
     "Clock",
     "Context",
+    "ListParams",
+    "ParamCache",
     "check_user_token",
     "fraction",
     "given_token",
@@ -259,6 +320,7 @@ __all__ = [
     "k_param",
     "parse_context",
     "parse_filters",
+    "parse_list_params",
     "segment_param",
     "token_is",
     "user_token",

@@ -87,7 +87,18 @@ def _serve(cfg: SidecarConfig, log_level: str, reuse_port: bool, ready: Any = No
             ready.set()
 
         app.on_startup.append(started)
-    web.run_app(app, host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None)
+    web.run_app(app, host=cfg.host, port=cfg.port, reuse_port=reuse_port or None, print=None, access_log=None,
+                loop=_event_loop())
+
+
+def _event_loop() -> Any:
+    """uvloop's event loop where it is installed (a dependency on Linux and macOS: its
+    transports write answers in C), else None (asyncio's)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()
 
 
 def _supervise(cfg: SidecarConfig, log_level: str) -> int:

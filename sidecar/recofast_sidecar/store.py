@@ -40,13 +40,21 @@ class Store:
     A handler reads in one transaction (``with store.request():``), so one request sees one
     commit and pays for one transaction; reads outside a request make their own. A store
     the engine has grown (even past this reader's map) is followed by the codec's reader,
-    never answered from the fallback lists."""
+    never answered from the fallback lists.
+
+    Inside a request, :attr:`generation` names the commit it reads: LMDB's transaction id
+    (the last write transaction the snapshot holds) within this opening of the store. Two
+    requests with the same generation read the same bytes, so whatever was derived from the
+    store under one generation (an item's decoded record, the summed affinities of a
+    context, a whole answer) is reused without reading again until the engine commits."""
 
     SHARED_SECONDS = 1.0
     """How often the meta record is re-read for the engine's shared settings."""
     MAX_DECODED_ITEMS = 200_000
     MAX_CONTEXT_RECORDS = 100_000
     MAX_CONTEXT_SUMS = 10_000
+    MAX_MEMO = 10_000
+    """Bound of the per-generation memo (affinity sums by context keys, filtered pools)."""
 
     def __init__(self, path: str | None, reader: ListReader | None = None) -> None:
         self.path = path
@@ -54,8 +62,14 @@ class Store:
         self._owned = reader is None
         self.error: str | None = None if reader is not None else "not opened yet"
         self._t: ReadTxn | None = None  # the current request's transaction
-        # Decoded item records by id, with the raw bytes they came from (reused while equal).
-        self._decoded: dict[str, tuple[bytes, ItemRecord]] = {}
+        # Decoded item records by id: [raw bytes, record, generation last checked]. Within one
+        # generation a record is used without a read; in a later one it is read again and
+        # reused while its bytes are equal.
+        self._decoded: dict[str, list[Any]] = {}
+        self._epoch = 0  # counts openings of the store: generations of two openings differ
+        self.generation: int | None = None
+        """The commit the current request reads (None outside a request or with no store)."""
+        self._memo: dict[Any, tuple[int, Any]] = {}
         # Decoded context records by key, with the record's header (format, count, model
         # version, write time): a record is decoded once per write, not once per request.
         self._ctx: dict[str, tuple[bytes, Any]] = {}
@@ -82,6 +96,7 @@ class Store:
             self._set_error(f"cannot open {self.path}: {e}")
             return False
         log.info("list store %s open", self.path)
+        self._epoch += 1
         self.error = None
         self._shared_next = 0.0
         return True
@@ -93,6 +108,8 @@ class Store:
 
     def _fail(self, e: Exception) -> None:
         self._set_error(f"read failed: {e}")
+        self._epoch += 1
+        self.generation = None
         if self._owned and self.reader is not None:
             self._t = None
             try:
@@ -148,10 +165,30 @@ class Store:
         self._ctx[key] = (head, value)
         return value
 
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept for the rest of this generation under ``key`` (bounded): for
+        what is derived from the store alone. Outside a request it is not kept."""
+        gen = self.generation
+        if gen is None:
+            return compute()
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        value = compute()
+        if hit is None and len(self._memo) >= self.MAX_MEMO:
+            del self._memo[next(iter(self._memo))]  # the oldest
+        self._memo[key] = (gen, value)
+        return value
+
     def affinities(self, keys: Iterable[str]) -> list[dict[str, float]]:
         """The summed affinities (``{item: Σ affinity}``) of these context keys' lists, read
         in one transaction, as a list of one mapping (empty when no key has a list). The sum
-        is kept per combination of decoded lists, so a context seen before costs a lookup."""
+        is kept per combination of decoded lists, so a context seen before costs a lookup
+        (and nothing at all within one generation)."""
+        keys = tuple(keys)
+        return self.memo(("aff", keys), lambda: self._affinities(keys))  # type: ignore[no-any-return]
+
+    def _affinities(self, keys: tuple[str, ...]) -> list[dict[str, float]]:
         parts = self._read(lambda t: [d for k in keys if (d := self._cached(t, AFFINITY_PREFIX + k, decode_affinities))]) or []
         if len(parts) <= 1:
             return parts
@@ -169,7 +206,7 @@ class Store:
 
     def fresh(self) -> list[str]:
         """The fresh items (new, few events yet: the exploration pool), newest first."""
-        return self._read(lambda t: self._cached(t, FRESH_KEY, lambda b: decode_list(b).items)) or []
+        return self.memo("fresh", lambda: self._read(lambda t: self._cached(t, FRESH_KEY, lambda b: decode_list(b).items)) or [])  # type: ignore[no-any-return]
 
     def select(
         self, sources: Iterable[tuple[str, Iterable[Candidate]]], f: Filters, want: int
@@ -182,20 +219,26 @@ class Store:
         meta: dict[str, ItemRecord | None] = {}
         first: str | None = None
         seen: set[str] = set()
+        # Only the stock counts (no request filter): tested here rather than by passes().
+        plain = not (f.exclude or f.exclude_categories or f.category is not None or f.needs_price)
         with self.request():
             t = self._t
+            gen = self.generation
+            decoded = self._decoded
             # One lookup function for the items database: this loop runs for every candidate.
             get = t.getter(DB_ITEMS) if t is not None else None
             try:
                 for name, cands in sources:
                     for c in cands:
-                        if c.item in seen:
+                        item = c[0]
+                        if item in seen:
                             continue
-                        seen.add(c.item)
-                        rec = self._item(get, c.item)
-                        if passes(c.item, rec, f):
+                        seen.add(item)
+                        hit = decoded.get(item)
+                        rec = hit[1] if hit is not None and hit[2] == gen and gen is not None else self._item(get, item)
+                        if (rec is None or rec.in_stock is not False) if plain else passes(item, rec, f):
                             out.append(c)
-                            meta[c.item] = rec
+                            meta[item] = rec
                             if first is None:
                                 first = name
                             if len(out) >= want:
@@ -208,19 +251,24 @@ class Store:
         if get is None or self._t is None:
             return None
         raw = get(item.encode())
-        if raw is None:
-            return None
         hit = self._decoded.get(item)
+        if raw is None:
+            if hit is not None:
+                del self._decoded[item]
+            return None
         if hit is not None and hit[0] == raw:
-            return hit[1]
+            hit[2] = self.generation
+            return hit[1]  # type: ignore[no-any-return]
         raw = bytes(raw)
         try:
             rec = decode_item(raw)
         except (CodecError, UnicodeError):
+            if hit is not None:
+                del self._decoded[item]
             return None
-        if len(self._decoded) >= self.MAX_DECODED_ITEMS:
+        if hit is None and len(self._decoded) >= self.MAX_DECODED_ITEMS:
             self._decoded.clear()
-        self._decoded[item] = (raw, rec)
+        self._decoded[item] = [raw, rec, self.generation]
         return rec
 
     def shared(self) -> SharedSettings | None:
@@ -237,14 +285,18 @@ class Store:
         return self._shared
 
     def meta_version(self) -> int:
-        m = self._read(lambda t: t.meta())
-        return 0 if m is None else m.model_version
+        def read() -> int:
+            m = self._read(lambda t: t.meta())
+            return 0 if m is None else m.model_version
+
+        return self.memo("meta_version", read)  # type: ignore[no-any-return]
 
     def adopt(self, reader: ListReader) -> None:
         """Reads through ``reader`` from now on (one this store does not close: the reader of
         the process's own writer)."""
         self.reader = reader
         self._owned = False
+        self._epoch += 1
         self.error = None
         self._shared_next = 0.0
 
@@ -258,6 +310,8 @@ class Store:
 
     def close(self) -> None:
         self._t = None
+        self.generation = None
+        self._epoch += 1
         if self._owned and self.reader is not None:
             self.reader.close()
         self.reader = None
@@ -278,8 +332,11 @@ class _Request:
         if st._t is None and st.reader is not None:
             ctx = st.reader.read()
             try:
-                st._t = ctx.__enter__()
+                st._t = t = ctx.__enter__()
+                # The generation: this opening of the store and the commit the snapshot holds.
+                st.generation = (st._epoch << 48) | t.txn.id()
             except (lmdb.Error, CodecError) as e:
+                st._t = None
                 st._fail(e)
                 return self
             self.ctx = ctx
@@ -288,7 +345,9 @@ class _Request:
     def __exit__(self, *exc: object) -> None:
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
-            self.store._t = None
+            st = self.store
+            st._t = None
+            st.generation = None
             ctx.__exit__(None, None, None)
 
 
