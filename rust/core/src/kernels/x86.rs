@@ -324,7 +324,8 @@ pub unsafe fn scan_block_avx512(items: &[f32], dim: usize, q: &[f32], thr: f32, 
     debug_assert!(q.len() == dim && dim >= 1 && out.len() % 16 == 0 && items.len() >= out.len() * dim && masks.len() >= out.len() / 16);
     // Common widths get a copy with the chunk count known, so the row loops unroll and the
     // 16 row sums stay in registers (a runtime count spills them and runs ~25 % slower).
-    // SAFETY (each call): the caller's contract, passed on; `FULL == dim / 16 * 16` or 0.
+    // SAFETY: each call passes on the caller's contract (AVX-512F, the shapes), and each
+    // `FULL` is `dim / 16 * 16` for its arm, or 0.
     unsafe {
         match dim / 16 {
             1 => scan_block_avx512_impl::<16>(items, dim, q, thr, out, masks),
