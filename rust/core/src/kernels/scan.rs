@@ -610,6 +610,48 @@ mod tests {
         assert_eq!(topk_scan(SimdLevel::Scalar, &items, 4, &[0.0; 4], 0, &Filter::NONE, 1).unwrap(), vec![]);
     }
 
+    /// The single-query scan before (row-wise) and after (blocked), next to a plain read of
+    /// the matrix, in one run: 1,000,000 x 64, one thread, best of 15. Not a unit test (it
+    /// takes a few seconds and prints timings):
+    /// `cargo test --release -p recofast-core scan_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn scan_speed_rows_vs_blocked_vs_read() {
+        use std::time::Instant;
+        let (n, dim, k) = (1_000_000usize, 64usize, 20usize);
+        let mut seed = 1u64;
+        let mut f = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let items: Vec<f32> = (0..n * dim).map(|_| f()).collect();
+        let q: Vec<f32> = (0..dim).map(|_| f()).collect();
+        for level in SimdLevel::available() {
+            let (mut read, mut rows, mut blocked) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+            for _ in 0..if level == SimdLevel::Scalar { 3 } else { 15 } {
+                let t = Instant::now();
+                std::hint::black_box(read_sum(&items));
+                read = read.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let a = topk_scan_with(level, ScanKernel::Rows, &items, dim, &q, k, &Filter::NONE, 1).unwrap();
+                rows = rows.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let b = topk_scan_with(level, ScanKernel::Blocked, &items, dim, &q, k, &Filter::NONE, 1).unwrap();
+                blocked = blocked.min(t.elapsed().as_secs_f64());
+                assert_eq!(a, b);
+            }
+            println!(
+                "{:>6}: read {:.2} ms | rows {:.2} ms ({:.2} x read) | blocked {:.2} ms ({:.2} x read)",
+                level.name(),
+                read * 1e3,
+                rows * 1e3,
+                rows / read,
+                blocked * 1e3,
+                blocked / read
+            );
+        }
+    }
+
     #[test]
     fn read_sum_adds_everything() {
         let v: Vec<f32> = (0..1001).map(|i| i as f32).collect();
