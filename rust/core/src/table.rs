@@ -141,14 +141,10 @@ impl IdMap {
         if !out.contains(&u32::MAX) {
             return out;
         }
-        let missing = out.iter().filter(|&&o| o == u32::MAX).count();
         let mut g = self.inner.write();
         let g = &mut *g;
-        // Room for every missing id up front: a batch of new ids grows each table once, not
-        // by repeated doubling and rehashing.
-        let mut fresh: Vec<(u32, Box<str>)> = Vec::with_capacity(missing);
-        let mut pending: HashMap<&str, u32> = HashMap::with_capacity(missing);
-        g.map.reserve(missing);
+        let mut fresh: Vec<(u32, Box<str>)> = Vec::new();
+        let mut pending: HashMap<&str, u32> = HashMap::new();
         let mut next = g.ids.len();
         let mut free_used = 0usize;
         for (o, s) in out.iter_mut().zip(ids) {
