@@ -1,10 +1,14 @@
 """Core benchmarks: recofast's learn_many against River's FunkMF on the same events, learning
-throughput at 100,000 users x 100,000 items, and recommend latency over 100,000 items.
+throughput at 100,000 users x 100,000 items, cold ids (400,000 events of all-new users and
+items, next to the shop log in the same run, and as the first call of a fresh process), and
+recommend latency over 100,000 items.
 
 Run with `make bench` (or `pytest bench/test_bench_core.py --benchmark-enable`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -136,3 +140,77 @@ def test_recommend_100k_items(benchmark, big_model, record_rate):
     if _stat(benchmark, "median"):
         record_rate("recommend: 100k items, dim 64", "recofast", 1.0 / _stat(benchmark, "median"), "calls/s")
         benchmark.extra_info["median_ms"] = _stat(benchmark, "median") * 1e3
+
+
+# --- cold ids: every user and item new ------------------------------------------------------
+
+COLD_EVENTS = 400_000
+COLD_IDS = 100_000
+
+
+def _cold_ids(seed: int = 5):
+    """400,000 events over 100,000 new users x 100,000 new items, each id 4 times, shuffled."""
+    rng = np.random.default_rng(seed)
+    reps = COLD_EVENTS // COLD_IDS
+    return rng.permutation(np.repeat(np.arange(COLD_IDS), reps)), rng.permutation(np.repeat(np.arange(COLD_IDS), reps))
+
+
+@pytest.mark.parametrize("stream", ["shop log (100k events)", "all-new ids (400k events)"])
+def test_learn_many_cold_ids_vs_shop_log(benchmark, retail, record_rate, stream):
+    """learn_many into a fresh model: the shop log, and a stream of only new ids (interning,
+    row allocation and the first touch of new segments in every call), side by side."""
+    benchmark.group = "learn: cold ids vs shop log, dim 64"
+    if stream.startswith("shop"):
+        users, items, n = retail.users, retail.items, len(retail)
+
+        def learn(rec):
+            rec.learn_many(users, items, "purchase", retail.ts)
+            return rec
+
+    else:
+        users, items = _cold_ids()
+        n = COLD_EVENTS
+
+        def learn(rec):
+            rec.learn_many(users, items, "purchase")
+            return rec
+
+    def setup():
+        return (recofast.Recommender(dim=64, seed=1),), {}
+
+    rec = benchmark.pedantic(learn, setup=setup, rounds=5, iterations=1)
+    assert rec.events_learned == n
+    if stream.startswith("all-new"):
+        assert rec.n_users == COLD_IDS and rec.n_items == COLD_IDS
+    if _stat(benchmark):
+        rate = n / _stat(benchmark)
+        benchmark.extra_info["events_per_s"] = rate
+        record_rate("learn: cold ids vs shop log, dim 64", f"recofast ({stream})", rate)
+
+
+_FRESH = """
+import time, numpy as np, recofast
+rng = np.random.default_rng(5)
+u = rng.permutation(np.repeat(np.arange({ids}), {reps})); i = rng.permutation(np.repeat(np.arange({ids}), {reps}))
+rec = recofast.Recommender(dim=64, seed=1)
+t = time.perf_counter(); rec.learn_many(u, i, "purchase"); dt = time.perf_counter() - t
+assert rec.events_learned == {n} and rec.n_users == {ids} and rec.n_items == {ids}
+print(dt)
+"""
+
+
+def test_learn_many_cold_ids_first_call_of_a_fresh_process(benchmark, record_rate):
+    """The all-new stream as the first learn_many of a new process (every segment faults in
+    for the first time); the best of 3 processes."""
+    benchmark.group = "learn: cold ids vs shop log, dim 64"
+    code = _FRESH.format(ids=COLD_IDS, reps=COLD_EVENTS // COLD_IDS, n=COLD_EVENTS)
+    times = []
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    rate = COLD_EVENTS / min(times)
+    benchmark.extra_info["events_per_s_first_call"] = rate
+    record_rate("learn: cold ids vs shop log, dim 64", "recofast (all-new ids, first call of a process)", rate)

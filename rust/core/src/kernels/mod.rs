@@ -22,7 +22,7 @@ mod tile;
 mod x86;
 
 pub use quant::QuantizedItems;
-pub use scan::{read_sum, topk_batch, topk_scan, with_threads, Filter};
+pub use scan::{read_sum, topk_batch, topk_scan, topk_scan_with, with_threads, Filter, ScanKernel};
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -1,9 +1,12 @@
 //! Fused scan + top-K: score item rows against one or many queries and keep the best `k`
 //! without materialising all scores.
 //!
-//! * One query: rows are scored in blocks of [`ROWS`] into a buffer that stays in L1; each
-//!   score is compared with the current k-th best and only the few that beat it are looked
-//!   at further (exclusions are checked there, by binary search in a sorted id list).
+//! * One query: rows are scored in blocks of [`ROWS`] into a buffer that stays in L1, 16
+//!   rows at a time on AVX2 / AVX-512 (their sums reduced together and compared with the
+//!   current k-th best in registers, so a block with no candidate costs one mask test);
+//!   only the few rows that beat the threshold are looked at further (exclusions are checked
+//!   there, by binary search in a sorted id list). [`ScanKernel::Rows`], one dot product per
+//!   row, is kept as the reference.
 //! * Many queries: a block of [`NB`] items is transposed once (dimension-major, in L1) and
 //!   every tile of [`QT`] queries is multiplied against it with a register-blocked kernel
 //!   that also compares against each query's threshold in registers; the item matrix is read
@@ -171,23 +174,84 @@ pub(crate) fn split(n: usize, parts: usize, align: usize) -> Vec<(usize, usize)>
     (0..n).step_by(per).map(|a| (a, (a + per).min(n))).collect()
 }
 
+/// How the single-query scan scores rows (the blocked kernel is the default; the row-wise
+/// one is kept as the reference for benchmarks and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanKernel {
+    /// One dot product per row into a score buffer, then a scalar threshold loop.
+    Rows,
+    /// 16 rows at a time, reduced together and compared with the threshold in registers
+    /// (AVX2 / AVX-512; other levels use [`ScanKernel::Rows`]).
+    Blocked,
+}
+
 /// Scores rows `a..b` against `q` into `col`, honouring `filter.exclude` (not `allow`).
 #[allow(clippy::too_many_arguments)]
-fn scan_range(level: SimdLevel, items: &[f32], dim: usize, q: &[f32], a: usize, b: usize, filter: &Filter, col: &mut Collector) {
+fn scan_range(level: SimdLevel, kernel: ScanKernel, items: &[f32], dim: usize, q: &[f32], a: usize, b: usize, filter: &Filter, col: &mut Collector) {
     let mut buf = [0f32; ROWS];
+    let mut masks = [0u16; ROWS / 16];
     let mut i0 = a;
     while i0 < b {
         let nb = ROWS.min(b - i0);
-        dot_scores(level, &items[i0 * dim..(i0 + nb) * dim], dim, q, &mut buf[..nb]);
-        for (j, &s) in buf[..nb].iter().enumerate() {
-            if s > col.threshold() {
-                let id = (i0 + j) as u32;
-                if !filter.excluded(id) {
-                    col.push(id, s);
+        let blocked = nb / 16 * 16;
+        let rows = &items[i0 * dim..(i0 + nb) * dim];
+        if kernel == ScanKernel::Blocked && blocked > 0 && block_scores(level, rows, dim, q, col.threshold(), &mut buf[..blocked], &mut masks) {
+            for (g, &m) in masks[..blocked / 16].iter().enumerate() {
+                let mut m = m;
+                while m != 0 {
+                    let j = g * 16 + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let s = buf[j];
+                    let id = (i0 + j) as u32;
+                    if s > col.threshold() && !filter.excluded(id) {
+                        col.push(id, s);
+                    }
                 }
             }
+            // The last rows of the range (fewer than 16) go row by row.
+            if blocked < nb {
+                dot_scores(level, &rows[blocked * dim..], dim, q, &mut buf[blocked..nb]);
+                push_scores(&buf[blocked..nb], i0 + blocked, filter, col);
+            }
+        } else {
+            dot_scores(level, rows, dim, q, &mut buf[..nb]);
+            push_scores(&buf[..nb], i0, filter, col);
         }
         i0 += nb;
+    }
+}
+
+/// Offers `scores` (of rows `first..`) that beat the threshold and are not excluded.
+#[inline]
+fn push_scores(scores: &[f32], first: usize, filter: &Filter, col: &mut Collector) {
+    for (j, &s) in scores.iter().enumerate() {
+        if s > col.threshold() {
+            let id = (first + j) as u32;
+            if !filter.excluded(id) {
+                col.push(id, s);
+            }
+        }
+    }
+}
+
+/// The blocked kernel of `level` (see `x86::scan_block_avx512` for the contract); `false`
+/// when `level` has none (scalar, NEON, or a level the CPU lacks), and then nothing is written.
+fn block_scores(level: SimdLevel, rows: &[f32], dim: usize, q: &[f32], thr: f32, out: &mut [f32], masks: &mut [u16]) -> bool {
+    assert!(q.len() == dim && dim >= 1 && out.len() % 16 == 0 && rows.len() >= out.len() * dim && masks.len() >= out.len() / 16);
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 if level.supported() => {
+            // SAFETY: the CPU supports AVX-512F (checked by `supported`); shapes asserted above.
+            unsafe { super::x86::scan_block_avx512(rows, dim, q, thr, out, masks) };
+            true
+        }
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 if SimdLevel::Avx2.supported() => {
+            // SAFETY: the CPU supports AVX2 and FMA (checked by `supported`); shapes asserted above.
+            unsafe { super::x86::scan_block_avx2(rows, dim, q, thr, out, masks) };
+            true
+        }
+        _ => false,
     }
 }
 
@@ -226,6 +290,12 @@ fn parallel_ranges(n: usize, k: usize, threads: usize, f: impl Fn(usize, usize, 
 /// the lower id; rows scoring NaN or −∞ are never returned (so fewer than `k` may come back).
 /// `threads > 1` splits the rows over the current rayon pool.
 pub fn topk_scan(level: SimdLevel, items: &[f32], dim: usize, q: &[f32], k: usize, filter: &Filter, threads: usize) -> Result<Vec<(u32, f32)>> {
+    topk_scan_with(level, ScanKernel::Blocked, items, dim, q, k, filter, threads)
+}
+
+/// [`topk_scan`] with the kernel chosen (the answers are the same; only the speed differs).
+#[allow(clippy::too_many_arguments)]
+pub fn topk_scan_with(level: SimdLevel, kernel: ScanKernel, items: &[f32], dim: usize, q: &[f32], k: usize, filter: &Filter, threads: usize) -> Result<Vec<(u32, f32)>> {
     let n = rows_of(items, dim, q.len())?;
     if q.len() != dim {
         return invalid!("the query has {} values, expected {dim}", q.len());
@@ -240,7 +310,7 @@ pub fn topk_scan(level: SimdLevel, items: &[f32], dim: usize, q: &[f32], k: usiz
         scan_allowed(level, items, dim, q, allow, filter, &mut col);
         return Ok(col.into_sorted());
     }
-    Ok(parallel_ranges(n, k, threads, |a, b, col| scan_range(level, items, dim, q, a, b, filter, col)))
+    Ok(parallel_ranges(n, k, threads, |a, b, col| scan_range(level, kernel, items, dim, q, a, b, filter, col)))
 }
 
 /// One tile of the batched product (see `x86::tile_scores_avx512` for the contract), on the
@@ -458,13 +528,43 @@ mod tests {
                         for level in SimdLevel::available() {
                             for threads in [1, 3] {
                                 for (qi, q) in queries.chunks(dim).enumerate() {
-                                    let got = topk_scan(level, &items, dim, q, k, f, threads).unwrap();
-                                    assert_eq!(got, want[qi], "scan {level:?} dim {dim} n {n} k {k} threads {threads}");
+                                    for kernel in [ScanKernel::Rows, ScanKernel::Blocked] {
+                                        let got = topk_scan_with(level, kernel, &items, dim, q, k, f, threads).unwrap();
+                                        assert_eq!(got, want[qi], "scan {level:?} {kernel:?} dim {dim} n {n} k {k} threads {threads}");
+                                    }
                                 }
                                 let got = topk_batch(level, &items, dim, &queries, k, std::slice::from_ref(f), threads).unwrap();
                                 assert_eq!(got, want, "batch {level:?} dim {dim} n {n} k {k} threads {threads}");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The blocked kernel gives every row the very float the row-wise kernel of its level
+    /// gives (same summation order), so a score never depends on where its row falls.
+    #[test]
+    fn blocked_scores_equal_row_scores_bit_for_bit() {
+        let mut seed = 11u64;
+        let mut f = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for &dim in &[1usize, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 64, 65, 100] {
+            let n = 64;
+            let items: Vec<f32> = (0..n * dim).map(|_| f()).collect();
+            let q: Vec<f32> = (0..dim).map(|_| f()).collect();
+            for level in SimdLevel::available() {
+                let mut want = vec![0f32; n];
+                dot_scores(level, &items, dim, &q, &mut want);
+                let mut got = vec![0f32; n];
+                let mut masks = vec![0u16; n / 16];
+                if block_scores(level, &items, dim, &q, 0.0, &mut got, &mut masks) {
+                    for r in 0..n {
+                        assert_eq!(got[r].to_bits(), want[r].to_bits(), "{level:?} dim {dim} row {r}");
+                        assert_eq!(masks[r / 16] >> (r % 16) & 1 == 1, want[r] > 0.0, "{level:?} dim {dim} row {r} mask");
                     }
                 }
             }
@@ -508,6 +608,48 @@ mod tests {
         assert!(topk_scan(SimdLevel::Scalar, &items, 4, &[0.0; 4], 1, &Filter { exclude: &[], allow: Some(&[3]) }, 1).is_err());
         assert!(topk_batch(SimdLevel::Scalar, &items, 4, &[0.0; 8], 1, &[Filter::NONE; 3], 1).is_err());
         assert_eq!(topk_scan(SimdLevel::Scalar, &items, 4, &[0.0; 4], 0, &Filter::NONE, 1).unwrap(), vec![]);
+    }
+
+    /// The single-query scan before (row-wise) and after (blocked), next to a plain read of
+    /// the matrix, in one run: 1,000,000 x 64, one thread, best of 15. Not a unit test (it
+    /// takes a few seconds and prints timings):
+    /// `cargo test --release -p recofast-core scan_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn scan_speed_rows_vs_blocked_vs_read() {
+        use std::time::Instant;
+        let (n, dim, k) = (1_000_000usize, 64usize, 20usize);
+        let mut seed = 1u64;
+        let mut f = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let items: Vec<f32> = (0..n * dim).map(|_| f()).collect();
+        let q: Vec<f32> = (0..dim).map(|_| f()).collect();
+        for level in SimdLevel::available() {
+            let (mut read, mut rows, mut blocked) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+            for _ in 0..if level == SimdLevel::Scalar { 3 } else { 15 } {
+                let t = Instant::now();
+                std::hint::black_box(read_sum(&items));
+                read = read.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let a = topk_scan_with(level, ScanKernel::Rows, &items, dim, &q, k, &Filter::NONE, 1).unwrap();
+                rows = rows.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let b = topk_scan_with(level, ScanKernel::Blocked, &items, dim, &q, k, &Filter::NONE, 1).unwrap();
+                blocked = blocked.min(t.elapsed().as_secs_f64());
+                assert_eq!(a, b);
+            }
+            println!(
+                "{:>6}: read {:.2} ms | rows {:.2} ms ({:.2} x read) | blocked {:.2} ms ({:.2} x read)",
+                level.name(),
+                read * 1e3,
+                rows * 1e3,
+                rows / read,
+                blocked * 1e3,
+                blocked / read
+            );
+        }
     }
 
     #[test]
