@@ -8,6 +8,9 @@ import random
 import pytest
 import recofast
 from recofast.explain import Reason, reason_text
+from aiohttp.test_utils import TestClient, TestServer
+from recofast_sidecar.app import create_app
+from recofast_sidecar.config import SidecarConfig
 from recofast_sidecar.protocol import codec
 
 
@@ -130,3 +133,16 @@ async def test_the_engine_stores_each_listed_items_reason_in_words(tmp_path, nat
         rec = engine.writer.reader().user_list("me")
         assert rec is not None and rec.items[0] == "bulb"
         assert rec.reasons is not None and rec.reasons[0] == "bought with Brass desk lamp"
+        # ... and the sidecar serves it as the item's reason, with the source beside it.
+        client = TestClient(TestServer(create_app(SidecarConfig(lmdb=None), reader=engine.writer.reader())))
+        await client.start_server()
+        try:
+            r = await client.get("/v1/recommendations/me?k=3")
+            body = await r.json()
+            assert r.status == 200, body
+            first = body["items"][0]
+            assert (first["item"], first["reason"], first["source"]) == ("bulb", "bought with Brass desk lamp", "personal")
+            r = await client.get("/v1/popular?k=2")
+            assert all(x["source"] in ("popular", "segment", "fallback") for x in (await r.json())["items"])
+        finally:
+            await client.close()

@@ -111,22 +111,26 @@ class _Answer:
     """A list answer encoded but for its ``rec_id`` (``head + rec_id + tail`` is the body),
     with what its impression needs: whatever a request adds is added by :func:`_send`."""
 
-    __slots__ = ("head", "tail", "ids", "sources", "source", "version", "exp", "var", "chosen", "gen", "settings")
+    __slots__ = ("head", "tail", "ids", "sources", "source", "version", "exp", "var", "chosen", "gen", "settings", "why")
 
     def __init__(self, source: str, version: int, items: list[Candidate], assigned: tuple[Experiment, Variant] | None,
-                 whose: dict[str, str]) -> None:
+                 whose: dict[str, str], why: dict[str, str] | None = None) -> None:
         exp, var = assigned if assigned is not None else (None, None)
         self.exp = exp.name if exp is not None else None
         self.var = var.name if var is not None else None
+        self.why = why or {}
+        words = self.why
+        self.sources = [source_of(c.reason) for c in items]
         body = _ENCODE(RankedList(
             **whose, rec_id="", model_version=version, source=source,  # type: ignore[arg-type]
-            items=[Scored(c.item, _finite(c.score), c.reason) for c in items], experiment=self.exp, variant=self.var,
+            items=[Scored(c.item, _finite(c.score), (words.get(c.item) or c.reason) if c.reason == "personal" else c.reason, src)
+                   for c, src in zip(items, self.sources)],
+            experiment=self.exp, variant=self.var,
         ))
         # The first `"rec_id":"` is the key: the fields before it are strings, whose quotes are escaped.
         i = body.index(_REC_ID) + len(_REC_ID)
         self.head, self.tail = body[:i], body[i:]
         self.ids = [c.item for c in items]
-        self.sources = [source_of(c.reason) for c in items]
         self.source, self.version, self.chosen = source, version, items
         self.gen: int | None = None
         self.settings = 0
@@ -218,7 +222,9 @@ def _personal_answer(st: State, user: str, p: ListParams, plan: _Plan, now: tupl
     source = first or "fallback"
     chosen = mmr(ok, meta, k, diversity) if diversity > 0 else ok[:k]
     version = personal.model_version if source == "personal" and personal is not None else store.meta_version()
-    return _Answer(source, version, chosen, plan.assigned, {"user": user})
+    # The engine's reason of each item of the personal list, in words (read only when used).
+    why = personal.reasons() if personal is not None and any(c.reason == "personal" for c in chosen) else None
+    return _Answer(source, version, chosen, plan.assigned, {"user": user}, why)
 
 
 def _explore_pool(st: State, flt: Filters, segs: list[str], have: set[str]) -> list[Candidate]:
@@ -270,7 +276,7 @@ async def recommendations(request: web.Request) -> web.Response:
             pool = _explore_pool(st, plan.flt, plan.segs, set(a.ids))
             chosen = explore_slot(a.chosen, pool, st.exposure, 1.0, st.rng, plan.k)
             if chosen is not a.chosen:
-                a = _Answer(a.source, a.version, chosen, plan.assigned, {"user": user})
+                a = _Answer(a.source, a.version, chosen, plan.assigned, {"user": user}, a.why)
     return _send(st, "recommendations", a, who=user, explore=explore, explored=explored)
 
 

@@ -42,7 +42,13 @@ class Scored(msgspec.Struct):
     item: str
     score: float
     reason: str
-    """Why it is there: ``personal``, ``similar``, ``popular in <segment>``, ``trending``, ``explore``, ``fallback``, ..."""
+    """Why it is there, in words: for an item of the shopper's own list, the engine's reason
+    ("bought with Brass desk lamp", "popular in GB", "trending", "new", "matches your search
+    'lamp'"; ``personal`` when the engine stored none); else ``similar``, ``popular in
+    <segment>``, ``trending``, ``explore``, ``fallback``, ..."""
+    source: str = ""
+    """Where it came from: ``personal``, ``similar``, ``popular``, ``segment``, ``trending``,
+    ``explore``, ``fallback`` (what the impression records)."""
 
 
 class RankedList(msgspec.Struct, kw_only=True, omit_defaults=True):
