@@ -48,6 +48,8 @@ SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
         "cooc_half_life": (20_000, 100_000, 0),
         "new_session_weight": (0.1, 0.2, 0.5),
         "lr": (0.02, 0.05, 0.1),
+        # The learned second stage: whether this shop's next events are better ranked by it.
+        "ranker": (False, True),
     },
     "itemknn": {"window": (1, 2, 3, 5, 10, 20)},
     "ease": {"lam": (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0), "max_items": (1000, 2000, 3000),
