@@ -31,20 +31,21 @@ import msgspec
 import nats
 import numpy as np
 import pytest
+from conftest import shop_log
 from recofast.engine import Engine
 from recofast.engine.config import EngineConfig
 from recofast.engine.streams import ensure_streams
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import STREAM
 
-DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
+DATA = shop_log()
 
 N_EVENTS = int(os.environ.get("RECOFAST_BENCH_EVENTS", "200000"))
 PACK = 100
 FRESH_RATE = 2000
 FRESH_SECONDS = 10
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.skipif(not DATA.exists(), reason="the shop log is not there")]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.skipif(not DATA.exists(), reason=f"the shop log is not there: {DATA} (set RECOFAST_SHOP_LOG)")]
 
 
 def _publisher(url: str, *args: str) -> subprocess.Popen[bytes]:
