@@ -11,8 +11,8 @@ process (the same config as the benchmark) and prints events/s. Run it under py-
 ``split``: reads py-spy's collapsed stacks (``--format raw``) and prints the share of the
 engine's on-CPU samples per stage (fetch/decode, validate, enrich, dedupe, learn, recommend
 touched users, LMDB write, ack, popularity and the rest), from the innermost engine
-function on each stack. Only samples inside the drain are counted (not the publisher's
-wait or the server's start).
+function on each stack. Only samples of the drain (the event loop in ``_drain`` and the
+worker thread in ``Engine.apply``) are counted, not the publisher's wait or the server's start.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ STAGES = [
     ("ack", r"\back \((?:[^)]*/)?nats"),
     ("fetch (nats client)", r"\((?:[^)]*/)?nats/"),
     ("apply: other Python (service.py)", r"\((?:[^)]*/)?service\.py"),
-    ("asyncio / event loop", r"\((?:[^)]*/)?asyncio/"),
+    ("event loop: waiting (epoll, a worker's result)", r"\bepoll_wait\b|\bselect \((?:[^)]*/)?selectors|pthread_cond_(timed)?wait"),
+    ("event loop: other", r"\((?:[^)]*/)?asyncio/"),
 ]
 
 
@@ -53,7 +54,7 @@ def split(path: Path) -> list[tuple[str, int]]:
     pats = [(name, re.compile(p)) for name, p in STAGES]
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit() or "_drain" not in stack:
+        if not n.isdigit() or not any(m in stack for m in ("_drain", "Engine.", "recofast/engine/")):
             continue
         frames = stack.split(";")[::-1]  # innermost first
         stage = "other"
@@ -62,7 +63,8 @@ def split(path: Path) -> list[tuple[str, int]]:
             if hit:
                 stage = hit
                 break
-        counts[stage] += int(n)
+        where = "worker (Engine.apply)" if "Engine.apply" in stack else "event loop"
+        counts[f"{where}: {stage}"] += int(n)
     return counts.most_common()
 
 
@@ -135,9 +137,9 @@ def main() -> None:
     else:
         rows = split(args.profile)
         total = sum(n for _, n in rows) or 1
-        print(f"{'stage':<36} {'samples':>8} {'share':>7}")
+        print(f"{'thread: stage':<72} {'samples':>8} {'share':>7}")
         for name, n in rows:
-            print(f"{name:<36} {n:>8} {n / total:>7.1%}")
+            print(f"{name:<72} {n:>8} {n / total:>7.1%}")
 
 
 if __name__ == "__main__":
