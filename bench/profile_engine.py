@@ -122,6 +122,43 @@ def run(events: int, rounds: int, batch: int) -> None:
             server.stop()
 
 
+def stages(events: int, rounds: int) -> None:
+    """CPU time of the Python stages on one batch of the shop log, best of ``rounds`` (a
+    load-proof before/after figure: run it on each version of the code)."""
+    import itertools
+
+    from conftest import shop_log
+    from recofast.engine.aggregates import Dedupe, Popularity
+    from recofast.engine.enrich import Enricher, context_columns
+    from recofast.engine.publish import messages, read_events
+    from recofast_sidecar.protocol import events as ev
+
+    bodies = [body for _, body, _ in messages(itertools.islice(read_events(shop_log()), events), 100)]
+
+    def best(fn) -> float:  # noqa: ANN001
+        out = []
+        for _ in range(rounds):
+            t = time.thread_time()
+            fn()
+            out.append(time.thread_time() - t)
+        return min(out)
+
+    decoded: list = []
+    t_decode = best(lambda: decoded.__setitem__(slice(None), [e for b in bodies for e in ev.decode_events(b, window=None)[0]]))
+    assert len(decoded) == events
+    t_dedupe = best(lambda: Dedupe(400_000).filter(decoded))
+    en = Enricher()
+    t_enrich = best(lambda: en.enrich(decoded, time.time()))
+    b = en.enrich(decoded, time.time())
+    t_cols = best(lambda: context_columns(decoded, b))
+    t_pop = best(lambda: Popularity(3600.0).add(b, time.time()))
+    rows = [("decode + validate", t_decode), ("dedupe", t_dedupe), ("enrich", t_enrich), ("context columns", t_cols), ("popularity", t_pop)]
+    total = sum(t for _, t in rows)
+    for name, t in rows:
+        print(f"{name:<20} {t * 1e3:8.1f} ms  {t / events * 1e6:6.2f} us/event")
+    print(f"{'Python stages':<20} {total * 1e3:8.1f} ms  {total / events * 1e6:6.2f} us/event ({events / total:,.0f} events/s)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -129,11 +166,16 @@ def main() -> None:
     r.add_argument("--events", type=int, default=200_000, help="shop-log events in the backlog (default 200,000)")
     r.add_argument("--rounds", type=int, default=3, help="drains of the same backlog, each by a fresh engine (default 3)")
     r.add_argument("--batch", type=int, default=500, help="messages per fetch (the benchmark's 500)")
+    t = sub.add_parser("stages", help="CPU time of decode, dedupe, enrich and popularity on one batch")
+    t.add_argument("--events", type=int, default=50_000, help="shop-log events in the batch (default 50,000, the benchmark's 500 x 100)")
+    t.add_argument("--rounds", type=int, default=7, help="best of this many (default 7)")
     s = sub.add_parser("split", help="share of on-CPU samples per stage in a py-spy raw profile")
     s.add_argument("profile", type=Path, help="py-spy record --format raw output")
     args = p.parse_args()
     if args.cmd == "run":
         run(args.events, args.rounds, args.batch)
+    elif args.cmd == "stages":
+        stages(args.events, args.rounds)
     else:
         rows = split(args.profile)
         total = sum(n for _, n in rows) or 1
