@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (stage, pattern on a frame "function (file)"): the first stage whose pattern matches a
 # frame, scanning from the innermost frame outwards, owns the sample.
 STAGES = [
+    ("attribution: SQLite hit checks and windows", r"\((?:[^)]*/)?attribution\.py"),
     ("LMDB write (encode + commit)", r"\((?:[^)]*/)?(liststore|codec)\.py|\bcommit \((?:[^)]*/)?service\.py"),
     ("recommend touched users", r"\brecommend_lists \(|\brecommend_many \("),
     ("learn (learn_many)", r"\blearn_many \(|\b_learn_run \(|\bsearch \((?:[^)]*/)?recommender"),
@@ -38,12 +39,12 @@ STAGES = [
     ("enrich", r"\((?:[^)]*/)?enrich\.py"),
     ("dedupe", r"\bDedupe\b|\bfilter \((?:[^)]*/)?aggregates\.py|\bdiscard \((?:[^)]*/)?aggregates"),
     ("popularity (aggregates)", r"\((?:[^)]*/)?aggregates\.py"),
-    ("validate (events.py)", r"\b(_apply_window|_decode_each|_split|_in_window|_seconds) \("),
+    ("validate (events.py: __post_init__, time window)", r"\b(__post_init__|_check_bytes|_check_words|_apply_window|_check_times|_decode_each|_split|_seconds) \("),
     ("decode (msgspec)", r"\bdecode_events \("),
     ("ack", r"\back \((?:[^)]*/)?nats"),
     ("fetch (nats client)", r"\((?:[^)]*/)?nats/"),
     ("apply: other Python (service.py)", r"\((?:[^)]*/)?service\.py"),
-    ("event loop: waiting (epoll, a worker's result)", r"\bepoll_wait\b|\bselect \((?:[^)]*/)?selectors|pthread_cond_(timed)?wait"),
+    ("waiting (the GIL, epoll, a worker's result)", r"\bepoll_wait\b|\bselect \((?:[^)]*/)?selectors|pthread_cond_(timed)?wait"),
     ("event loop: other", r"\((?:[^)]*/)?asyncio/"),
 ]
 
@@ -63,7 +64,8 @@ def split(path: Path) -> list[tuple[str, int]]:
             if hit:
                 stage = hit
                 break
-        where = "worker (Engine.apply)" if "Engine.apply" in stack else "event loop"
+        where = ("apply thread" if "Engine.apply" in stack else "closed-loop thread" if "LoopStore." in stack
+                 else "refresh thread" if "Refresher." in stack else "event loop")  # fmt: skip
         counts[f"{where}: {stage}"] += int(n)
     return counts.most_common()
 
