@@ -119,7 +119,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         f"Run {results['created']} at commit `{results.get('commit')}`, **{mode} mode**, "
         f"{results.get('wall_seconds', 0):.0f} s of wall time. Made by `recofast bench --{mode} --out {out.name}`; "
-        "the full report: `recofast bench --full --out DIR` (about an hour on 2 cores: N up to 10M, every dimension, "
+        "the full report: `recofast bench --full --out DIR` (not timed in this run; estimated at about an hour on 2 cores: N up to 10M, every dimension, "
         "200k-event engine runs, the sidecar's every case with 10 s of wrk, quality on 300k events).",
         "",
         "Ratios measured side by side in one run are what to read; absolute times move with the machine's load "
