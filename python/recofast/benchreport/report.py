@@ -114,11 +114,15 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     m, peers, mode = results["machine"], results["peers"], results["mode"]
     figs = [F.Figure.from_json(f) for f in results.get("figures", [])]
     bw = m.get("read_bandwidth_gbs")
+    try:
+        shown = out.resolve().relative_to(root().resolve())
+    except (ValueError, FileNotFoundError):
+        shown = out
     lines = [
         "# recofast benchmark report",
         "",
         f"Run {results['created']} at commit `{results.get('commit')}`, **{mode} mode**, "
-        f"{results.get('wall_seconds', 0):.0f} s of wall time. Made by `recofast bench --{mode} --out {out.name}`; "
+        f"{results.get('wall_seconds', 0):.0f} s of wall time. Made by `recofast bench --{mode} --out {shown}`; "
         "the full report: `recofast bench --full --out DIR` (not timed in this run; estimated at about an hour on 2 cores: N up to 10M, every dimension, "
         "200k-event engine runs, the sidecar's every case with 10 s of wrk, quality on 300k events).",
         "",

@@ -10,6 +10,7 @@ Run it at the root of a recofast checkout."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {out / 'COMPARE.md'}")
         return 0
     if args.rewrite:
-        path = report.write_report(report.load(args.rewrite), out)
+        results = report.load(args.rewrite)
+        path = report.write_report(results, out)
+        if not (out / "results.json").exists():
+            (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
         print(f"wrote {path}")
         return 0
     results = report.run_bench(args.mode or "quick", out, sections=args.section, verbose=args.verbose,
