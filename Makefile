@@ -73,9 +73,13 @@ test-rust:
 test-python:
 	$(BIN)/python -m pytest
 
-# Benchmarks (pytest-benchmark, peers side by side); disabled in `make test`.
+# Benchmarks (pytest-benchmark, peers side by side) and their report; disabled in `make test`.
+# BENCH=--full for every size (about an hour); BENCH_OUT=... for the folder.
+BENCH     ?= --quick
+BENCH_OUT ?= $(OUT)/bench
+# The shop log is $(DATA) when it is there, else found beside the checkout (bench/conftest.py).
 bench: setup
-	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-only --benchmark-group-by=group -p no:randomly
+	RECOFAST_SHOP_LOG="$$( [ -f "$(DATA)" ] && realpath "$(DATA)" )" $(BIN)/recofast bench $(BENCH) --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) target

@@ -16,8 +16,37 @@ _RATES: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
 
 
 def shared_data() -> Path:
-    """The shared data folder: $RECOFAST_SHARED_DATA, or ../shared/data beside the checkout."""
-    return Path(os.environ.get("RECOFAST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    """The shared data folder: $RECOFAST_SHARED_DATA, or the first ``shared/data`` beside the
+    checkout or beside one of its parents (a worktree inside the main checkout finds it too)."""
+    env = os.environ.get("RECOFAST_SHARED_DATA")
+    if env:
+        return Path(env)
+    for parent in ROOT.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return ROOT.parent / "shared" / "data"
+
+
+def shop_log() -> Path:
+    """The bundled Online Retail log: $RECOFAST_SHOP_LOG, or ``online_retail/interactions.csv.gz``
+    in :func:`shared_data`."""
+    env = os.environ.get("RECOFAST_SHOP_LOG")
+    return Path(env) if env else shared_data() / "online_retail" / "interactions.csv.gz"
+
+
+def require_shop_log() -> Path:
+    """The shop log's path, or a skip that says where it was looked for."""
+    path = shop_log()
+    if not path.exists():
+        pytest.skip(f"the shop log is not there: {path} (set RECOFAST_SHOP_LOG or RECOFAST_SHARED_DATA)")
+    return path
+
+
+#: ``quick`` (the default, what ``recofast bench --quick`` runs) or ``full``: the new suites
+#: choose their sizes from it.
+MODE = os.environ.get("RECOFAST_BENCH_MODE", "quick")
+FULL = MODE == "full"
+
 
 
 @pytest.fixture

@@ -21,9 +21,12 @@ import functools
 import numpy as np
 import pytest
 import recofast.drift as rf
+from conftest import FULL
 from river import drift as rdrift
 
 N = 100_000
+# Rounds: full mode 10 (River 3; KSWIN 2), quick mode 3 (River 1).
+ROUNDS, RIVER_ROUNDS = (10, 3) if FULL else (3, 1)
 
 DETECTORS = {
     "ADWIN": (rf.ADWIN, rdrift.ADWIN, "real"),
@@ -79,11 +82,14 @@ def test_update_many(benchmark, name, impl):
     benchmark.group = f"drift {name} ({len(xs):,} values)"
     benchmark.extra_info["implementation"] = impl
     if impl == "recofast":  # the same Python list River gets
-        got = benchmark.pedantic(lambda: ours().update_many(xs).tolist(), rounds=10, iterations=1, warmup_rounds=1)
+        got = benchmark.pedantic(lambda: ours().update_many(xs).tolist(), rounds=ROUNDS, iterations=1, warmup_rounds=1)
     elif impl == "recofast-ndarray":  # a float64 array: no conversion, the core's own speed
         a = array(kind)
-        got = benchmark.pedantic(lambda: ours().update_many(a).tolist(), rounds=10, iterations=1, warmup_rounds=1)
+        got = benchmark.pedantic(lambda: ours().update_many(a).tolist(), rounds=ROUNDS, iterations=1, warmup_rounds=1)
     else:
-        got = benchmark.pedantic(lambda: river_indices(theirs, xs), rounds=2 if name == "KSWIN" else 3, iterations=1)
+        got = benchmark.pedantic(lambda: river_indices(theirs, xs), rounds=min(2, RIVER_ROUNDS) if name == "KSWIN" else RIVER_ROUNDS, iterations=1)
     assert tuple(got) == expected(name)
     assert len(got) > 0
+    benchmark.extra_info.update(detector=name, values=len(xs))
+    if benchmark.stats:
+        benchmark.extra_info["updates_per_s"] = len(xs) / benchmark.stats.stats.min

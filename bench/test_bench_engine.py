@@ -1,7 +1,7 @@
 """Engine throughput and freshness, with a real nats-server and the publisher in another
 process (``recofast publish``, via ``python -m recofast.engine.publish``).
 
-Run (about 2 minutes on 2 cores)::
+Run (about a minute on 2 cores in quick mode)::
 
     .venv/bin/python -m pytest bench/test_bench_engine.py --benchmark-enable --benchmark-only -p no:randomly -s
 
@@ -14,8 +14,12 @@ Each benchmark prints its figures and stores them in the benchmark's ``extra_inf
 * ``engine_backlog``: the whole engine (decode, dedupe, enrich, learn, top-N of touched
   users, LMDB commit, ack) draining the same backlog;
 * ``engine_live``: the engine while the publisher process publishes as fast as it can;
-* ``freshness``: event time → list commit at 2,000 events/s (publisher stamps ``ts`` when
-  it sends, events packed 10 to a message as the sidecar's collector would).
+* ``freshness``: event time → list commit at 2,000 and 20,000 events/s (publisher stamps
+  ``ts`` when it sends, events packed 10 to a message as the sidecar's collector would); the
+  CDF's percentiles go to ``extra_info["cdf_ms"]``.
+
+``RECOFAST_BENCH_MODE=full`` (``recofast bench --full``): 200,000 events and 10 s of freshness
+traffic; quick (the default): 100,000 events and 4 s.
 """
 
 from __future__ import annotations
@@ -31,20 +35,24 @@ import msgspec
 import nats
 import numpy as np
 import pytest
+from conftest import FULL, shop_log
 from recofast.engine import Engine
 from recofast.engine.config import EngineConfig
 from recofast.engine.streams import ensure_streams
 from recofast_sidecar.protocol import events as ev
 from recofast_sidecar.protocol.names import STREAM
 
-DATA = Path(os.environ.get("RECOFAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "online_retail" / "interactions.csv.gz"
+DATA = shop_log()
 
-N_EVENTS = int(os.environ.get("RECOFAST_BENCH_EVENTS", "200000"))
+N_EVENTS = int(os.environ.get("RECOFAST_BENCH_EVENTS", "200000" if FULL else "100000"))
 PACK = 100
-FRESH_RATE = 2000
-FRESH_SECONDS = 10
+#: Freshness rates (events/s) and how long each is measured.
+FRESH_RATES = [2000, 20000]
+FRESH_SECONDS = 10 if FULL else 4
+#: The freshness CDF kept in extra_info: these percentiles, in ms.
+CDF_PERCENTILES = [1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9]
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.skipif(not DATA.exists(), reason="the shop log is not there")]
+pytestmark = [pytest.mark.timeout(900), pytest.mark.skipif(not DATA.exists(), reason=f"the shop log is not there: {DATA} (set RECOFAST_SHOP_LOG)")]
 
 
 def _publisher(url: str, *args: str) -> subprocess.Popen[bytes]:
@@ -181,9 +189,10 @@ def test_engine_live(benchmark, nats_url, tmp_path, record_rate):
 
 
 @pytest.mark.benchmark(group="engine")
+@pytest.mark.parametrize("rate", FRESH_RATES)
 @pytest.mark.parametrize("refresh", ["no-refresh", "refresh-2s"])
-def test_freshness(benchmark, nats_url, tmp_path, refresh):
-    """Events at 2,000/s, 10 to a message, stamped when sent; the engine measures event
+def test_freshness(benchmark, nats_url, tmp_path, refresh, rate):
+    """Events at ``rate``/s (2,000 and 20,000), 10 to a message, stamped when sent; the engine measures event
     time → LMDB commit for each. The model is warmed on the first 100k events of the log.
     ``refresh-2s`` runs the periodic round (all users' lists, segments, checkpoint) every
     2 s during the measurement, in steps (100 users, segments, checkpoint) between batches."""
@@ -198,9 +207,9 @@ def test_freshness(benchmark, nats_url, tmp_path, refresh):
             while engine.applied_seq < last:
                 await asyncio.sleep(0.01)
             engine.freshness.clear()
-            n = FRESH_RATE * FRESH_SECONDS
+            n = rate * FRESH_SECONDS
             # Events 100,001.. of the log, as live traffic.
-            pub = _publisher(nats_url, "--skip", "100000", "--limit", str(n), "--pack", "10", "--rate", str(FRESH_RATE), "--stamp-now")
+            pub = _publisher(nats_url, "--skip", "100000", "--limit", str(n), "--pack", "10", "--rate", str(rate), "--stamp-now")
             while pub.poll() is None:
                 await asyncio.sleep(0.05)
             if pub.stdout:
@@ -214,9 +223,10 @@ def test_freshness(benchmark, nats_url, tmp_path, refresh):
         return np.array(engine.freshness), engine
 
     fresh, engine = benchmark.pedantic(lambda: asyncio.run(run()), rounds=1, iterations=1)
-    assert len(fresh) >= FRESH_RATE * FRESH_SECONDS * 0.99
+    assert len(fresh) >= rate * FRESH_SECONDS * 0.99
     p50, p90, p99 = (np.percentile(fresh, q) * 1000 for q in (50, 90, 99))
+    benchmark.extra_info["cdf_ms"] = {str(q): float(np.percentile(fresh, q) * 1000) for q in CDF_PERCENTILES}
     _report(
-        benchmark, events=len(fresh), rate=FRESH_RATE, p50_ms=p50, p90_ms=p90, p99_ms=p99, max_ms=float(fresh.max() * 1000),
+        benchmark, events=len(fresh), rate=rate, p50_ms=p50, p90_ms=p90, p99_ms=p99, max_ms=float(fresh.max() * 1000),
         checkpoints=engine.metrics.value("recofast_checkpoints_total"),
     )  # fmt: skip

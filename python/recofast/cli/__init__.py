@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Command modules, in the order of `recofast --help`.
-_COMMANDS = ["eval", "tune", "train", "serve", "publish", "model", "forget", "schema", "metrics", "report", "up", "simulate"]
+_COMMANDS = ["eval", "tune", "train", "serve", "publish", "model", "forget", "schema", "metrics", "report", "up", "simulate", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

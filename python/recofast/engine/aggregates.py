@@ -28,6 +28,14 @@ class Dedupe:
         self.prev: set[str] = set()
 
     def filter(self, events: Sequence[ev.Event]) -> list[ev.Event]:
+        ids = [e.id for e in events]
+        new = set(ids)
+        cur, prev = self.cur, self.prev
+        # Fast path (the usual batch): no id seen before or twice, and no generation turns
+        # over within the batch; the same answer as the loop below, in set operations.
+        if len(new) == len(ids) and len(cur) + len(ids) < self.half and new.isdisjoint(cur) and new.isdisjoint(prev):
+            cur |= new
+            return list(events)
         out = []
         cur, prev = self.cur, self.prev
         for e in events:
@@ -105,18 +113,20 @@ class Popularity:
             self.trend = {s: {i: v * scale for i, v in t.items() if v * scale > 1e-12} for s, t in self.trend.items()}
             self.base = tmax
         decay = w * np.exp2(np.clip((ts - self.base) / self.half_life, -1000, 1000))
-        # Sum the batch per (segment, item) first, then spread to the segment's variants.
-        pw: dict[tuple[str, str], float] = {}
-        pd: dict[tuple[str, str], float] = {}
+        # Sum the batch per segment and item first, then add each segment's sums to every
+        # variant of the segment (one table lookup per variant, not per item and variant).
+        by_seg: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         for seg, item, wi, di in zip(b.segment, b.items, w.tolist(), decay.tolist()):
             if wi and item is not None:
-                k = (seg, item)
-                pw[k] = pw.get(k, 0.0) + wi
-                pd[k] = pd.get(k, 0.0) + di
+                sums = by_seg.get(seg)
+                if sums is None:
+                    sums = by_seg[seg] = ({}, {})
+                sw, sd = sums
+                sw[item] = sw.get(item, 0.0) + wi
+                sd[item] = sd.get(item, 0.0) + di
         pop, trend, dirty = self.pop, self.trend, self.dirty
         grown: set[str] = set()
-        for (seg, item), wi in pw.items():
-            di = pd[(seg, item)]
+        for seg, (sw, sd) in by_seg.items():
             for s in self._segments_of(seg):
                 t = pop.get(s)
                 if t is None:
@@ -124,9 +134,13 @@ class Popularity:
                         continue
                     t = pop[s] = {}
                     trend[s] = {}
-                t[item] = t.get(item, 0.0) + wi
                 tt = trend[s]
-                tt[item] = tt.get(item, 0.0) + di
+                get = t.get
+                for item, wi in sw.items():
+                    t[item] = get(item, 0.0) + wi
+                get = tt.get
+                for item, di in sd.items():
+                    tt[item] = get(item, 0.0) + di
                 dirty.add(s)
                 if len(t) > self.max_items:
                     grown.add(s)

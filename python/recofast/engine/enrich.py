@@ -226,6 +226,8 @@ class Enricher:
         self.weather_provider = weather
         self._ua: dict[str, str] = {}
         self._offsets: dict[int, int] = {}
+        self._regions: dict[str | None, str] = {}  # country -> region, for contexts without coordinates
+        self._segments: dict[tuple[str, str, int], str] = {}
 
     def _device(self, ctx) -> str:  # noqa: ANN001
         if ctx is None:
@@ -264,22 +266,57 @@ class Enricher:
         weekday = (((local // 86400) + 3) % 7).astype(np.int8)  # 1970-01-01 was a Thursday
         return hour, weekday
 
+    def _region(self, c) -> str:  # noqa: ANN001
+        if c is None:
+            return "unknown"
+        if c.region:
+            return c.region
+        if c.lat is not None and c.lon is not None:
+            return region_of(c.country, c.lat, c.lon)
+        r = self._regions.get(c.country)
+        if r is None:
+            if len(self._regions) > 10_000:
+                self._regions.clear()
+            r = self._regions[c.country] = region_of(c.country)
+        return r
+
+    def _segment(self, key: tuple[str, str, int]) -> str:
+        seg = self._segments.get(key)
+        if seg is None:
+            if len(self._segments) > 100_000:
+                self._segments.clear()
+            seg = self._segments[key] = segment_of(*key)
+        return seg
+
+    @staticmethod
+    def _times(events: Sequence[Event], now: float) -> np.ndarray:
+        """Event times in seconds (``now`` where missing); epoch-ms numbers in one array
+        division, the rest (RFC 3339, None, out-of-range numbers) one by one."""
+        raw = [e.ts for e in events]
+        if all(type(t) is int or type(t) is float for t in raw):
+            try:
+                return np.array(raw, dtype=np.float64) / 1000.0
+            except OverflowError:
+                pass
+        return np.array([now if e.ts is None else e.ts_seconds for e in events], dtype=np.float64)
+
     def enrich(self, events: Sequence[Event], now: float | None = None) -> EnrichedBatch:
         now = time.time() if now is None else now
-        ts = np.array([now if e.ts is None else e.ts_seconds for e in events], dtype=np.float64)
+        ts = self._times(events, now)
         hour, weekday = self.local_hour_weekday(ts)
         ctxs = [e.context for e in events]
         device = [self._device(c) for c in ctxs]
         country = [(c.country or "unknown") if c is not None else "unknown" for c in ctxs]
-        region = [
-            (c.region or region_of(c.country, c.lat, c.lon)) if c is not None else "unknown" for c in ctxs
-        ]
+        region = [self._region(c) for c in ctxs]
         wp = self.weather_provider
-        weather: list[str | None] = [
-            c.weather if c is not None and c.weather else (wp.weather(r, t) if wp is not None else None)
-            for c, r, t in zip(ctxs, region, ts.tolist())
-        ]
-        segment = [segment_of(c, d, h) for c, d, h in zip(country, device, hour.tolist())]
+        if wp is None:
+            weather: list[str | None] = [c.weather or None if c is not None else None for c in ctxs]
+        else:
+            weather = [
+                c.weather if c is not None and c.weather else wp.weather(r, t) for c, r, t in zip(ctxs, region, ts.tolist())
+            ]
+        segs = self._segment
+        segment = [segs(k) for k in zip(country, device, hour.tolist())]
         return EnrichedBatch(
             users=[e.user for e in events],  # type: ignore[misc]
             items=[e.item for e in events],  # type: ignore[misc]

@@ -106,10 +106,21 @@ class Context(msgspec.Struct, omit_defaults=True):
     intent: Annotated[str, msgspec.Meta(max_length=MAX_QUERY_BYTES)] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("device", "country", "region", "weather"):
-            _check_bytes(f"context.{name}", getattr(self, name), MAX_CONTEXT_BYTES)
-        _check_bytes("context.ua", self.ua, MAX_UA_BYTES)
-        _check_words("context.intent", self.intent)
+        # Fast path (every event pays it): ASCII text within the limit in characters is within
+        # it in bytes; anything else takes the byte checks.
+        d, c, r, w, ua = self.device, self.country, self.region, self.weather, self.ua
+        if not (
+            (d is None or (d.isascii() and len(d) <= MAX_CONTEXT_BYTES))
+            and (c is None or (c.isascii() and len(c) <= MAX_CONTEXT_BYTES))
+            and (r is None or (r.isascii() and len(r) <= MAX_CONTEXT_BYTES))
+            and (w is None or (w.isascii() and len(w) <= MAX_CONTEXT_BYTES))
+            and (ua is None or (ua.isascii() and len(ua) <= MAX_UA_BYTES))
+        ):
+            for name in ("device", "country", "region", "weather"):
+                _check_bytes(f"context.{name}", getattr(self, name), MAX_CONTEXT_BYTES)
+            _check_bytes("context.ua", ua, MAX_UA_BYTES)
+        if self.intent is not None:
+            _check_words("context.intent", self.intent)
 
 
 class Event(msgspec.Struct, omit_defaults=True):
@@ -134,12 +145,22 @@ class Event(msgspec.Struct, omit_defaults=True):
             self.user = str(self.user)
         if self.item is not None and not isinstance(self.item, str):
             self.item = str(self.item)
-        _check_bytes("id", self.id, MAX_ID_BYTES)
-        _check_bytes("user", self.user, MAX_ID_BYTES)
-        _check_bytes("item", self.item, MAX_ID_BYTES)
-        _check_bytes("session", self.session, MAX_ID_BYTES)
-        _check_bytes("rec_id", self.rec_id, MAX_REC_ID_BYTES)
-        _check_words("query", self.query)
+        # Fast path, as in Context: ASCII ids within the limit in characters need no encoding.
+        i, u, it, s, r = self.id, self.user, self.item, self.session, self.rec_id
+        if not (
+            (i.isascii() and len(i) <= MAX_ID_BYTES)
+            and (u.isascii() and len(u) <= MAX_ID_BYTES)
+            and (it is None or (it.isascii() and len(it) <= MAX_ID_BYTES))
+            and (s is None or (s.isascii() and len(s) <= MAX_ID_BYTES))
+            and (r is None or (r.isascii() and len(r) <= MAX_REC_ID_BYTES))
+        ):
+            _check_bytes("id", i, MAX_ID_BYTES)
+            _check_bytes("user", u, MAX_ID_BYTES)
+            _check_bytes("item", it, MAX_ID_BYTES)
+            _check_bytes("session", s, MAX_ID_BYTES)
+            _check_bytes("rec_id", r, MAX_REC_ID_BYTES)
+        if self.query is not None:
+            _check_words("query", self.query)
         if self.type in TYPES_WITHOUT_ITEM:
             if not self.query and self.item is None:
                 raise ValueError(f"{self.type} event needs a query")
