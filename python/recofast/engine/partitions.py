@@ -23,10 +23,11 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
-from recofast_sidecar.protocol.names import CONSUMER, EVENTS_SUBJECT_PREFIX, STREAM
+from recofast_sidecar.protocol.names import CATALOG_SUBJECT, CONSUMER, EVENTS_SUBJECT_PREFIX, FORGET_SUBJECT, STREAM
 
 log = logging.getLogger("recofast.engine")
 
@@ -53,7 +54,14 @@ def subject(p: int) -> str:
     return f"{EVENTS_SUBJECT_PREFIX}.p{p}"
 
 
-def durable(p: int) -> str:
+SHARED = -1
+"""The pseudo-partition of what every engine applies: catalogue upserts and forget requests
+(``recofast.events.catalog``, ``recofast.events.forget``), through a durable of its own."""
+
+
+def durable(p: int, engine_id: str = "") -> str:
+    if p == SHARED:
+        return f"{CONSUMER}-shared-" + re.sub(r"[^A-Za-z0-9_-]", "_", engine_id)
     return f"{CONSUMER}-p{p}"
 
 
@@ -62,8 +70,9 @@ class Feeds:
     bounded queue and waits until the engine has applied and acked it before fetching the
     next, so a partition is applied in order and at most one batch per partition waits."""
 
-    def __init__(self, js: Any, batch: int, timeout: float) -> None:
+    def __init__(self, js: Any, batch: int, timeout: float, engine_id: str = "") -> None:
         self.js = js
+        self.engine_id = engine_id
         self.batch = batch
         self.timeout = timeout
         self.queue: asyncio.Queue[tuple[int, list[Any], asyncio.Event]] = asyncio.Queue(maxsize=64)
@@ -76,16 +85,20 @@ class Feeds:
         from nats.js.errors import NotFoundError
 
         await self.remove(p)
+        name = durable(p, self.engine_id)
         try:
-            await self.js.delete_consumer(STREAM, durable(p))
+            await self.js.delete_consumer(STREAM, name)
         except NotFoundError:
             pass
+        filters: dict[str, Any] = {"filter_subject": subject(p)}
+        if p == SHARED:  # an engine's own; gone after an hour without it
+            filters = {"filter_subjects": [CATALOG_SUBJECT, FORGET_SUBJECT], "inactive_threshold": 3600.0}
         await self.js.add_consumer(STREAM, api.ConsumerConfig(
-            durable_name=durable(p), filter_subject=subject(p),
+            durable_name=name, **filters,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(after_seq + 1, 1),
             ack_policy=api.AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1, max_waiting=16,
         ))  # fmt: skip
-        sub = await self.js.pull_subscribe_bind(durable=durable(p), stream=STREAM)
+        sub = await self.js.pull_subscribe_bind(durable=name, stream=STREAM)
         self.subs[p] = sub
         self.tasks[p] = asyncio.create_task(self._pump(p, sub))
 
@@ -255,4 +268,4 @@ class Leases:
         self.owned.clear()
 
 
-__all__ = ["Feeds", "Leases", "LEASE_BUCKET", "POSITION_BUCKET", "durable", "parse_partitions", "subject"]
+__all__ = ["SHARED", "Feeds", "Leases", "LEASE_BUCKET", "POSITION_BUCKET", "durable", "parse_partitions", "subject"]

@@ -616,9 +616,10 @@ class Engine:
         if not self.partitioned:
             self.sub = await bind_consumer(self.js, self.applied_seq)
             return
-        from recofast.engine.partitions import Feeds, Leases
+        from recofast.engine.partitions import SHARED, Feeds, Leases
 
-        self.feeds = Feeds(self.js, self.cfg.batch_size, self.cfg.fetch_timeout)
+        self.feeds = Feeds(self.js, self.cfg.batch_size, self.cfg.fetch_timeout, self.engine_id)
+        await self.feeds.add(SHARED, self.part_seq.get(SHARED, 0))  # catalogue and forget requests: every engine
         if self.fixed_parts:
             for p in self.fixed_parts:
                 await self.feeds.add(p, self.part_seq.get(p, 0))
@@ -793,7 +794,7 @@ class Engine:
 
                 pending = 0
                 for p in list(self.feeds.subs):
-                    info = await self.js.consumer_info(STREAM, durable(p))
+                    info = await self.js.consumer_info(STREAM, durable(p, self.engine_id))
                     pending += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
                 self.pending = pending
                 self._last_progress = time.monotonic() if not pending else self._last_progress
@@ -956,7 +957,7 @@ class Engine:
         if got is not None:
             p, msgs, done = got
             try:
-                if msgs and (self.leases is None or p in self.leases.owned):
+                if msgs and (self.leases is None or p in self.leases.owned or p < 0):
                     self._cur_part = p
                     try:
                         if await self.handle(msgs) is None:
