@@ -15,7 +15,8 @@ log = logging.getLogger("recofast.engine")
 def _cmd_serve(args: Any) -> int:
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"nats": args.nats, "lmdb": args.lmdb, "model_dir": args.model_dir, "http_port": args.http_port}
+    overrides = {"nats": args.nats, "lmdb": args.lmdb, "model_dir": args.model_dir, "http_port": args.http_port,
+                 "partitions": args.partitions, "lease_partitions": args.lease_partitions, "engine_id": args.engine_id}
     cfg = load_config(args.config, overrides=overrides)
     counts = asyncio.run(serve(cfg))
     log.info("stopped: %s", counts)
@@ -36,5 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("--model-dir", default=None, help="checkpoint directory (default data/models)")
     p.add_argument("--config", default=None, help="recofast.toml with an [engine] table")
     p.add_argument("--http-port", type=int, default=None, help="serve /healthz and /metrics on this port (default: off)")
+    p.add_argument("--partitions", default=None, help='consume only these partitions, e.g. "0-3" or "0,2" (default: all, one consumer)')
+    p.add_argument("--lease-partitions", type=int, default=None,
+                   help="claim a share of this many partitions through leases in the KV bucket recofast-leases")
+    p.add_argument("--engine-id", default=None, help="this engine's name in the leases (default host-pid)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.set_defaults(func=_cmd_serve)

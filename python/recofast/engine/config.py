@@ -42,6 +42,12 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     duplicate_window: float = 120.0
     stream_max_age: float = 7 * 86400.0
     stream_max_bytes: int = -1
+    stream_replicas: int = 1
+    # scale-out (recofast.engine.partitions): fixed partitions ("0-3", "0,2") or leases
+    partitions: str = ""
+    lease_partitions: int = 0
+    lease_ttl: float = 3.0
+    engine_id: str = ""
     # learning and lists
     top_n: int = 20
     reasons: bool = True

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 _LISTEN = re.compile(r"Listening for client connections on ([\d.]+|\[[0-9a-f:]+\]):(\d+)")
@@ -47,6 +48,45 @@ def _die_with_parent() -> None:
             pass
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free on ``host`` right now (for cluster and leaf node listeners,
+    which cannot be given ``-1``)."""
+    import socket
+
+    socks, out = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+            out.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
+def start_cluster(root: str | os.PathLike[str], nodes: int = 3, name: str = "recofast") -> list[NatsServer]:
+    """Starts ``nodes`` nats-servers with JetStream, routed to each other on loopback, and
+    waits until each is ready (JetStream elects its meta leader in the next seconds)."""
+    ports = free_ports(nodes)
+    servers = [
+        NatsServer(Path(root) / f"n{i}", name=f"{name}-n{i}", cluster_port=ports[i], routes=[p for j, p in enumerate(ports) if j != i],
+                   cluster_name=name)
+        for i in range(nodes)
+    ]
+    # One after the other, in this thread: "Server is ready" does not wait for the routes,
+    # and a child started from a thread that ends would get its parent-death signal.
+    try:
+        for s in servers:
+            s.start(timeout=30)
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    return servers
+
+
 class NatsServer:
     """A nats-server child process with JetStream, on loopback.
 
@@ -54,8 +94,17 @@ class NatsServer:
     has read "Server is ready" from the log.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], port: int = -1, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], port: int = -1, host: str = "127.0.0.1", *,
+                 name: str = "", cluster_port: int = 0, routes: Sequence[int] = (), cluster_name: str = "recofast",
+                 leafnode_port: int = 0, leaf_remote: str = "", extra_config: str = "") -> None:
         self.data_dir = Path(data_dir)
+        self.name = name
+        self.cluster_port = cluster_port
+        self.routes = tuple(routes)
+        self.cluster_name = cluster_name
+        self.leafnode_port = leafnode_port
+        self.leaf_remote = leaf_remote
+        self.extra_config = extra_config
         self.port = port
         self.host = host
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,6 +123,13 @@ class NatsServer:
             "-p", str(self.port),
             "-l", str(self.log_path),
         ]  # fmt: skip
+        if self.name:
+            cmd += ["-n", self.name]
+        conf = self._config()
+        if conf:
+            path = self.data_dir / "nats-server.conf"
+            path.write_text(conf)
+            cmd += ["-c", str(path)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
@@ -92,6 +148,27 @@ class NatsServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"nats-server did not become ready in {timeout}s")
+
+    def _config(self) -> str:
+        """A configuration file for what the flags cannot say: the cluster (routes to the
+        other nodes' cluster ports on loopback), a leaf node port, a leaf remote."""
+        out = []
+        if self.cluster_port:
+            routes = ", ".join(f'"nats-route://{self.host}:{r}"' for r in self.routes)
+            out.append(f'cluster {{ name: "{self.cluster_name}", listen: "{self.host}:{self.cluster_port}", routes: [{routes}] }}')
+        if self.leafnode_port:
+            out.append(f'leafnodes {{ listen: "{self.host}:{self.leafnode_port}" }}')
+        if self.leaf_remote:
+            out.append(f'leafnodes {{ remotes: [ {{ url: "{self.leaf_remote}" }} ] }}')
+        if self.extra_config:
+            out.append(self.extra_config)
+        return "\n".join(out)
+
+    def kill(self) -> None:
+        """SIGKILL (a node that dies with no goodbye)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

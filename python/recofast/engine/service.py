@@ -143,6 +143,19 @@ class Engine:
         self.model: Recommender = Recommender(**cfg.model)
         self.model_version = 0
         self.applied_seq = 0
+        # Partitioned consumption (recofast.engine.partitions): the partitions owned, and
+        # each one's position (last applied stream sequence) and events applied through it.
+        from recofast.engine.partitions import parse_partitions
+
+        self.fixed_parts = parse_partitions(cfg.partitions)
+        self.partitioned = bool(self.fixed_parts) or cfg.lease_partitions > 0
+        self.part_seq: dict[int, int] = {}
+        self.part_applied: dict[int, int] = {}
+        self._cur_part: int | None = None
+        self.feeds: Any = None
+        self.leases: Any = None
+        self._cp_parts: dict[int, tuple[int, int]] = {}  # positions of the last checkpoint
+        self.engine_id = cfg.engine_id or f"{os.uname().nodename}-{os.getpid()}"
         self.counters = {
             "events_applied_total": 0,
             "events_dlq_total": 0,
@@ -217,6 +230,9 @@ class Engine:
         self.users = dict.fromkeys(self.model.user_factors()[0])
         self.model_version = cp.version
         self.applied_seq = int(cp.manifest.get("stream_seq", 0))
+        self.part_seq = {int(k): int(v) for k, v in cp.manifest.get("partition_seq", {}).items()}
+        self.part_applied = {int(k): int(v) for k, v in cp.manifest.get("partition_applied", {}).items()}
+        self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
         for k in self.counters:
             self.counters[k] = int(cp.manifest.get(k, 0))
         self.tombstone_check(cp)
@@ -330,8 +346,12 @@ class Engine:
         checks, hits = self._cp_checks
         m = {"stream_seq": self.applied_seq, **self.counters, "time": time.time(),
              "hit_checks": checks, "hit_rate": hits / checks if checks else None, **(extra or {})}
+        if self.partitioned:
+            m["partition_seq"] = {str(p): s for p, s in self.part_seq.items()}
+            m["partition_applied"] = {str(p): n for p, n in self.part_applied.items()}
         cp = self.store.save(self.model, m, self._state_bytes())
         self._cp_checks = [0, 0]
+        self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
         self.mark("checkpoint", f"checkpoint v{cp.version:06d} at stream seq {self.applied_seq}", version=cp.version,
                   hit_rate=m["hit_rate"], hit_checks=checks)
         self.model_version = cp.version
@@ -357,11 +377,13 @@ class Engine:
         :class:`StoreUnavailable`, nothing is acked, and the caller retries it."""
         res = BatchResult()
         units: list[Unit] = []
-        last_seq = self.applied_seq
+        part = self._cur_part
+        floor = self.applied_seq if part is None else self.part_seq.get(part, 0)
+        last_seq = floor
         window, now = self.window, time.time()
         for m in msgs:
             seq = m.metadata.sequence.stream
-            if seq <= self.applied_seq:
+            if seq <= floor:
                 res.skipped_msgs += 1
                 continue
             last_seq = max(last_seq, seq)
@@ -379,12 +401,17 @@ class Engine:
                 units.extend(Unit(seq, i, EVENT, e) for i, e in enumerate(ok))
             for r in bad:
                 res.dlq.append((seq, r.index, r.reason, r.raw))
-        if last_seq == self.applied_seq:
+        if last_seq == floor:
             return res
         units = self._drop_forgotten(units)
         self._apply_guarded(units, res, last_seq)
         # Only now is the batch applied: advance the position and the counters together.
-        self.applied_seq = last_seq
+        if part is None:
+            self.applied_seq = last_seq
+        else:
+            self.part_seq[part] = last_seq
+            self.part_applied[part] = self.part_applied.get(part, 0) + res.applied
+            self.applied_seq = max(self.applied_seq, last_seq)
         self.counters["events_dlq_total"] += len(res.dlq)
         self.counters["messages_applied_total"] += len(msgs) - res.skipped_msgs
         self.counters["apply_errors_total"] += res.errors
@@ -586,7 +613,60 @@ class Engine:
     # -- NATS -------------------------------------------------------------------------------
 
     async def _bind_consumer(self) -> None:
-        self.sub = await bind_consumer(self.js, self.applied_seq)
+        if not self.partitioned:
+            self.sub = await bind_consumer(self.js, self.applied_seq)
+            return
+        from recofast.engine.partitions import SHARED, Feeds, Leases
+
+        self.feeds = Feeds(self.js, self.cfg.batch_size, self.cfg.fetch_timeout, self.engine_id)
+        await self.feeds.add(SHARED, self.part_seq.get(SHARED, 0))  # catalogue and forget requests: every engine
+        if self.fixed_parts:
+            for p in self.fixed_parts:
+                await self.feeds.add(p, self.part_seq.get(p, 0))
+            log.info("consuming partitions %s", ",".join(map(str, self.fixed_parts)))
+            return
+        self.leases = Leases(self.js, self.engine_id, self.cfg.lease_partitions, self.cfg.lease_ttl,
+                             self.cfg.stream_replicas, self._claimed, self._lost)
+        await self.leases.start()
+
+    async def _claimed(self, p: int) -> None:
+        """A lease was claimed: the partition resumes at its last checkpointed position
+        (whoever wrote it), with the events applied through it."""
+        seq, applied = await self.leases.position(p)
+        self.part_seq[p], self.part_applied[p] = seq, applied
+        self._cp_parts[p] = (seq, applied)
+        await self.feeds.add(p, seq)
+        log.info("partition %d resumes after stream seq %d (%d events applied before)", p, seq, applied)
+
+    async def _release(self, parts: list[int]) -> None:
+        """Hands partitions over to another engine (more engines are live than when they
+        were claimed): stops consuming them, checkpoints, writes their positions, drops the
+        leases; the next owner resumes right after."""
+        for p in parts:
+            await self.feeds.remove(p)
+        try:
+            await asyncio.to_thread(self.checkpoint)
+            await self.leases.put_positions(self._cp_parts)
+        except Exception as e:  # noqa: BLE001 - keep them, and try again at the next tick
+            log.error("handing over partitions %s: %s", parts, e)
+            self.leases.releasing.difference_update(parts)
+            for p in parts:
+                await self.feeds.add(p, self.part_seq.get(p, 0))
+            return
+        for p in parts:
+            await self.leases.release(p)
+            await self._lost(p)
+
+    async def _lost(self, p: int) -> None:
+        await self.feeds.remove(p)
+        self.part_seq.pop(p, None)
+        self.part_applied.pop(p, None)
+        self._cp_parts.pop(p, None)
+
+    def owned_partitions(self) -> tuple[int, ...]:
+        if self.leases is not None:
+            return tuple(sorted(self.leases.owned))
+        return self.fixed_parts
 
     async def handle(self, msgs: Sequence[Any]) -> BatchResult | None:
         """Applies a batch, publishes its rejects, acks it. While the list store cannot take
@@ -709,6 +789,16 @@ class Engine:
             return
         self._next_health = now + self.cfg.health_seconds
         try:
+            if self.feeds is not None:
+                from recofast.engine.partitions import durable
+
+                pending = 0
+                for p in list(self.feeds.subs):
+                    info = await self.js.consumer_info(STREAM, durable(p, self.engine_id))
+                    pending += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+                self.pending = pending
+                self._last_progress = time.monotonic() if not pending else self._last_progress
+                return
             info = await self.js.consumer_info(STREAM, CONSUMER)
             self.pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
         except NotFoundError:
@@ -810,6 +900,15 @@ class Engine:
                 await self.mirror.stop()
             if isinstance(self.enricher.weather_provider, HttpWeatherProvider):
                 await self.enricher.weather_provider.close()
+            if self.feeds is not None:
+                await self.feeds.close()
+            if self.leases is not None:
+                if exc[0] is None:
+                    try:  # the final checkpoint's positions, then the leases go
+                        await self.leases.put_positions(self._cp_parts)
+                    except Exception as e:  # noqa: BLE001
+                        log.warning("writing partition positions: %s", e)
+                await self.leases.close(release=exc[0] is None)
             if self.nc is not None and not self.nc.is_closed:
                 try:
                     if self.sub is not None:
@@ -835,6 +934,9 @@ class Engine:
 
         while not self.stopping.is_set():
             timeout = 0.01 if self.refresher.users is not None else self.cfg.fetch_timeout
+            if self.feeds is not None:
+                await self._run_partitioned(timeout)
+                continue
             try:
                 msgs = await self.sub.fetch(self.cfg.batch_size, timeout=timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -848,6 +950,33 @@ class Engine:
             await self.periodic(busy=bool(msgs))
             await self.watch()
             await self.check_health()
+
+    async def _run_partitioned(self, timeout: float) -> None:
+        got = await self.feeds.next(timeout)
+        msgs: list[Any] = []
+        if got is not None:
+            p, msgs, done = got
+            try:
+                if msgs and (self.leases is None or p in self.leases.owned or p < 0):
+                    self._cur_part = p
+                    try:
+                        if await self.handle(msgs) is None:
+                            self.stopping.set()
+                    finally:
+                        self._cur_part = None
+            finally:
+                done.set()
+        if self.leases is not None and self.leases.releasing:
+            await self._release(sorted(self.leases.releasing))
+        before = dict(self._cp_parts)
+        await self.periodic(busy=bool(msgs))
+        if self.leases is not None and self._cp_parts != before:
+            try:
+                await self.leases.put_positions(self._cp_parts)
+            except Exception as e:  # noqa: BLE001 - written again after the next checkpoint
+                log.warning("writing partition positions: %s", e)
+        await self.watch()
+        await self.check_health()
 
     def snapshot_counts(self) -> dict[str, int]:
         return {"stream_seq": self.applied_seq, "model_version": self.model_version, **self.counters}

@@ -109,6 +109,7 @@ def _limits_stream(name: str, subject: str, cfg: EngineConfig, max_age: float, m
     return api.StreamConfig(
         name=name, subjects=[subject], retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE,
         duplicate_window=cfg.duplicate_window, max_age=max_age, max_bytes=max_bytes, discard=api.DiscardPolicy.OLD,
+        num_replicas=max(1, cfg.stream_replicas),
     )
 
 
@@ -131,7 +132,8 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
     try:
         await js.stream_info(DLQ_STREAM)
     except NotFoundError:
-        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window)
+        await js.add_stream(name=DLQ_STREAM, subjects=[DLQ_SUBJECT], storage=api.StorageType.FILE, duplicate_window=cfg.duplicate_window,
+                            num_replicas=max(1, cfg.stream_replicas))
     imps = _limits_stream(IMPRESSIONS_STREAM, IMPRESSIONS_SUBJECT, cfg, cfg.impressions_max_age, cfg.impressions_max_bytes)
     try:
         info = await js.stream_info(IMPRESSIONS_STREAM)
