@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,17 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_of(root: Path) -> threading.Lock:
+    """The one lock of a checkpoint folder in this process (every store on it shares it)."""
+    key = os.path.realpath(root)
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
 class CheckpointStore:
     def __init__(self, root: str | os.PathLike[str], keep: int = 5) -> None:
         if keep < 1:
@@ -85,6 +97,7 @@ class CheckpointStore:
         self.root = Path(root)
         self.keep = keep
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_of(self.root)
 
     def versions(self) -> list[int]:
         """Checkpoint versions present, oldest first (complete folders only)."""
@@ -136,7 +149,13 @@ class CheckpointStore:
     def save(self, model: Recommender, manifest: dict[str, Any], state: bytes = b"") -> Checkpoint:
         """Writes the next version atomically and prunes old ones. When the write fails (a
         full disk), the temporary folder is removed, the previous checkpoints stay as they
-        were, and :class:`CheckpointError` says why."""
+        were, and :class:`CheckpointError` says why. Saves into one folder from several
+        threads of a process take turns (each would otherwise take the same next version
+        and the same temporary folder)."""
+        with self._lock:
+            return self._save(model, manifest, state)
+
+    def _save(self, model: Recommender, manifest: dict[str, Any], state: bytes) -> Checkpoint:
         versions = self.versions()
         version = (versions[-1] + 1) if versions else 1
         tmp = self.root / f".tmp-v{version:06d}-{os.getpid()}"
@@ -179,6 +198,10 @@ class CheckpointStore:
         model forgets them and ``clean_state`` rewrites the engine state. A checkpoint is
         rebuilt in a temporary folder and swapped in whole. Returns the checkpoints rewritten;
         corrupt ones are deleted (they cannot be cleaned, nor would they load)."""
+        with self._lock:
+            return self._erase(users, clean_state)
+
+    def _erase(self, users: Any, clean_state: Any) -> int:
         done = 0
         for v in self.versions():
             try:
