@@ -111,7 +111,9 @@ async def test_restart_resumes_from_the_checkpoint_without_double_learning(tmp_p
         # Graceful stop wrote v2. Events published while the engine is down are learned on start.
         await js.publish(SUBJECT, ev.encode([event(i, f"u{i % 3}", f"i{i % 7}") for i in range(50, 80)]), headers={MSG_ID_HEADER: "p2"})
         async with running_engine(cfg) as engine:
-            assert engine.model_version == 2 and engine.counters["events_applied_total"] == 50
+            # v2 at least (the engine's own periodic checkpoint may also have run beside the
+            # test's refresh: saves into one folder take turns, each a version of its own).
+            assert engine.model_version >= 2 and engine.counters["events_applied_total"] == 50
             await wait_applied(engine, js)
             assert engine.counters["events_applied_total"] == 80
             assert engine.model.events_learned == 80

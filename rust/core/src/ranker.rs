@@ -153,6 +153,9 @@ impl Ranker {
         for (f, o) in out.iter_mut().enumerate() {
             *o = self.w[f].load() + self.w[b * F + f].load();
         }
+        // New items are there to be tried: the ranker may lift them, never bury them
+        // (exploration decides how much they are shown).
+        out[X_NEW] = out[X_NEW].max(0.0);
         out
     }
 
@@ -212,10 +215,7 @@ impl Ranker {
         // Listwise: the shopper chose this one of the candidates; the step raises the
         // log-likelihood of that choice under a softmax of the scores, −∇ = x_chosen − E_p[x].
         let blk = 1 + (c.bucket as usize).min(BUCKETS - 1);
-        let mut w = [0f32; F];
-        for (f, v) in w.iter_mut().enumerate() {
-            *v = self.w[f].load() + self.w[blk * F + f].load();
-        }
+        let w = self.weights_of(c.bucket);
         let n = c.items.len();
         let scores: Vec<f32> = (0..n).map(|i| Self::score(&w, &c.x[i * F..(i + 1) * F])).collect();
         let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
