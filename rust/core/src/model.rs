@@ -1547,26 +1547,9 @@ impl Model {
 
     /// Adds `scale * w_cooc * cooc / max(cooc)` from the user's recent items.
     fn add_cooc(&self, recent: &[(u32, bool)], scale: f32, w_cooc: f32, sl: &Slots, scores: &mut [f32], tmp: &mut Vec<f32>) {
-        let cfg = &self.cfg;
         tmp.clear();
         tmp.resize(scores.len(), 0.0);
-        let mut rw = 1.0f32;
-        let recency = if self.events() < self.adapt_until.load(Relaxed) { self.adapt_recency.load() } else { cfg.recency_decay };
-        let mut max = 0f32;
-        for &(h, _) in recent {
-            let nh = self.item_weight.get(h as usize).load().max(1e-6);
-            let base = rw / nh.powf(cfg.cooc_alpha);
-            rw *= recency;
-            let nb = self.neighbors.get(h as usize).lock();
-            for (j, c) in nb.iter() {
-                let nj = self.item_weight.get(j as usize).load().max(1e-6);
-                let s = base * c / nj.powf(cfg.cooc_beta);
-                if let Some(x) = sl.of(j).and_then(|p| tmp.get_mut(p)) {
-                    *x += s;
-                    max = max.max(*x);
-                }
-            }
-        }
+        let max = self.cooc_into(recent, &|j| sl.of(j), tmp, None);
         if max > 0.0 {
             let a = scale * w_cooc / max;
             for (s, t) in scores.iter_mut().zip(tmp.iter()) {

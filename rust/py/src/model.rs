@@ -33,6 +33,18 @@ fn check_k(k: i64) -> PyResult<usize> {
 }
 
 impl PyModel {
+    /// The rows of the known items among `ids` (an `exclude` or `allow` argument; None
+    /// when not given).
+    fn item_rows(&self, ids: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<u32>>> {
+        match ids.filter(|e| !e.is_none()) {
+            Some(e) => {
+                let ids = extract_ids(e, what)?;
+                Ok(Some(self.m.items().ids().get_many(&ids.as_strs()).into_iter().filter(|&r| r != u32::MAX).collect()))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn named(&self, recs: Vec<(u32, f32)>) -> Vec<(String, f32)> {
         let rows: Vec<u32> = recs.iter().map(|r| r.0).collect();
         self.m.items().ids().ids_of(&rows).into_iter().zip(recs).map(|(id, r)| (id, r.1)).collect()
@@ -173,20 +185,8 @@ impl PyModel {
         let k = check_k(k)?;
         let u = one_id(user, "user")?;
         let weights = extract_weights(weights, self.m.config().weights())?;
-        let exclude: Vec<u32> = match exclude.filter(|e| !e.is_none()) {
-            Some(e) => {
-                let ids = extract_ids(e, "exclude")?;
-                self.m.items().ids().get_many(&ids.as_strs()).into_iter().filter(|&r| r != u32::MAX).collect()
-            }
-            None => Vec::new(),
-        };
-        let allow: Option<Vec<u32>> = match allow.filter(|a| !a.is_none()) {
-            Some(a) => {
-                let ids = extract_ids(a, "allow")?;
-                Some(self.m.items().ids().get_many(&ids.as_strs()).into_iter().filter(|&r| r != u32::MAX).collect())
-            }
-            None => None,
-        };
+        let exclude = self.item_rows(exclude, "exclude")?.unwrap_or_default();
+        let allow = self.item_rows(allow, "allow")?;
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
         let recs = run(py, move || {
@@ -259,17 +259,8 @@ impl PyModel {
         let k = check_k(k)?;
         let u = one_id(user, "user")?;
         let weights = extract_weights(weights, self.m.config().weights())?;
-        let rows_of = |v: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Vec<u32>>> {
-            match v.filter(|e| !e.is_none()) {
-                Some(e) => {
-                    let ids = extract_ids(e, what)?;
-                    Ok(Some(self.m.items().ids().get_many(&ids.as_strs()).into_iter().filter(|&r| r != u32::MAX).collect()))
-                }
-                None => Ok(None),
-            }
-        };
-        let exclude = rows_of(exclude, "exclude")?.unwrap_or_default();
-        let allow = rows_of(allow, "allow")?;
+        let exclude = self.item_rows(exclude, "exclude")?.unwrap_or_default();
+        let allow = self.item_rows(allow, "allow")?;
         let m = self.m.clone();
         let (ctx_pairs, intent) = split_intent(context.unwrap_or_default());
         let (recs, why) = run(py, move || {

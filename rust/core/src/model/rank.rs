@@ -212,10 +212,10 @@ impl Model {
         (x, src)
     }
 
-    /// Accumulates the first stage's co-occurrence score of each candidate into
-    /// `col[at(row)]` and returns the largest; `src` gets, per candidate, the recent item
-    /// that gave it the most.
-    fn cooc_into(&self, recent: &[(u32, bool)], at: &impl Fn(u32) -> Option<usize>, col: &mut [f32], mut src: Option<&mut Vec<(u32, f32)>>) -> f32 {
+    /// Accumulates the co-occurrence score with the recent items (the first stage's signal)
+    /// into `col[at(row)]` for every neighbour with a place, and returns the largest; `src`
+    /// gets, per place, the recent item that gave it the most.
+    pub(super) fn cooc_into(&self, recent: &[(u32, bool)], at: &impl Fn(u32) -> Option<usize>, col: &mut [f32], mut src: Option<&mut Vec<(u32, f32)>>) -> f32 {
         let cfg = &self.cfg;
         let recency = if self.events() < self.adapt_until.load(Relaxed) { self.adapt_recency.load() } else { cfg.recency_decay };
         let mut rw = 1.0f32;
@@ -226,7 +226,7 @@ impl Model {
             rw *= recency;
             let nb = self.neighbors.get(h as usize).lock();
             for (j, c) in nb.iter() {
-                if let Some(p) = at(j) {
+                if let Some(p) = at(j).filter(|&p| p < col.len()) {
                     let nj = self.item_weight.get(j as usize).load().max(1e-6);
                     let s = base * c / nj.powf(cfg.cooc_beta);
                     col[p] += s;
