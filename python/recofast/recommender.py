@@ -534,6 +534,49 @@ class Recommender:
         """Every option with its default, as text."""
         return dict(_core.default_options())
 
+    # -- engines that share items -------------------------------------------------------
+
+    def share_items(self, cap: int = 100_000) -> None:
+        """Starts gathering what learning does to items, for :meth:`take_item_delta`
+        (``cap``: the most items one delta gathers; updates beyond it are dropped and
+        counted in :attr:`item_delta_dropped`); ``cap=0`` stops."""
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            raise ValueError(f"cap must be a whole number ≥ 0, got {cap!r}")
+        self._m.share_items(cap)
+
+    def take_item_delta(self, max_bytes: int = 1 << 20) -> list[bytes]:
+        """What learning did to items since the last call (co-occurrence increments,
+        popularity, factor and bias changes; never anything about users), as compact
+        binary deltas of at most ``max_bytes`` each (a message's limit) for another model's
+        :meth:`apply_item_delta`. Empty when nothing was learned or sharing is off.
+
+        >>> a, b = Recommender(dim=8, seed=1), Recommender(dim=8, seed=2)
+        >>> a.share_items()
+        >>> a.learn_many(["u", "u"], ["lamp", "bulb"], events=["purchase", "purchase"])
+        2
+        >>> [b.apply_item_delta(d) for d in a.take_item_delta()]
+        [(2, 2)]
+        >>> [i for i, _ in b.similar_items("lamp", k=1)]
+        ['bulb']
+        """
+        return self._m.take_item_delta(max_bytes)
+
+    def apply_item_delta(self, data: bytes) -> tuple[int, int]:
+        """Applies another model's :meth:`take_item_delta`: (items, pairs) applied. Its items
+        are created if new. Raises ``ValueError`` (applying nothing) on an invalid delta."""
+        return self._m.apply_item_delta(bytes(data))
+
+    @property
+    def item_delta_dropped(self) -> int:
+        """Item updates dropped because a delta's outbox was full, since sharing started."""
+        return self._m.item_delta_dropped()
+
+    def import_users(self, other: Recommender, users: Iterable[Id]) -> int:
+        """Copies the ``users`` that ``other`` knows (their factors, recent and seen items)
+        into this model, replacing any it knows: how an engine takes over the users of a
+        partition from the previous owner's checkpoint. Returns how many were copied."""
+        return self._m.import_users(other._m, list(users))
+
     # -- persistence ----------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -169,6 +169,9 @@ mod expire;
 pub use expire::{Expired, RowStats};
 mod rank;
 pub use rank::Why;
+mod delta;
+mod handover;
+pub use delta::{DeltaApplied, MAX_DELTA_ID, MAX_DELTA_ROWS};
 
 /// The immutable item matrix that scoring reads. See the module docs.
 pub struct ItemSnapshot {
@@ -366,6 +369,10 @@ pub struct Model {
     fresh: Mutex<Vec<(u32, u64)>>,
     /// The learned second stage of scoring (see [`crate::ranker`]).
     ranker: crate::ranker::Ranker,
+    /// What learning did to items since the last [`Model::take_item_delta`] (None: not
+    /// shared), and whether it is gathered at all (read without the lock by learning).
+    share: Mutex<Option<delta::Outbox>>,
+    share_on: std::sync::atomic::AtomicBool,
 }
 
 impl Model {
@@ -414,6 +421,8 @@ impl Model {
             ctx: EmbeddingTable::new(dim),
             fresh: Mutex::new(Vec::new()),
             ranker: crate::ranker::Ranker::new(if cfg.ranker { cfg.ranker_cache } else { 0 }, cfg.ranker_lr),
+            share: Mutex::new(None),
+            share_on: std::sync::atomic::AtomicBool::new(false),
             cfg,
         })
     }
@@ -820,6 +829,9 @@ impl Model {
         let mut rng = Rng::new(self.cfg.seed ^ start.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
         let mut scratch = Scratch::new(self.cfg.dim);
         scratch.now = self.clock();
+        if self.share_on.load(Relaxed) {
+            scratch.share = Some(delta::Outbox::new(usize::MAX));
+        }
         let nneg = self.cfg.negatives;
         let mut negs: Vec<u32> = Vec::new();
         for (c, chunk) in evs.chunks(CHUNK).enumerate() {
@@ -845,6 +857,9 @@ impl Model {
                 let t = start + (c * CHUNK + j) as u64;
                 self.learn_event(e, t, &negs[j * nneg..(j + 1) * nneg], &mut scratch);
             }
+        }
+        if let Some(mut local) = scratch.share.take() {
+            self.share_merge(&mut local);
         }
     }
 
@@ -967,7 +982,6 @@ impl Model {
         for &(h, pw) in &s.pairs {
             self.neighbors.get(h as usize).lock().add(e.item, pw, cfg.max_neighbors);
         }
-        s.pairs.clear();
         self.item_weight.get(e.item as usize).fetch_add(w * growth);
         self.bump_pop(e.item, w, t);
         let act = self.item_active.get(e.item as usize);
@@ -975,6 +989,18 @@ impl Model {
         if act.load(Relaxed) < now {
             act.store(now, Relaxed);
         }
+        if let Some(ob) = s.share.as_mut() {
+            // Shared before forward decay: the receiver applies its own growth.
+            for &(h, pw) in &s.pairs {
+                let raw = pw / growth;
+                ob.pair(h, e.item, raw);
+                if back > 0.0 {
+                    ob.pair(e.item, h, raw * back);
+                }
+            }
+            ob.positive(e.item, w, now);
+        }
+        s.pairs.clear();
         let h = self.ring_head.fetch_add(1, Relaxed);
         self.ring[h % RING].store(e.item as u64, Relaxed);
     }
@@ -1016,22 +1042,36 @@ impl Model {
             gi += g;
             // New values are computed in plain arrays (vectorised), then stored.
             let (reg, u) = (cfg.reg, &s.q);
+            if s.share.is_some() {
+                s.old.copy_from_slice(&s.j);
+            }
             for ((du, j), (i, u)) in s.du.iter_mut().zip(s.j.iter_mut()).zip(s.i.iter().zip(u)) {
                 *du += g * (i - *j);
                 *j += lr * (-g * u - reg * *j);
             }
             store_row(jrow, &s.j);
-            bj.store(bj.load() + lr * (-g - cfg.reg * bj.load()));
+            let dbj = lr * (-g - cfg.reg * bj.load());
+            bj.store(bj.load() + dbj);
+            if let Some(ob) = s.share.as_mut() {
+                ob.moved(j, &s.old, &s.j, dbj);
+            }
         }
         if gi == 0.0 {
             return;
         }
         let reg = cfg.reg;
+        if s.share.is_some() {
+            s.old.copy_from_slice(&s.i);
+        }
         for (i, u) in s.i.iter_mut().zip(&s.q) {
             *i += lr * (gi * u - reg * *i);
         }
         store_row(irow, &s.i);
-        bi.store(bi.load() + lr * (gi - cfg.reg * bi.load()));
+        let dbi = lr * (gi - cfg.reg * bi.load());
+        bi.store(bi.load() + dbi);
+        if let Some(ob) = s.share.as_mut() {
+            ob.moved(i, &s.old, &s.i, dbi);
+        }
         for (u, du) in s.u.iter_mut().zip(&s.du) {
             *u += lr * (du - reg * *u);
         }
@@ -1062,6 +1102,11 @@ impl Model {
         }
         for (d, a) in irow.iter().enumerate() {
             a.store(s.i[d] - g * s.u[d]);
+        }
+        if let Some(ob) = s.share.as_mut() {
+            s.old.copy_from_slice(&s.i);
+            s.i.iter_mut().zip(&s.u).for_each(|(x, u)| *x -= g * u);
+            ob.moved(i, &s.old, &s.i, 0.0);
         }
     }
 
@@ -1831,12 +1876,16 @@ struct Scratch {
     pairs: Vec<(u32, f32)>,
     /// The clock when the learning call started.
     now: f64,
+    /// A row's factors before a step (when item knowledge is shared).
+    old: Vec<f32>,
+    /// What this call did to items, merged into the model's outbox at its end.
+    share: Option<delta::Outbox>,
 }
 
 impl Scratch {
     fn new(dim: usize) -> Self {
         let z = || vec![0.0; dim];
-        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new(), now: 0.0 }
+        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new(), now: 0.0, old: z(), share: None }
     }
 }
 

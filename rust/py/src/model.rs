@@ -467,6 +467,43 @@ impl PyModel {
         Ok(PyModel { m: Arc::new(m) })
     }
 
+    /// Starts gathering what learning does to items for `take_item_delta` (`cap`: the most
+    /// items one delta gathers; beyond it updates are dropped and counted), or stops (0).
+    fn share_items(&self, cap: usize) {
+        self.m.share_items(cap);
+    }
+
+    /// What learning did to items since the last call, as compact binary deltas of at most
+    /// `max_bytes` each for another engine's `apply_item_delta` (none: nothing learned, or
+    /// sharing is off).
+    #[pyo3(signature = (max_bytes = 1 << 20))]
+    fn take_item_delta<'py>(&self, py: Python<'py>, max_bytes: usize) -> Vec<Bound<'py, PyBytes>> {
+        let m = self.m.clone();
+        py.detach(move || m.take_item_delta(max_bytes)).iter().map(|b| PyBytes::new(py, b)).collect()
+    }
+
+    /// Applies another engine's item delta: (items, pairs) applied. Raises `ValueError`,
+    /// applying nothing, when any part of it is invalid.
+    fn apply_item_delta(&self, py: Python<'_>, data: &[u8]) -> PyResult<(usize, usize)> {
+        let data = data.to_vec();
+        let m = self.m.clone();
+        let d = run(py, move || m.apply_item_delta(&data))?;
+        Ok((d.items, d.pairs))
+    }
+
+    /// Copies the users `users` that `other` knows (factors, recent and seen items) into
+    /// this model, replacing any it knows; returns how many were copied.
+    fn import_users(&self, py: Python<'_>, other: PyRef<'_, PyModel>, users: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = extract_ids(users, "users")?;
+        let (m, o) = (self.m.clone(), other.m.clone());
+        run(py, move || m.import_users(&o, &ids.as_strs()))
+    }
+
+    /// Item updates dropped because a delta's outbox was full, since sharing started.
+    fn item_delta_dropped(&self) -> u64 {
+        self.m.item_delta_dropped()
+    }
+
     /// The options as (name, value) text pairs.
     fn options(&self) -> Vec<(String, String)> {
         self.m.config().to_pairs()

@@ -227,6 +227,7 @@ impl Model {
         }
         if !removed.is_empty() {
             self.item_gen.fetch_add(1, Relaxed);
+            self.share_drop_rows(&removed.iter().map(|x| x.1).collect::<Vec<_>>());
         }
         removed
     }
