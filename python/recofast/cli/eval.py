@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=20, help="list length K (default 20)")
     p.add_argument("--model", default=",".join(ALL_MODELS),
                    help=f"comma-separated models to run (default: all of {','.join(ALL_MODELS)}; also "
-                        f"{','.join(EXTRA_MODELS)}: recofast without context, EASE, session-kNN)")
+                        f"{','.join(EXTRA_MODELS)}: recofast without context, EASE, session-kNN, recofast as partitioned "
+                        "engines sharing item deltas ([peers.recofast-partitioned] engines, partitions, share_every))")
     p.add_argument("--option", action="append", metavar="NAME=VALUE", help="a recofast model option (repeatable)")
     p.add_argument("--items", default=None, metavar="FILE",
                    help="item catalogue: CSV (item_id and description/title/text), or JSON Lines of catalog "

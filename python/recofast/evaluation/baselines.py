@@ -150,6 +150,70 @@ class RecofastModel(Baseline):
         self.rec.set_item_text(items, texts)
 
 
+class PartitionedRecofast(Baseline):
+    """recofast as a cluster runs it: ``engines`` models, each owning the users of its
+    partitions (``crc32(user) % partitions``, shared out as the engines' leases do), each
+    learning its own users' events only; every ``share_every`` events each engine's item
+    delta (:meth:`Recommender.take_item_delta`) is applied by the others, as the engines
+    do through NATS at their cadence. ``share_every=0``: no sharing (each engine alone)."""
+
+    def __init__(self, name: str, make: Any, engines: int = 2, partitions: int = 4, share_every: int = 2000,
+                 use_context: bool = True) -> None:
+        import zlib
+
+        if engines < 1 or partitions < engines or share_every < 0:
+            raise ValueError(f"need 1 ≤ engines ≤ partitions and share_every ≥ 0, got {engines}, {partitions}, {share_every}")
+        self.name = name
+        self.recs: list[Recommender] = [make() for _ in range(engines)]
+        if share_every:
+            for r in self.recs:
+                r.share_items()
+        # Partition p belongs to engine p % engines (a fair share, as the leases give).
+        self.owner = [p % engines for p in range(partitions)]
+        self.partitions = partitions
+        self.share_every = share_every
+        self.use_context = use_context
+        self._crc = zlib.crc32
+        self._n = 0
+        self.delta_bytes = 0
+
+    def _rec(self, user: str) -> Recommender:
+        return self.recs[self.owner[self._crc(user.encode()) % self.partitions]]
+
+    def recommend(self, user, k, seen):
+        return [i for i, _ in self._rec(user).recommend(user, k, exclude_seen=True)]
+
+    def recommend_ctx(self, user, k, seen, ctx, ts=None):
+        c = ctx if self.use_context else None
+        return [i for i, _ in self._rec(user).recommend(user, k, exclude_seen=True, context=c, ts=ts)]
+
+    def learn(self, user, item, event, ts):
+        self.learn_ctx(user, item, event, ts, None)
+
+    def learn_ctx(self, user, item, event, ts, ctx):
+        self._rec(user).learn_one(user, item, event, ts, context=ctx if self.use_context else None)
+        self._n += 1
+        if self.share_every and self._n % self.share_every == 0:
+            self.exchange()
+
+    def exchange(self) -> None:
+        """Each engine's delta, applied by every other engine."""
+        for a, ra in enumerate(self.recs):
+            for d in ra.take_item_delta():
+                self.delta_bytes += len(d)
+                for b, rb in enumerate(self.recs):
+                    if b != a:
+                        rb.apply_item_delta(d)
+
+    def search(self, user, query, ts):
+        if self.use_context:
+            self._rec(user).search(user, query, ts)
+
+    def add_items(self, items, texts):
+        for r in self.recs:
+            r.set_item_text(items, texts)
+
+
 class ItemKNN(Baseline):
     """Plain co-occurrence item-kNN, exact and independent of recofast's code.
 
@@ -591,5 +655,5 @@ class SessionKNN(Baseline):
                 d.popitem(last=False)
 
 
-__all__ = ["ALSDaily", "EASE", "Baseline", "ItemIndex", "ItemKNN", "Pop", "RecentPop", "RecofastModel", "RiverFunkMF",
+__all__ = ["ALSDaily", "EASE", "Baseline", "ItemIndex", "ItemKNN", "PartitionedRecofast", "Pop", "RecentPop", "RecofastModel", "RiverFunkMF",
            "SessionKNN", "TEST_TYPES"]

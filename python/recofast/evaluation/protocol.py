@@ -42,6 +42,7 @@ from recofast.evaluation.baselines import (
     Baseline,
     ItemIndex,
     ItemKNN,
+    PartitionedRecofast,
     Pop,
     RecentPop,
     RecofastModel,
@@ -50,10 +51,11 @@ from recofast.evaluation.baselines import (
 )
 from recofast.evaluation.data import CatalogEntry, EventLog
 from recofast.evaluation.train import make_recommender
+from recofast.recommender import Recommender
 
 ALL_MODELS = ("recofast", "itemknn", "recentpop", "pop", "river", "als-daily")
 #: Models `--model` also takes (not run by default).
-EXTRA_MODELS = ("recofast-noctx", "ease", "sknn")
+EXTRA_MODELS = ("recofast-noctx", "ease", "sknn", "recofast-partitioned")
 #: What ``--context all`` means.
 CONTEXT_ALL = CONTEXT_FIELDS
 
@@ -112,6 +114,14 @@ def build_models(names: Sequence[str], options: dict[str, str], catalog: list[Ca
             if static:
                 rec.set_item_text([c.item for c in static], [c.text for c in static])
             out.append(RecofastModel(name, rec, use_context=name == "recofast", explore=explore))
+        elif name == "recofast-partitioned":
+            def make(options: dict[str, str] = options) -> Recommender:
+                r = make_recommender({"snapshot_ms": "0", **options})
+                if static:
+                    r.set_item_text([c.item for c in static], [c.text for c in static])
+                return r
+
+            out.append(PartitionedRecofast(name, make, **peers.get(name, {})))
         elif name == "itemknn":
             out.append(ItemKNN(items, window=knn_window))
         elif name == "pop":
