@@ -18,7 +18,7 @@ import nats
 import pytest
 from recofast.engine.natsserver import start_cluster
 from recofast.engine.partitions import LEASE_BUCKET, POSITION_BUCKET, parse_partitions, subject
-from recofast.engine.streams import ensure_streams
+from recofast.engine.streams import wait_streams
 from recofast_sidecar.protocol.names import CATALOG_SUBJECT, STREAM
 
 PARTS = 4
@@ -36,19 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 async def _ready(url: str, cfg, timeout: float = 30.0) -> None:  # noqa: ANN001
     """Until the cluster has elected its JetStream meta leader and the R3 streams exist."""
-    deadline = time.monotonic() + timeout
-    async with await nats.connect(url) as nc:
-        js = nc.jetstream()
-        while True:
-            try:
-                await ensure_streams(js, cfg)
-                info = await js.stream_info(STREAM)
-                if info.cluster is not None and info.cluster.leader:
-                    return
-            except Exception:  # noqa: BLE001 - not ready yet
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
+    await wait_streams(url, cfg, timeout)
 
 
 def _part(user: str) -> int:
@@ -122,6 +110,27 @@ async def test_two_engines_four_partitions_exactly_once_and_a_node_killed(
             info = await nc.jetstream().stream_info(STREAM)
             assert info.state.messages == n + 1  # the events and the catalogue upsert: nothing lost with a node gone
             assert info.config.num_replicas == 3
+        # Item knowledge crosses engines: a pair only A's users made is co-listed by B.
+        ua = next(f"x{i}" for i in range(1000) if _part(f"x{i}") in (0, 1))
+        pair = [(subject(_part(ua)), json.dumps({"v": 1, "id": f"pair{j}", "type": "purchase", "user": ua, "item": it,
+                                                  "ts": 1_700_000_100_000 + j}).encode(), f"pair{j}")
+                for j, it in enumerate(["teapot-only-a", "cosy-only-a"])]
+        await _publish(urls[0], pair)
+        await _until(lambda: "cosy-only-a" in [i for i, _ in b.model.similar_items("teapot-only-a", 5)] if b.model.n_items > 53 else False,
+                     20, "B co-lists the pair A's user bought")
+        assert ua not in b.users and "teapot-only-a" not in [ev for ev in b.users]
+        for e in (a, b):
+            assert e.counters["item_deltas_applied_total"] > 0 and e.counters["item_deltas_rejected_total"] == 0, e.counters
+        # A hostile delta on the subject is refused, counted, and the engines go on.
+        async with await nats.connect(urls[0]) as nc:
+            js = nc.jetstream()
+            await js.publish("recofast.items.delta.intruder", b"RFD1" + b"\xff" * 40)
+            await js.publish("recofast.items.delta.intruder", b"not a delta")
+        await _until(lambda: a.counters["item_deltas_rejected_total"] == b.counters["item_deltas_rejected_total"] == 2, 20,
+                     f"rejected {a.counters['item_deltas_rejected_total']}, {b.counters['item_deltas_rejected_total']}")
+        assert a.health()[0] and b.health()[0]
+        sent = a.counters["item_delta_bytes_published_total"] + b.counters["item_delta_bytes_published_total"]
+        print(f"item deltas: {sent} bytes for {n + 2} events ({sent / (n + 2):.0f} B per event)")
 
 
 def _serve(tmp: Path, url: str, engine_id: str, log) -> subprocess.Popen[bytes]:  # noqa: ANN001
@@ -179,6 +188,15 @@ async def test_engine_killed_its_partitions_taken_over_within_10s(
             assert sum(b.part_applied.values()) == n, b.part_applied
             print(f"all {PARTS} partitions owned by the survivor {took:.1f} s after the SIGKILL")
             assert took <= 10.0 + 1.0  # the bound, with slack for a loaded machine
+            # A's users came with their partitions from A's last checkpoint in the object
+            # store, and the partitions replayed from there: each user's state holds every
+            # one of its events, once.
+            assert b.counters["users_handed_over_total"] > 0, b.counters
+            want: dict[str, int] = {}
+            for i in range(n):
+                want[f"u{i % 97}"] = want.get(f"u{i % 97}", 0) + 1
+            got = {u: (b.model._m.user_history(u) or ([], 0))[1] for u in want}
+            assert got == want, {u: (got[u], want[u]) for u in want if got[u] != want[u]}
             async with await nats.connect(urls[1]) as nc:
                 pos = await nc.jetstream().key_value(POSITION_BUCKET)
                 assert {k for k in await pos.keys()} >= {f"p{p}" for p in range(PARTS)}

@@ -48,6 +48,13 @@ class EngineConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease_partitions: int = 0
     lease_ttl: float = 3.0
     engine_id: str = ""
+    # what partitioned engines share (recofast.engine.share): item deltas, checkpoints
+    share_items: bool = True
+    share_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 0.5
+    share_max_items: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    share_max_age: Annotated[float, msgspec.Meta(gt=0.0)] = 3600.0
+    share_max_bytes: int = 1 << 30
+    checkpoint_objects: bool = True
     # learning and lists
     top_n: int = 20
     reasons: bool = True

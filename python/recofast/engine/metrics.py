@@ -46,6 +46,12 @@ PERSISTENT = {
     "apply_errors_total": "Events or upserts sent to the DLQ because applying them raised, ever.",
     "users_expired_total": "Users expired from the model (idle or over the cap), ever.",
     "users_forgotten_total": "Users erased by a forget request, ever.",
+    "item_deltas_published_total": "Item deltas this engine published for the other engines, ever.",
+    "item_delta_bytes_published_total": "Bytes of the item deltas this engine published, ever.",
+    "item_deltas_applied_total": "Other engines' item deltas applied, ever.",
+    "item_deltas_rejected_total": "Item deltas refused as invalid, ever.",
+    "item_deltas_unsent_dropped_total": "Item deltas dropped unpublished while NATS could not take them, ever.",
+    "users_handed_over_total": "Users taken over with a partition from the previous owner's checkpoint, ever.",
 }
 
 

@@ -179,19 +179,32 @@ class Leases:
 
     async def position(self, p: int) -> tuple[int, int]:
         """(stream sequence, events applied through it) of partition ``p``'s last checkpoint."""
+        d = await self.position_entry(p)
+        return int(d.get("seq", 0)), int(d.get("applied", 0))
+
+    async def position_entry(self, p: int) -> dict[str, Any]:
+        """Partition ``p``'s position entry: ``seq``, ``applied``, ``engine`` (who wrote it),
+        ``version`` and ``object`` (its checkpoint, in the object store); {} if none."""
         from nats.js.errors import KeyNotFoundError
 
         try:
             e = await self.pos.get(f"p{p}")
         except KeyNotFoundError:
-            return 0, 0
-        d = json.loads(e.value or b"{}")
-        return int(d.get("seq", 0)), int(d.get("applied", 0))
+            return {}
+        try:
+            d = json.loads(e.value or b"{}")
+        except ValueError:
+            d = None
+        if not isinstance(d, dict):
+            log.error("partition %d: unreadable position %r; starting at the stream's beginning", p, (e.value or b"")[:80])
+            return {}
+        return d
 
-    async def put_positions(self, pos: dict[int, tuple[int, int]]) -> None:
+    async def put_positions(self, pos: dict[int, tuple[int, int]], extra: dict[str, Any] | None = None) -> None:
         for p, (seq, applied) in pos.items():
             if p in self.owned:
-                await self.pos.put(f"p{p}", json.dumps({"seq": seq, "applied": applied, "engine": self.id}).encode())
+                entry = {"seq": seq, "applied": applied, "engine": self.id, **(extra or {})}
+                await self.pos.put(f"p{p}", json.dumps(entry).encode())
 
     async def release(self, p: int) -> None:
         """Gives partition ``p`` up (its position is written first by the engine)."""

@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lmdb
@@ -155,6 +156,12 @@ class Engine:
         self.feeds: Any = None
         self.leases: Any = None
         self._cp_parts: dict[int, tuple[int, int]] = {}  # positions of the last checkpoint
+        # What partitioned engines share (recofast.engine.share): item deltas (the stream
+        # sequence of the last one applied is checkpointed) and checkpoints in the object store.
+        self.share: Any = None
+        self.objects: Any = None
+        self.delta_seq = 0
+        self._handovers: dict[int, asyncio.Task[None]] = {}
         self.engine_id = cfg.engine_id or f"{os.uname().nodename}-{os.getpid()}"
         self.counters = {
             "events_applied_total": 0,
@@ -166,6 +173,12 @@ class Engine:
             "events_forgotten_total": 0,
             "users_forgotten_total": 0,
             "users_expired_total": 0,
+            "item_deltas_published_total": 0,
+            "item_delta_bytes_published_total": 0,
+            "item_deltas_applied_total": 0,
+            "item_deltas_rejected_total": 0,
+            "item_deltas_unsent_dropped_total": 0,
+            "users_handed_over_total": 0,
         }
         self.window = ev.TimeWindow(cfg.event_earliest, cfg.event_max_future)
         self.tombstones = Tombstones(cfg.model_dir)
@@ -233,6 +246,7 @@ class Engine:
         self.part_seq = {int(k): int(v) for k, v in cp.manifest.get("partition_seq", {}).items()}
         self.part_applied = {int(k): int(v) for k, v in cp.manifest.get("partition_applied", {}).items()}
         self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
+        self.delta_seq = int(cp.manifest.get("delta_seq", 0))
         for k in self.counters:
             self.counters[k] = int(cp.manifest.get(k, 0))
         self.tombstone_check(cp)
@@ -349,6 +363,7 @@ class Engine:
         if self.partitioned:
             m["partition_seq"] = {str(p): s for p, s in self.part_seq.items()}
             m["partition_applied"] = {str(p): n for p, n in self.part_applied.items()}
+            m["delta_seq"] = self.share.applied_seq if self.share is not None else self.delta_seq
         cp = self.store.save(self.model, m, self._state_bytes())
         self._cp_checks = [0, 0]
         self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
@@ -620,23 +635,87 @@ class Engine:
 
         self.feeds = Feeds(self.js, self.cfg.batch_size, self.cfg.fetch_timeout, self.engine_id)
         await self.feeds.add(SHARED, self.part_seq.get(SHARED, 0))  # catalogue and forget requests: every engine
+        if self.cfg.share_items and self.share is None:
+            from recofast.engine.share import ItemShare
+
+            self.share = ItemShare(self.js, self.engine_id, lambda: self.model, self.counters, seconds=self.cfg.share_seconds,
+                                   max_items=self.cfg.share_max_items, replicas=self.cfg.stream_replicas,
+                                   max_age=self.cfg.share_max_age, max_bytes=self.cfg.share_max_bytes,
+                                   max_payload=self.nc.max_payload)
+            await self.share.start(self.delta_seq)
         if self.fixed_parts:
             for p in self.fixed_parts:
                 await self.feeds.add(p, self.part_seq.get(p, 0))
             log.info("consuming partitions %s", ",".join(map(str, self.fixed_parts)))
             return
+        if self.cfg.checkpoint_objects:
+            from recofast.engine.share import CheckpointObjects
+
+            self.objects = CheckpointObjects(self.js, self.engine_id, self.cfg.stream_replicas)
         self.leases = Leases(self.js, self.engine_id, self.cfg.lease_partitions, self.cfg.lease_ttl,
                              self.cfg.stream_replicas, self._claimed, self._lost)
         await self.leases.start()
 
     async def _claimed(self, p: int) -> None:
         """A lease was claimed: the partition resumes at its last checkpointed position
-        (whoever wrote it), with the events applied through it."""
-        seq, applied = await self.leases.position(p)
+        (whoever wrote it), with the events applied through it. When another engine wrote
+        it, the partition's users come first from the checkpoint the position names (in the
+        object store), in a task of its own so the leases are renewed meanwhile."""
+        pos = await self.leases.position_entry(p)
+        seq, applied = int(pos.get("seq", 0)), int(pos.get("applied", 0))
         self.part_seq[p], self.part_applied[p] = seq, applied
         self._cp_parts[p] = (seq, applied)
+        obj = pos.get("object")
+        if self.objects is not None and obj and pos.get("engine") != self.engine_id:
+            self._handovers[p] = asyncio.create_task(self._take_over(p, seq, str(obj)))
+            return
         await self.feeds.add(p, seq)
         log.info("partition %d resumes after stream seq %d (%d events applied before)", p, seq, applied)
+
+    async def _take_over(self, p: int, seq: int, obj: str) -> None:
+        """Takes partition ``p``'s users from checkpoint object ``obj``, then consumes it."""
+        try:
+            path = await self.objects.fetch(obj, Path(self.cfg.model_dir) / ".handover")
+            try:
+                n = await asyncio.to_thread(self._import_partition, path, p)
+            finally:
+                path.unlink(missing_ok=True)
+            log.info("partition %d: %d users taken over from %s", p, n, obj)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - its users start afresh; the events still replay from the position
+            self.background_errors += 1
+            log.error("partition %d: users not taken over from %s (%s: %s); they start afresh", p, obj, type(e).__name__, e)
+        finally:
+            self._handovers.pop(p, None)
+        if self.leases is not None and p in self.leases.owned:
+            await self.feeds.add(p, seq)
+            log.info("partition %d resumes after stream seq %d", p, seq)
+
+    def _import_partition(self, path: Path, p: int) -> int:
+        """The users of partition ``p`` in the snapshot at ``path`` (forgotten ones left
+        out), copied into the model (runs in a thread)."""
+        from recofast.engine.publish import partition_of
+
+        other = Recommender.load(path)
+        n_parts = self.cfg.lease_partitions
+        users = [u for u in other.user_factors()[0] if partition_of(u, n_parts) == p and u not in self.tombstones]
+        n = self.model.import_users(other, users)
+        for u in users:
+            self.users.setdefault(u, None)
+        self.counters["users_handed_over_total"] += n
+        return n
+
+    async def _put_positions(self) -> None:
+        """The partitions' positions of the last checkpoint, after its model is in the object
+        store (the positions name it, for whoever takes a partition over)."""
+        extra: dict[str, Any] = {"version": self.model_version}
+        if self.objects is not None and self.model_version:
+            from recofast.engine.checkpoints import MODEL_FILE
+
+            path = self.store.path(self.model_version) / MODEL_FILE
+            extra["object"] = await self.objects.upload(self.model_version, path)
+        await self.leases.put_positions(self._cp_parts, extra)
 
     async def _release(self, parts: list[int]) -> None:
         """Hands partitions over to another engine (more engines are live than when they
@@ -646,7 +725,7 @@ class Engine:
             await self.feeds.remove(p)
         try:
             await asyncio.to_thread(self.checkpoint)
-            await self.leases.put_positions(self._cp_parts)
+            await self._put_positions()
         except Exception as e:  # noqa: BLE001 - keep them, and try again at the next tick
             log.error("handing over partitions %s: %s", parts, e)
             self.leases.releasing.difference_update(parts)
@@ -658,6 +737,10 @@ class Engine:
             await self._lost(p)
 
     async def _lost(self, p: int) -> None:
+        t = self._handovers.pop(p, None)
+        if t is not None:
+            t.cancel()
+            await asyncio.gather(t, return_exceptions=True)
         await self.feeds.remove(p)
         self.part_seq.pop(p, None)
         self.part_applied.pop(p, None)
@@ -902,10 +985,15 @@ class Engine:
                 await self.enricher.weather_provider.close()
             if self.feeds is not None:
                 await self.feeds.close()
+            if self.share is not None:
+                await self.share.close()
+            for t in list(self._handovers.values()):
+                t.cancel()
+            await asyncio.gather(*self._handovers.values(), return_exceptions=True)
             if self.leases is not None:
                 if exc[0] is None:
                     try:  # the final checkpoint's positions, then the leases go
-                        await self.leases.put_positions(self._cp_parts)
+                        await self._put_positions()
                     except Exception as e:  # noqa: BLE001
                         log.warning("writing partition positions: %s", e)
                 await self.leases.close(release=exc[0] is None)
@@ -970,9 +1058,11 @@ class Engine:
             await self._release(sorted(self.leases.releasing))
         before = dict(self._cp_parts)
         await self.periodic(busy=bool(msgs))
+        if self.share is not None:
+            await self.share.tick(time.monotonic())
         if self.leases is not None and self._cp_parts != before:
             try:
-                await self.leases.put_positions(self._cp_parts)
+                await self._put_positions()
             except Exception as e:  # noqa: BLE001 - written again after the next checkpoint
                 log.warning("writing partition positions: %s", e)
         await self.watch()
@@ -1078,6 +1168,8 @@ class Engine:
         assert cp.model is not None
         old = self.model_version
         self.model = cp.model
+        if self.share is not None:
+            self.model.share_items(self.cfg.share_max_items)
         self.refresher.users = None  # a round under way restarts with the restored model
         new = self.checkpoint({"model_from": version, "rolled_back_from": old, "rollback_reason": why})
         self._next_periodic = 0.0

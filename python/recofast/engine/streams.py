@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,30 @@ async def registry_versions(url: str) -> tuple[int, ...]:
         versions = await registered_versions(nc.jetstream())
         await nc.drain()
         return versions
+
+
+async def wait_streams(url: str, cfg: EngineConfig | None = None, timeout: float = 30.0) -> None:
+    """Until the streams exist (created by :func:`ensure_streams` with ``cfg``'s replicas) and
+    the event stream has a leader: a new JetStream cluster elects its meta leader in the first
+    seconds after its nodes start, and refuses to create streams until then. Raises the last
+    error after ``timeout`` seconds."""
+    import nats
+
+    deadline = time.monotonic() + timeout
+    async with await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1) as nc:
+        js = nc.jetstream()
+        while True:
+            try:
+                await ensure_streams(js, cfg)
+                info = await js.stream_info(STREAM)
+                if info.cluster is None or info.cluster.leader:
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stream {STREAM} has no leader after {timeout:.0f} s")
+            await asyncio.sleep(0.2)
 
 
 def _limits_stream(name: str, subject: str, cfg: EngineConfig, max_age: float, max_bytes: int):  # noqa: ANN202
@@ -198,4 +223,4 @@ async def publish_dlq(js, dlq: list[tuple[int, int, str, bytes]]) -> None:  # no
             log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
 
 
-__all__ = ["bind_consumer", "bind_durable", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions"]
+__all__ = ["bind_consumer", "bind_durable", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions", "wait_streams"]

@@ -1,0 +1,241 @@
+"""What partitioned engines share through NATS JetStream.
+
+**Item deltas.** Each engine learns its own users fully; what it learns about items
+(co-occurrence increments, popularity, factor and bias changes) is gathered by the model
+(:meth:`recofast.Recommender.share_items`) and published every ``share_seconds`` as compact
+binary deltas (:meth:`~recofast.Recommender.take_item_delta`, each within the server's
+message limit) on ``recofast.items.delta.<engine id>`` of the stream ``RECOFAST_ITEMS``
+(retention ``share_max_age``, ``share_max_bytes``). Every engine reads that stream in order
+through its own durable consumer ``recofast-items-<engine id>`` and applies the deltas of
+the others between batches, so items bought together by the users of one engine are
+co-listed for the users of another. The stream sequence of the last delta applied is kept in
+the checkpoint (``delta_seq``), so a restarted engine applies each delta once. A delta that
+fails validation is counted (``item_deltas_rejected_total``) and skipped.
+
+**Checkpoints in the object store.** After each checkpoint, an engine that claims
+partitions through leases uploads its model snapshot to the JetStream object store
+``recofast-checkpoints`` as ``<engine id>/v<version>`` (the last two are kept) before it
+writes the partitions' positions, which name that version. An engine on any host that takes
+a partition over fetches the snapshot its position names and takes the partition's users
+from it (:meth:`~recofast.Recommender.import_users`), then replays the partition from the
+position: the users continue where they were, and no event is applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("recofast.engine")
+
+ITEMS_STREAM = "RECOFAST_ITEMS"
+DELTA_PREFIX = "recofast.items.delta"
+CHECKPOINT_BUCKET = "recofast-checkpoints"
+OBJECTS_KEPT = 2
+#: Deltas fetched and waiting to be applied at most (the fetch waits while it is full).
+QUEUE_LEN = 256
+#: Deltas waiting to be published while NATS cannot take them (the oldest are dropped).
+OUTBOX_LEN = 256
+
+
+def safe_id(engine_id: str) -> str:
+    """The engine id as a subject token and a consumer name.
+
+    >>> safe_id("host-1.example:42")
+    'host-1_example_42'
+    """
+    return re.sub(r"[^A-Za-z0-9_-]", "_", engine_id) or "engine"
+
+
+class ItemShare:
+    """Publishes this engine's item deltas and applies the others' (see the module docs).
+
+    ``model`` is called for the current :class:`recofast.Recommender` (it changes on a
+    rollback); ``counters`` is the engine's counter dict."""
+
+    def __init__(self, js: Any, engine_id: str, model: Callable[[], Any], counters: dict[str, int], *, seconds: float = 0.5,
+                 max_items: int = 100_000, replicas: int = 1, max_age: float = 3600.0, max_bytes: int = 1 << 30,
+                 max_payload: int = 1 << 20) -> None:
+        self.js, self.id, self.model, self.counters = js, safe_id(engine_id), model, counters
+        self.seconds, self.max_items, self.replicas = seconds, max_items, replicas
+        self.max_age, self.max_bytes = max_age, max_bytes
+        # Room for the headers JetStream adds; the server's limit is the client's max_payload.
+        self.max_payload = max(64 << 10, int(max_payload) - 4096)
+        self.subject = f"{DELTA_PREFIX}.{self.id}"
+        self.applied_seq = 0
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_LEN)
+        self.unsent: list[bytes] = []
+        self.task: asyncio.Task[None] | None = None
+        self.sub: Any = None
+        self._next = 0.0
+        for k in ("item_deltas_published_total", "item_deltas_applied_total", "item_deltas_rejected_total",
+                  "item_delta_bytes_published_total", "item_deltas_unsent_dropped_total"):
+            counters.setdefault(k, 0)
+
+    async def start(self, after_seq: int) -> None:
+        """Creates the stream if missing, starts gathering in the model and consuming the
+        stream right after sequence ``after_seq``."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self.js.stream_info(ITEMS_STREAM)
+        except NotFoundError:
+            await self.js.add_stream(api.StreamConfig(
+                name=ITEMS_STREAM, subjects=[f"{DELTA_PREFIX}.>"], storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.OLD, max_age=self.max_age,
+                max_bytes=self.max_bytes, num_replicas=max(1, self.replicas),
+            ))  # fmt: skip
+        self.model().share_items(self.max_items)
+        self.applied_seq = after_seq
+        name = f"recofast-items-{self.id}"
+        try:
+            await self.js.delete_consumer(ITEMS_STREAM, name)
+        except NotFoundError:
+            pass
+        await self.js.add_consumer(ITEMS_STREAM, api.ConsumerConfig(
+            durable_name=name, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(after_seq + 1, 1),
+            ack_policy=api.AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1, max_waiting=4, inactive_threshold=self.max_age,
+        ))  # fmt: skip
+        self.sub = await self.js.pull_subscribe_bind(durable=name, stream=ITEMS_STREAM)
+        self.task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        import nats.errors
+
+        while True:
+            try:
+                msgs = await self.sub.fetch(32, timeout=1.0)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except nats.errors.Error as e:  # reconnecting, or a node away
+                log.warning("item deltas: fetch failed (%s); retrying", e)
+                await asyncio.sleep(0.5)
+                continue
+            for m in msgs:
+                await self.queue.put(m)
+
+    async def tick(self, now: float) -> None:
+        """Between batches: publishes what was gathered (every ``seconds``) and applies the
+        other engines' deltas that arrived."""
+        if now >= self._next:
+            self._next = now + self.seconds
+            await self.publish()
+        await self.apply_arrived()
+
+    async def publish(self) -> None:
+        deltas = await asyncio.to_thread(self.model().take_item_delta, self.max_payload)
+        self.unsent.extend(deltas)
+        if len(self.unsent) > OUTBOX_LEN:
+            dropped = len(self.unsent) - OUTBOX_LEN
+            del self.unsent[:dropped]
+            self.counters["item_deltas_unsent_dropped_total"] += dropped
+            log.warning("item deltas: %d not published (NATS unavailable) were dropped", dropped)
+        while self.unsent:
+            d = self.unsent[0]
+            try:
+                await self.js.publish(self.subject, d, timeout=2.0)
+            except Exception as e:  # noqa: BLE001 - NATS away: kept, sent at the next tick
+                log.warning("item deltas: publish failed (%s); %d waiting", e, len(self.unsent))
+                return
+            self.unsent.pop(0)
+            self.counters["item_deltas_published_total"] += 1
+            self.counters["item_delta_bytes_published_total"] += len(d)
+
+    async def apply_arrived(self) -> None:
+        msgs = []
+        while not self.queue.empty() and len(msgs) < 64:
+            msgs.append(self.queue.get_nowait())
+        if not msgs:
+            return
+        theirs = [m.data for m in msgs if m.subject != self.subject]
+        if theirs:
+            ok, bad = await asyncio.to_thread(self._apply, self.model(), theirs)
+            self.counters["item_deltas_applied_total"] += ok
+            self.counters["item_deltas_rejected_total"] += bad
+        self.applied_seq = max(self.applied_seq, msgs[-1].metadata.sequence.stream)
+        try:
+            await msgs[-1].ack()
+        except Exception as e:  # noqa: BLE001 - redelivered after ack_wait; the position is in the checkpoint
+            log.warning("item deltas: ack failed (%s)", e)
+
+    @staticmethod
+    def _apply(model: Any, deltas: list[bytes]) -> tuple[int, int]:
+        ok = bad = 0
+        for d in deltas:
+            try:
+                model.apply_item_delta(d)
+                ok += 1
+            except ValueError as e:
+                bad += 1
+                log.warning("item deltas: one refused (%s)", e)
+        return ok, bad
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        if self.sub is not None:
+            try:
+                await self.sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+            self.sub = None
+
+
+class CheckpointObjects:
+    """Model snapshots in the JetStream object store, for partitions that change hands."""
+
+    def __init__(self, js: Any, engine_id: str, replicas: int = 1) -> None:
+        self.js, self.id, self.replicas = js, safe_id(engine_id), replicas
+        self.obs: Any = None
+        self.uploaded: list[str] = []
+
+    async def _store(self) -> Any:
+        from nats.js.errors import BucketNotFoundError, NotFoundError
+
+        if self.obs is None:
+            try:
+                self.obs = await self.js.object_store(CHECKPOINT_BUCKET)
+            except (BucketNotFoundError, NotFoundError):
+                # A week: a live engine uploads at every checkpoint; a gone one's objects expire.
+                self.obs = await self.js.create_object_store(CHECKPOINT_BUCKET, replicas=max(1, self.replicas), ttl=7 * 86400.0)
+        return self.obs
+
+    def name(self, version: int) -> str:
+        return f"{self.id}/v{version:06d}"
+
+    async def upload(self, version: int, path: Path) -> str:
+        """Uploads the snapshot file of checkpoint ``version``; returns its object name."""
+        obs = await self._store()
+        name = self.name(version)
+        if name in self.uploaded:
+            return name
+        with open(path, "rb") as f:
+            await obs.put(name, f)
+        self.uploaded.append(name)
+        while len(self.uploaded) > OBJECTS_KEPT:
+            old = self.uploaded.pop(0)
+            try:
+                await obs.delete(old)
+            except Exception as e:  # noqa: BLE001 - an object left behind is overwritten by nobody; say so
+                log.warning("checkpoint objects: deleting %s: %s", old, e)
+        return name
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        """Downloads object ``name`` into the folder ``into``; returns the file."""
+        obs = await self._store()
+        into.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=into, prefix=".handover-", suffix=".bin")
+        with open(fd, "wb") as f:
+            await obs.get(name, writeinto=f)
+        return Path(tmp)
+
+
+__all__ = ["CHECKPOINT_BUCKET", "DELTA_PREFIX", "ITEMS_STREAM", "CheckpointObjects", "ItemShare", "safe_id"]
