@@ -10,6 +10,7 @@ import sys
 import nats
 import pytest
 from recofast.engine.publish import catalog_messages
+from recofast_sidecar.protocol.names import CATALOG_SUBJECT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +34,7 @@ def test_catalog_and_events_are_interleaved_in_time_order(tmp_path):
     cat, evs = tmp_path / "cat.jsonl", tmp_path / "ev.jsonl"
     subprocess.run([sys.executable, "-m", "recofast.cli", "simulate", "--users", "50", "--items", "40", "--events", "500",
                     "--seed", "3", "--out", str(evs), "--catalog", str(cat)], check=True, capture_output=True)
-    msgs = list(interleaved(cat, read_events(evs), pack=10))
+    msgs = [(*m[:3], m[3] if m[3] == CATALOG_SUBJECT else "") for m in interleaved(cat, read_events(evs), pack=10)]
     subjects = [m[3] for m in msgs]
     assert sum(m[2] for m in msgs if m[3]) == 40 and sum(m[2] for m in msgs if not m[3]) == 500
     assert subjects[0] and not subjects[-1], "the starting catalogue first; the last new item before the end"
@@ -54,6 +55,32 @@ def test_catalog_and_events_are_interleaved_in_time_order(tmp_path):
             assert not after or u["ts"] <= after[0], (k, u["ts"], after[0])
     first_event = subjects.index("")
     assert any(subjects[first_event:]), "new items arrive mid-stream, not with the starting catalogue"
+
+
+
+def test_partitioned_publishing_keeps_each_users_events_on_one_subject_in_order(tmp_path):
+    from recofast.engine.publish import interleaved, partition_of, partitioned, read_events
+
+    cat, evs = tmp_path / "cat.jsonl", tmp_path / "ev.jsonl"
+    subprocess.run([sys.executable, "-m", "recofast.cli", "simulate", "--users", "50", "--items", "40", "--events", "500",
+                    "--seed", "4", "--out", str(evs), "--catalog", str(cat)], check=True, capture_output=True)
+    want: dict[str, list[str]] = {}
+    for line in evs.read_text().splitlines():
+        e = json.loads(line)
+        want.setdefault(e["user"], []).append(e["id"])
+    for msgs in (list(partitioned(read_events(evs), 10, 4)), list(interleaved(cat, read_events(evs), 10, partitions=4))):
+        got: dict[str, list[str]] = {}
+        for _, body, n, subject in msgs:
+            if subject == CATALOG_SUBJECT:
+                continue
+            rows = json.loads(body)
+            rows = rows if isinstance(rows, list) else [rows]
+            assert len(rows) == n <= 10
+            for r in rows:
+                assert subject == f"recofast.events.p{partition_of(r['user'], 4)}"
+                got.setdefault(r["user"], []).append(r["id"])
+        assert got == want  # every event once, each user's in their order
+        assert len({m[3] for m in msgs} - {CATALOG_SUBJECT}) == 4
 
 
 async def test_publish_catalog_then_events_reaches_the_engine(tmp_path, nats_url, engine_config, running_engine, wait_applied):

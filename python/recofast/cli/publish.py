@@ -17,7 +17,7 @@ from tqdm import tqdm
 from recofast.engine.publish import (
     catalog_messages,
     interleaved,
-    messages,
+    partitioned,
     publish,
     read_events,
 )
@@ -44,11 +44,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     evs: Iterable[ev.Event | bytes] = read_events(args.events)
     if args.skip or args.limit:
         evs = itertools.islice(evs, args.skip, None if args.limit is None else args.skip + args.limit)
-    msgs: Iterable[Any] = (interleaved(Path(args.catalog), evs, args.pack, args.stamp_now) if args.catalog
-                           else messages(evs, args.pack, args.stamp_now))
+    if args.partitions < 1:
+        raise ValueError(f"--partitions must be at least 1, got {args.partitions}")
+    msgs: Iterable[Any] = (interleaved(Path(args.catalog), evs, args.pack, args.stamp_now, args.partitions) if args.catalog
+                           else partitioned(evs, args.pack, args.partitions, args.stamp_now))
     with tqdm(total=args.limit or None, unit="ev", unit_scale=True, disable=args.quiet, desc="publish") as bar:
         t0 = time.perf_counter()
-        n_msgs, n_events = asyncio.run(publish(url, msgs, rate=args.rate, partitions=args.partitions, progress=bar))
+        n_msgs, n_events = asyncio.run(publish(url, msgs, rate=args.rate, progress=bar))
         dt = time.perf_counter() - t0
     what = "events and catalog upserts" if args.catalog else "events"
     print(f"published {n_events} {what} in {n_msgs} messages to {url} in {dt:.1f}s ({n_events / max(dt, 1e-9):,.0f}/s)")
@@ -67,7 +69,8 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="publish at most this many events")
     p.add_argument("--skip", type=int, default=0, help="skip the first N events of the file (default 0)")
     p.add_argument("--pack", type=int, default=100, help="events per message (default 100; 1 = one event a message)")
-    p.add_argument("--partitions", type=int, default=1, help="spread messages over recofast.events.p0..pN-1 (default 1)")
+    p.add_argument("--partitions", type=int, default=1, help="publish each user's events to recofast.events.p<crc32(user) %% N>, as the sidecar "
+                        "does, packed --pack to a message per partition (default 1: all to p0)")
     p.add_argument("--stamp-now", action="store_true", help="set each event's ts to the publish time (freshness tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_publish)

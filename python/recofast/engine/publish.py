@@ -120,16 +120,68 @@ def messages(evs: Iterable[ev.Event | bytes], pack: int, stamp_now: bool = False
         chunk = list(itertools.islice(it, pack))
         if not chunk:
             return
-        if stamp_now:
-            now = int(time.time() * 1000)
-            chunk = [_stamp(e, now) for e in chunk]
-        bodies = [e if isinstance(e, bytes) else ev.encode(e) for e in chunk]
-        ids = [_event_id(e) for e in chunk]
-        if len(chunk) == 1:
-            yield ids[0], bodies[0], 1
-        else:
-            digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=12).hexdigest()
-            yield f"pack-{digest}", b"[" + b",".join(bodies) + b"]", len(chunk)
+        yield _message(chunk, stamp_now)
+
+
+def _message(chunk: list[ev.Event | bytes], stamp_now: bool) -> tuple[str, bytes, int]:
+    if stamp_now:
+        now = int(time.time() * 1000)
+        chunk = [_stamp(e, now) for e in chunk]
+    bodies = [e if isinstance(e, bytes) else ev.encode(e) for e in chunk]
+    ids = [_event_id(e) for e in chunk]
+    if len(chunk) == 1:
+        return ids[0], bodies[0], 1
+    digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=12).hexdigest()
+    return f"pack-{digest}", b"[" + b",".join(bodies) + b"]", len(chunk)
+
+
+def partition_of(user: str, partitions: int) -> int:
+    """The partition a user's events go to, as the sidecar publishes them:
+    ``crc32(user) % partitions``.
+
+    >>> partition_of("17850", 4), partition_of("17850", 1)
+    (1, 0)
+    """
+    return zlib.crc32(user.encode()) % partitions if partitions > 1 else 0
+
+
+def _event_user(e: ev.Event | bytes) -> str:
+    if isinstance(e, ev.Event):
+        return e.user
+    try:
+        u = _id_only.decode(e).user
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        u = None
+    return u if isinstance(u, str) else ""
+
+
+def partitioned(evs: Iterable[ev.Event | bytes], pack: int, partitions: int,
+                stamp_now: bool = False) -> Iterator[tuple[str, bytes, int, str]]:
+    """Messages on ``recofast.events.p<crc32(user) % partitions>``, as (msg id, body, count,
+    subject): each partition's events packed ``pack`` to a message in their order, so a
+    user's events stay in one partition and in order (what engines that own partitions
+    need). An event the publisher cannot read a user from goes to partition 0, where the
+    engine dead-letters it.
+
+    >>> users = ["ann", "bob", "cy"]  # partitions 1, 0, 1 of 2
+    >>> evs = [ev.Event(v=1, id=f"e{i}", type="view", user=users[i % 3], item="a", ts=1) for i in range(6)]
+    >>> [(subject, n) for _, _, n, subject in partitioned(evs, 2, 2)]
+    [('recofast.events.p1', 2), ('recofast.events.p0', 2), ('recofast.events.p1', 2)]
+    """
+    if partitions <= 1:
+        for m in messages(evs, pack, stamp_now):
+            yield (*m, subject_for(0))
+        return
+    buf: dict[int, list[ev.Event | bytes]] = {}
+    for e in evs:
+        part = partition_of(_event_user(e), partitions)
+        chunk = buf.setdefault(part, [])
+        chunk.append(e)
+        if len(chunk) >= pack:
+            yield (*_message(chunk, stamp_now), subject_for(part))
+            del buf[part]
+    for part, chunk in buf.items():
+        yield (*_message(chunk, stamp_now), subject_for(part))
 
 
 def _stamp(e: ev.Event | bytes, now_ms: int) -> ev.Event | bytes:
@@ -153,13 +205,14 @@ async def publish(
     url: str,
     msgs: Iterable[tuple[str, bytes, int] | tuple[str, bytes, int, str]],
     rate: float | None = None,
-    partitions: int = 1,
     progress: Any = None,
     max_pending: int = 2000,
     subject: str | None = None,
 ) -> tuple[int, int]:
     """Publishes messages with JetStream acks (retrying a failed one with the same id);
-    ``rate`` limits events per second. Returns (messages, events) published."""
+    ``rate`` limits events per second. A message goes to its own subject (the fourth field),
+    else to ``subject``, else to partition 0 (see :func:`partitioned` for the partitions of
+    users). Returns (messages, events) published."""
     import nats
 
     n_msgs = n_events = 0
@@ -181,8 +234,7 @@ async def publish(
 
         for m in msgs:
             msg_id, body, count = m[0], m[1], m[2]
-            part = zlib.crc32(msg_id.encode()) % partitions if partitions > 1 else 0
-            subj = (m[3] if len(m) > 3 else None) or subject or subject_for(part)
+            subj = (m[3] if len(m) > 3 else None) or subject or subject_for(0)
             fut = await js.publish_async(subj, body, headers={MSG_ID_HEADER: msg_id})
             pending.append((fut, subj, msg_id, body))
             if len(pending) >= max_pending // 2:
@@ -239,10 +291,13 @@ def _event_seconds(e: ev.Event | bytes) -> float | None:
         return None
 
 
-def interleaved(path: Path, evs: Iterable[ev.Event | bytes], pack: int, stamp_now: bool = False) -> Iterator[tuple[str, bytes, int, str]]:
+def interleaved(path: Path, evs: Iterable[ev.Event | bytes], pack: int, stamp_now: bool = False,
+                partitions: int = 1) -> Iterator[tuple[str, bytes, int, str]]:
     """Catalog upserts and events in time order: the upserts without a time or not later
     than the first event first, then each one just before the first event after its time
-    (so items arrive mid-stream as they did), as (msg id, body, count, subject)."""
+    (so items arrive mid-stream as they did), as (msg id, body, count, subject). With
+    ``partitions``, each ``pack`` events are spread over the partitions of their users (see
+    :func:`partitioned`)."""
     lines = sorted(_catalog_lines(path), key=lambda x: -math.inf if x[0] is None else x[0])
     pos = 0
 
@@ -266,8 +321,7 @@ def interleaved(path: Path, evs: Iterable[ev.Event | bytes], pack: int, stamp_no
         t = _event_seconds(chunk[0])
         if t is not None:
             yield from upserts_until(t)
-        for m in messages(chunk, pack, stamp_now):
-            yield (*m, "")
+        yield from partitioned(chunk, pack, partitions, stamp_now)
     yield from upserts_until(None)
 
 
