@@ -260,7 +260,7 @@ async def _nats_ctx(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            st.nc, st.js = nc, nc.jetstream()
+            st.nc, st.js = nc, nc.jetstream(domain=cfg.jetstream_domain or None)
             log.info("connected to NATS at %s", cfg.nats)
             return
 

@@ -66,13 +66,20 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return out
 
 
-def start_cluster(root: str | os.PathLike[str], nodes: int = 3, name: str = "recofast") -> list[NatsServer]:
+def start_cluster(root: str | os.PathLike[str], nodes: int = 3, name: str = "recofast", leafnodes: bool = False,
+                  domain: str = "") -> list[NatsServer]:
     """Starts ``nodes`` nats-servers with JetStream, routed to each other on loopback, and
-    waits until each is ready (JetStream elects its meta leader in the next seconds)."""
-    ports = free_ports(nodes)
+    waits until each is ready (JetStream elects its meta leader in the next seconds). With
+    ``leafnodes``, each also listens for leaf nodes (:attr:`NatsServer.leafnode_url`);
+    ``domain`` names the cluster's JetStream domain, which clients of a leaf node without
+    JetStream use to reach it (``nc.jetstream(domain=...)``)."""
+    if domain and not re.fullmatch(r"[A-Za-z0-9_-]+", domain):
+        raise ValueError(f"a JetStream domain is letters, digits, - and _, got {domain!r}")
+    extra = f'jetstream {{ domain: "{domain}" }}' if domain else ""
+    ports = free_ports(2 * nodes)
     servers = [
-        NatsServer(Path(root) / f"n{i}", name=f"{name}-n{i}", cluster_port=ports[i], routes=[p for j, p in enumerate(ports) if j != i],
-                   cluster_name=name)
+        NatsServer(Path(root) / f"n{i}", name=f"{name}-n{i}", cluster_port=ports[i], routes=[p for j, p in enumerate(ports[:nodes]) if j != i],
+                   cluster_name=name, leafnode_port=ports[nodes + i] if leafnodes else 0, extra_config=extra)
         for i in range(nodes)
     ]
     # One after the other, in this thread: "Server is ready" does not wait for the routes,
@@ -91,12 +98,16 @@ class NatsServer:
     """A nats-server child process with JetStream, on loopback.
 
     ``port=-1`` lets the server pick a free port; :attr:`url` is known once :meth:`start`
-    has read "Server is ready" from the log.
+    has read "Server is ready" from the log. ``leaf_remote``: the leaf node URLs of a hub
+    (comma-separated; the leaf connects to one of them and moves on when it goes); a leaf
+    node usually runs with ``jetstream=False``, so its clients' JetStream requests (streams,
+    KV buckets) go to the hub's JetStream.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], port: int = -1, host: str = "127.0.0.1", *,
                  name: str = "", cluster_port: int = 0, routes: Sequence[int] = (), cluster_name: str = "recofast",
-                 leafnode_port: int = 0, leaf_remote: str = "", extra_config: str = "") -> None:
+                 leafnode_port: int = 0, leaf_remote: str = "", extra_config: str = "", jetstream: bool = True) -> None:
+        self.jetstream = jetstream
         self.data_dir = Path(data_dir)
         self.name = name
         self.cluster_port = cluster_port
@@ -115,10 +126,8 @@ class NatsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.log_path.exists():
             self.log_path.unlink()
-        cmd = [
-            find_nats_server(),
-            "-js",
-            "-sd", str(self.data_dir / "jetstream"),
+        cmd = [find_nats_server(), *(["-js", "-sd", str(self.data_dir / "jetstream")] if self.jetstream else [])]
+        cmd += [
             "-a", self.host,
             "-p", str(self.port),
             "-l", str(self.log_path),
@@ -159,10 +168,16 @@ class NatsServer:
         if self.leafnode_port:
             out.append(f'leafnodes {{ listen: "{self.host}:{self.leafnode_port}" }}')
         if self.leaf_remote:
-            out.append(f'leafnodes {{ remotes: [ {{ url: "{self.leaf_remote}" }} ] }}')
+            urls = ", ".join(f'"{u.strip()}"' for u in self.leaf_remote.split(",") if u.strip())
+            out.append(f"leafnodes {{ remotes: [ {{ urls: [{urls}] }} ] }}")
         if self.extra_config:
             out.append(self.extra_config)
         return "\n".join(out)
+
+    @property
+    def leafnode_url(self) -> str:
+        """Where leaf nodes connect (``nats-leaf://host:port``; empty without a leaf node port)."""
+        return f"nats-leaf://{self.host}:{self.leafnode_port}" if self.leafnode_port else ""
 
     def kill(self) -> None:
         """SIGKILL (a node that dies with no goodbye)."""
