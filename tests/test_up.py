@@ -64,6 +64,59 @@ def test_up_rejects_bad_arguments(tmp_path, capsys):
 
 
 @pytest.mark.timeout(240)
+def test_up_with_two_engines_and_three_nats_nodes_shares_the_partitions_and_serves_the_edge(tmp_path):
+    """`recofast up --engines 2 --nats-nodes 3 --demo`: a JetStream cluster, two engines that
+    split the four partitions between them and exchange item deltas, and the sidecar as an
+    edge on a leaf node serving lists mirrored from the KV bucket."""
+    import re
+
+    port = free_port()
+    with open(tmp_path / "up.log", "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recofast.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"), "--demo",
+             "--rate", "500", "--engines", "2", "--nats-nodes", "3"],
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+        )
+    try:
+        deadline = time.monotonic() + 150
+        engines: list[str] = []
+        states: list[dict] = []
+        while True:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            engines = engines or re.findall(r"engine\d +(http://127\.0\.0\.1:\d+)/metrics", (tmp_path / "up.log").read_text())
+            try:
+                body = get_json(f"http://127.0.0.1:{port}/v1/recommendations/shopper1?k=5")
+                states = [get_json(f"{u}/healthz") for u in engines]
+                if (body["source"] == "personal" and len(states) == 2
+                        and all(s["item_deltas_applied_total"] > 0 and s["events_applied_total"] > 0 for s in states)):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"the stack did not serve: {states}"
+            time.sleep(0.5)
+        parts = [set(s["partitions"]) for s in states]
+        assert parts[0] and parts[1] and not parts[0] & parts[1] and parts[0] | parts[1] == {0, 1, 2, 3}, parts
+        assert all(s["status"] == "ok" for s in states), states
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    text = (tmp_path / "up.log").read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "NATS cluster" in text and "replicated 3 ways" in text and "NATS leaf node" in text
+    assert (tmp_path / "data" / "edge" / "lmdb").is_dir()  # the edge's own store, mirrored from the bucket
+    for i in (0, 1):  # each engine checkpointed its own model on its way out
+        assert any(p.name.startswith("v") for p in (tmp_path / "data" / f"engine{i}" / "models").iterdir())
+
+
+def test_up_rejects_a_bad_layout(tmp_path, capsys):
+    assert main(["up", "--engines", "0", "--data-dir", str(tmp_path)]) == 2
+    assert "--engines must be between 1 and 64" in capsys.readouterr().err
+    assert main(["up", "--engines", "3", "--partitions", "2", "--data-dir", str(tmp_path)]) == 2
+    assert "--partitions (2) must be at least --engines (3)" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "nats")  # nothing was started
+
+
+@pytest.mark.timeout(240)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     """schemathesis against the sidecar's /openapi.json, with the whole stack up (NATS, the
     engine writing lists, the sidecar). Every check but `positive_data_acceptance`, which

@@ -29,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-at", type=int, default=None, metavar="SESSION",
                    help="--demo: at this session number half of the shoppers switch taste (the engine's drift "
                         "detectors should notice; see the README, \"Drift and staleness\")")
+    p.add_argument("--engines", type=int, default=1,
+                   help="engines sharing the event stream's partitions through leases, each with its own data "
+                        "(DATA/engine<N>), exchanging item deltas (default 1)")
+    p.add_argument("--nats-nodes", type=int, default=1,
+                   help="nats-servers in a JetStream cluster on loopback, the streams replicated min(3, N) ways; "
+                        "with more than 1, the sidecar is an edge on a leaf node, its lists mirrored from the KV "
+                        "bucket (default 1)")
+    p.add_argument("--partitions", type=int, default=0,
+                   help="event partitions (recofast.events.p<N>) the engines share (default: 1 for one engine, "
+                        "else max(4, 2 x engines))")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=run)
 
@@ -40,4 +50,5 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--drift-at takes a session number (≥ 0) and goes with --demo")
     return run_stack(port=args.port, data_dir=args.data_dir, engine_http_port=args.engine_http_port, demo=args.demo,
                      events=args.events, rate=args.rate, duration=args.duration, experiment_file=args.experiment_file,
-                     concurrency=args.concurrency, drift_at=args.drift_at)
+                     concurrency=args.concurrency, drift_at=args.drift_at, engines=args.engines,
+                     nats_nodes=args.nats_nodes, partitions=args.partitions)

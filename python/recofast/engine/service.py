@@ -953,6 +953,9 @@ class Engine:
         await register_versions(self.js, self.accepted)
         await self._bind_consumer()
         if self.cfg.attribution:
+            if self.partitioned:
+                log.warning("this engine owns partitions and runs the closed loop (attribution = true): run it in one "
+                            "engine only; the loop's consumers are shared by name, so two would each see part of it")
             self.loop = Loop(self.cfg, self.accepted)
             self.loop.on_hits = self._take_hits
             await self.loop.start(self.js)
@@ -1205,7 +1208,8 @@ class Engine:
 
 
 def create_app(engine: Engine):  # noqa: ANN201
-    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming),
+    """The engine's HTTP app: ``/healthz`` (JSON, 503 until the engine is consuming; with
+    the partitions it owns when it owns some),
     Prometheus ``/metrics``, the closed loop's ``/v1/loop``, and the dashboard and the demo
     shop (:mod:`recofast.engine.dashboard`: ``/dashboard``, ``/dashboard/data``, ``/shop``;
     ``/`` leads to the dashboard)."""
@@ -1218,6 +1222,8 @@ def create_app(engine: Engine):  # noqa: ANN201
         e = request.app[key]
         ok, status = e.health()
         body = {"status": status, "pending": e.pending, **e.snapshot_counts()}
+        if e.feeds is not None:
+            body["partitions"] = list(e.owned_partitions())
         if e.loop is not None:
             body["loop"] = e.loop.problem or "ok"
         return web.json_response(body, status=200 if ok else 503)

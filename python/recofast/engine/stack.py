@@ -15,6 +15,12 @@ FILE`` copies the file's ``[[experiments]]`` into the engine's configuration,
 Ctrl-C (or SIGTERM) stops everything, engine last but one and NATS last, so the engine
 checkpoints on its way out.
 
+``--engines N --nats-nodes M`` starts the layout beyond one machine on this one: M
+nats-servers in a JetStream cluster (streams replicated min(3, M) ways), N engines sharing
+the event partitions (``--partitions``, default max(4, 2N)) through leases and exchanging
+item deltas, each with its data in ``DATA/engine<i>``, and the sidecar as a remote edge: its
+own list store (``DATA/edge``) mirrored from the KV bucket, through a leaf node when M > 1.
+
 :func:`run_simulation` (``recofast simulate --shoppers``) starts the same stack, warms it,
 and runs shoppers in lockstep rounds (see :mod:`recofast.evaluation.shoppers`), for
 reproducible runs.
@@ -37,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from recofast.engine.natsserver import NatsServer, _die_with_parent
+from recofast.engine.natsserver import NatsServer, _die_with_parent, start_cluster
 
 DEMO_USERS = 500
 DEMO_ITEMS = 600
@@ -160,6 +166,11 @@ def _stop(p: subprocess.Popen | None, timeout: float = 30.0) -> None:
         p.wait()
 
 
+HUB_DOMAIN = "recofast"
+"""The JetStream domain of ``recofast up``'s NATS cluster, which its edge reaches through a
+leaf node."""
+
+
 class Stack:
     """The embedded nats-server, the engine and the sidecar as child processes of this one,
     started and stopped together (``with Stack(...) as s:`` starts them; leaving stops them,
@@ -167,28 +178,71 @@ class Stack:
 
     ``engine_config`` / ``sidecar_config``: TOML files passed as ``--config``;
     ``engine_env``: extra environment of the engine; ``log_dir``: where the engine's and the
-    sidecar's output go (``engine.log``, ``sidecar.log``; None: this process's terminal)."""
+    sidecar's output go (``engine.log``, ``sidecar.log``; None: this process's terminal).
+
+    ``engines`` > 1 or ``nats_nodes`` > 1 starts the layout of a shop beyond one machine on
+    this one: ``nats_nodes`` nats-servers in a JetStream cluster (the streams replicated
+    ``min(3, nats_nodes)`` ways); ``engines`` engines (``DATA/engine<N>``, each its own LMDB
+    and checkpoints) sharing ``partitions`` partitions through leases, exchanging item
+    deltas and putting their lists in the KV bucket; and the sidecar as an edge on another
+    host would run: its own store mirrored from the bucket (``DATA/edge``), connected to a
+    leaf node without JetStream (``nats_nodes`` > 1) that reaches the cluster's JetStream
+    through its domain. The first engine runs the closed loop (attribution) for all."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, port: int = 8080, engine_http_port: int = 0,
                  engine_config: str | os.PathLike[str] | None = None, sidecar_config: str | os.PathLike[str] | None = None,
-                 engine_env: Mapping[str, str] | None = None, log_dir: str | os.PathLike[str] | None = None) -> None:
+                 engine_env: Mapping[str, str] | None = None, log_dir: str | os.PathLike[str] | None = None,
+                 engines: int = 1, nats_nodes: int = 1, partitions: int = 0) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"--port must be between 1 and 65535, got {port}")
+        if not 1 <= engines <= 64:
+            raise ValueError(f"--engines must be between 1 and 64, got {engines}")
+        if not 1 <= nats_nodes <= 9:
+            raise ValueError(f"--nats-nodes must be between 1 and 9, got {nats_nodes}")
+        self.distributed = engines > 1 or nats_nodes > 1
+        self.partitions = partitions or (max(4, 2 * engines) if engines > 1 else 1)
+        if self.partitions < engines:
+            raise ValueError(f"--partitions ({self.partitions}) must be at least --engines ({engines})")
+        if self.partitions > 1024:
+            raise ValueError(f"--partitions must be at most 1024, got {self.partitions}")
+        self.n_engines, self.n_nodes = engines, nats_nodes
         self.data = Path(data_dir).resolve()
         self.port = port
-        self.engine_port = engine_http_port or free_port()
+        self.engine_ports = [engine_http_port or free_port(), *(free_port() for _ in range(engines - 1))]
+        self.engine_port = self.engine_ports[0]
         self.engine_config = Path(engine_config) if engine_config else None
         self.sidecar_config = Path(sidecar_config) if sidecar_config else None
         self.engine_env = dict(engine_env or {})
         self.log_dir = Path(log_dir) if log_dir else None
         self.nats = NatsServer(self.data / "nats", port=-1)
-        self.engine: subprocess.Popen | None = None
+        self.cluster: list[NatsServer] = []
+        self.leaf: NatsServer | None = None
+        self.engines: list[subprocess.Popen | None] = [None] * engines
         self.sidecar: subprocess.Popen | None = None
         self._logs: list[IO[bytes]] = []
 
     @property
+    def engine(self) -> subprocess.Popen | None:
+        """The (first) engine's process."""
+        return self.engines[0]
+
+    @property
+    def engine_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.engine_ports]
+
+    @property
+    def nats_urls(self) -> list[str]:
+        """The client URL of each NATS node."""
+        return [s.url for s in self.cluster] if self.cluster else [self.nats.url]
+
+    @property
+    def edge_nats_url(self) -> str:
+        """Where the sidecar connects: the leaf node, or the one server."""
+        return self.leaf.url if self.leaf is not None else self.nats_urls[0]
+
+    @property
     def nats_url(self) -> str:
-        return self.nats.url
+        return self.nats_urls[0]
 
     @property
     def sidecar_url(self) -> str:
@@ -217,47 +271,114 @@ class Stack:
         return {"stdout": f, "stderr": subprocess.STDOUT}
 
     def start(self) -> Stack:
-        """NATS, then the engine (until its ``/healthz`` answers), then the sidecar (same)."""
+        """NATS, then the engines (until their ``/healthz`` answers), then the sidecar (same)."""
         self.data.mkdir(parents=True, exist_ok=True)
-        self.nats.start()
-        self.start_engine()
-        cmd = [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", str(self.data / "lmdb"), "--port", str(self.port),
-               "--nats", self.nats_url]
+        if self.n_nodes > 1:
+            self.cluster = start_cluster(self.data / "nats", self.n_nodes, leafnodes=True, domain=HUB_DOMAIN)
+            self.leaf = NatsServer(self.data / "nats" / "edge", name="recofast-edge",
+                                   leaf_remote=",".join(s.leafnode_url for s in self.cluster), jetstream=False)
+            self.leaf.start()
+        else:
+            self.nats.start()
+        if self.distributed:
+            from recofast.engine.config import EngineConfig
+            from recofast.engine.streams import wait_streams
+
+            asyncio.run(wait_streams(self.nats_url, EngineConfig(stream_replicas=min(3, self.n_nodes)), timeout=60))
+        for i in range(self.n_engines):
+            self._start_engine(i, wait=False)
+        for i in range(self.n_engines):
+            _wait_http(f"{self.engine_urls[i]}/healthz", 60, [self.engines[i]])  # type: ignore[list-item]
+        lmdb = self.data / ("edge" if self.distributed else "") / "lmdb"
+        cmd = [sys.executable, "-m", "recofast_sidecar.server", "--lmdb", str(lmdb), "--port", str(self.port),
+               "--nats", self.edge_nats_url, "--partitions", str(self.partitions)]
+        if self.distributed:
+            cmd.append("--sync")
         if self.sidecar_config is not None:
             cmd += ["--config", str(self.sidecar_config)]
-        self.sidecar = subprocess.Popen(cmd, env=self._sidecar_env(), preexec_fn=_die_with_parent, **self._out("sidecar"))
-        _wait_http(f"{self.sidecar_url}/healthz", 60, [self.engine, self.sidecar])  # type: ignore[list-item]
+        env = self._sidecar_env()
+        if self.leaf is not None:
+            env.setdefault("RECOFAST_SIDECAR_JETSTREAM_DOMAIN", HUB_DOMAIN)
+        self.sidecar = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent, **self._out("sidecar"))
+        _wait_http(f"{self.sidecar_url}/healthz", 60, [*self.engines, self.sidecar])  # type: ignore[list-item]
         return self
 
-    def start_engine(self, config: str | os.PathLike[str] | None = None) -> None:
-        """Starts the engine (with ``config`` as its configuration file from now on, when
-        given) and waits until its ``/healthz`` answers."""
-        if config is not None:
-            self.engine_config = Path(config)
-        cmd = [sys.executable, "-m", "recofast.cli", "serve", "--nats", self.nats_url, "--lmdb", str(self.data / "lmdb"),
-               "--model-dir", str(self.data / "models"), "--http-port", str(self.engine_port)]
+    def _start_engine(self, i: int, wait: bool = True) -> None:
+        home = self.data / f"engine{i}" if self.distributed else self.data
+        cmd = [sys.executable, "-m", "recofast.cli", "serve", "--nats", self.nats_urls[i % len(self.nats_urls)],
+               "--lmdb", str(home / "lmdb"), "--model-dir", str(home / "models"), "--http-port", str(self.engine_ports[i])]
+        env = {**os.environ, **self.engine_env}
+        if self.distributed:
+            cmd += ["--engine-id", f"engine{i}"]
+            if self.n_engines > 1:
+                cmd += ["--lease-partitions", str(self.partitions)]
+            env.update({"RECOFAST_STREAM_REPLICAS": str(min(3, self.n_nodes)), "RECOFAST_PUBLISH_LISTS": "true"})
+            if i > 0:  # one closed loop: the first engine attributes every partition's events
+                env["RECOFAST_ATTRIBUTION"] = "false"
         if self.engine_config is not None:
             cmd += ["--config", str(self.engine_config)]
-        env = {**os.environ, **self.engine_env}
-        self.engine = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent, **self._out("engine"))
-        _wait_http(f"{self.engine_url}/healthz", 60, [self.engine])
+        self.engines[i] = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent,
+                                           **self._out("engine" if i == 0 else f"engine{i}"))
+        if wait:
+            _wait_http(f"{self.engine_urls[i]}/healthz", 60, [self.engines[i]])  # type: ignore[list-item]
+
+    def start_engine(self, config: str | os.PathLike[str] | None = None) -> None:
+        """Starts the (first) engine (with ``config`` as its configuration file from now on,
+        when given) and waits until its ``/healthz`` answers."""
+        if config is not None:
+            self.engine_config = Path(config)
+        self._start_engine(0)
 
     def restart_engine(self, config: str | os.PathLike[str] | None = None) -> None:
-        """Stops the engine (it checkpoints) and starts it again, with ``config`` when given.
-        The sidecar goes on serving the list store meanwhile."""
+        """Stops the (first) engine (it checkpoints) and starts it again, with ``config`` when
+        given. The sidecar goes on serving the list store meanwhile."""
         _stop(self.engine, 60)
         self.start_engine(config)
 
+    def engine_states(self) -> list[dict[str, Any]]:
+        """Each engine's ``/healthz`` body (``{}`` for one that does not answer)."""
+        out = []
+        for url in self.engine_urls:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                    out.append(json.loads(r.read()))
+            except urllib.error.HTTPError as e:  # 503 while starting or unhealthy: the body says why
+                out.append(json.loads(e.read() or b"{}"))
+            except (urllib.error.URLError, OSError, ValueError):
+                out.append({})
+        return out
+
+    def wait_applied(self, events: int, timeout: float) -> int:
+        """Until the engines together have applied (or dead-lettered) ``events`` events;
+        returns how many they have. Raises TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = sum(int(b.get("events_applied_total", 0)) + int(b.get("events_dlq_total", 0)) for b in self.engine_states())
+            if done >= events:
+                return done
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the engines applied {done} of {events} events within {timeout:.0f} s")
+            time.sleep(0.2)
+
     def exited(self) -> str | None:
         """What has exited (``"the engine exited with code 1"``), or None."""
-        for name, p in (("engine", self.engine), ("sidecar", self.sidecar)):
+        named = [("engine" if len(self.engines) == 1 else f"engine{i}", p) for i, p in enumerate(self.engines)]
+        for name, p in (*named, ("sidecar", self.sidecar)):
             if p is not None and p.poll() is not None:
                 return f"the {name} exited with code {p.returncode}"
         return None
 
     def stop(self) -> None:
         _stop(self.sidecar)
-        _stop(self.engine, 60)
+        for p in self.engines:  # all at once: each checkpoints on its way out
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.engines:
+            _stop(p, 60)
+        if self.leaf is not None:
+            self.leaf.stop()
+        for n in self.cluster:
+            n.stop()
         self.nats.stop()
         for f in self._logs:
             f.close()
@@ -290,9 +411,10 @@ async def publish_history(stack: Stack, events: Path, catalog: Path, pack: int =
 
     from recofast.engine.publish import interleaved, publish, read_events, subject_for
 
-    msgs = interleaved(catalog, read_events(events), pack, stamp_now=sync is not None)
+    parts = stack.partitions
+    msgs = interleaved(catalog, read_events(events), pack, stamp_now=sync is not None, partitions=parts)
     if sync is None:
-        _, n = await publish(stack.nats_url, interleaved(catalog, read_events(events), pack, stamp_now=True))
+        _, n = await publish(stack.nats_url, interleaved(catalog, read_events(events), pack, stamp_now=True, partitions=parts))
         return n
     n = 0
     for msg_id, body, count, subject in msgs:
@@ -336,7 +458,11 @@ def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, c
     n = write_demo_events(events, catalog=catalog)
 
     async def main() -> None:
-        await _warm(stack, events, catalog)
+        if stack.distributed:  # each engine has its own position in the stream: count what they applied
+            await publish_history(stack, events, catalog)
+            await asyncio.to_thread(stack.wait_applied, n, 300.0)
+        else:
+            await _warm(stack, events, catalog)
         print(f"  demo             {n} events of history applied; shoppers are shopping", flush=True)
         shop = Shop.from_seed(0, users=DEMO_USERS, items=DEMO_ITEMS, events=n)
         shoppers = Shoppers(shop, stack.sidecar_url, seed=int(time.time()), concurrency=concurrency, hours="wall",
@@ -355,10 +481,12 @@ def _demo_thread(stack: Stack, data: Path, rate: float, stop: threading.Event, c
 
 def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int = 0, demo: bool = False,
               events: str | None = None, rate: float = 200.0, duration: float = 0.0, experiment_file: str | None = None,
-              concurrency: int = 8, drift_at: int | None = None) -> int:
+              concurrency: int = 8, drift_at: int | None = None, engines: int = 1, nats_nodes: int = 1,
+              partitions: int = 0) -> int:
     """Starts NATS, the engine and the sidecar (and, with ``demo``, shoppers; with ``events``,
     a feeder); runs until interrupted or for ``duration`` seconds; stops them all. Returns
-    the exit code."""
+    the exit code. ``engines``, ``nats_nodes``, ``partitions``: the layout beyond one
+    machine (see :class:`Stack`)."""
     if not 0 < port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {port}")
     if rate <= 0:
@@ -380,7 +508,8 @@ def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int
         stopping = True
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(data, port=port, engine_http_port=engine_http_port, engine_config=config)
+    stack = Stack(data, port=port, engine_http_port=engine_http_port, engine_config=config, engines=engines,
+                  nats_nodes=nats_nodes, partitions=partitions)
     feeder = None
     stop_demo = threading.Event()
     demo_thread = None
@@ -395,13 +524,26 @@ def run_stack(*, port: int = 8080, data_dir: str = "data", engine_http_port: int
         print(f"  popular          {base}/v1/popular?k=10", flush=True)
         print(f"  events (POST)    {base}/v1/events     tracker {base}/v1/track.js", flush=True)
         print(f"  API              {base}/openapi.json", flush=True)
-        print(f"  engine metrics   {stack.engine_url}/metrics", flush=True)
-        print(f"  NATS             {url}", flush=True)
+        if stack.n_engines == 1:
+            print(f"  engine metrics   {stack.engine_url}/metrics", flush=True)
+        else:
+            print(f"  engines          {stack.n_engines} sharing {stack.partitions} partitions through leases "
+                  "(each one's /healthz lists its partitions; the first runs the closed loop)", flush=True)
+            for i, u in enumerate(stack.engine_urls):
+                print(f"    engine{i}        {u}/metrics   {u}/healthz   (data in {data / f'engine{i}'})", flush=True)
+        if stack.cluster:
+            print(f"  NATS cluster     {', '.join(stack.nats_urls)} (JetStream domain {HUB_DOMAIN}, "
+                  f"streams replicated {min(3, stack.n_nodes)} ways)", flush=True)
+            print(f"  NATS leaf node   {stack.edge_nats_url} (the edge sidecar's; its lists mirrored into "
+                  f"{data / 'edge'})", flush=True)
+        else:
+            print(f"  NATS             {url}", flush=True)
         if config is not None:
             print(f"  experiments      {config} (edit it to change them)", flush=True)
         if events:
             feeder = subprocess.Popen([sys.executable, "-m", "recofast.cli", "publish", "--events", events, "--nats", url,
-                                       "--rate", str(rate), "--pack", "10", "--stamp-now", "--quiet"])
+                                       "--rate", str(rate), "--pack", "10", "--stamp-now", "--quiet",
+                                       "--partitions", str(stack.partitions)])
         if demo:
             print(f"  demo shoppers    {base}/v1/recommendations/shopper1?k=10", flush=True)
             demo_thread = threading.Thread(target=_demo_thread, args=(stack, data, rate, stop_demo, concurrency, drift_at),
@@ -531,4 +673,4 @@ def run_simulation(*, shoppers: int, sessions: int, seed: int = 0, data_dir: str
     return tallies
 
 
-__all__ = ["Stack", "engine_toml", "free_port", "read_experiments", "run_simulation", "run_stack", "write_demo_events"]
+__all__ = ["HUB_DOMAIN", "Stack", "engine_toml", "free_port", "read_experiments", "run_simulation", "run_stack", "write_demo_events"]
