@@ -544,6 +544,30 @@ class Recommender:
             raise ValueError(f"cap must be a whole number ≥ 0, got {cap!r}")
         self._m.share_items(cap)
 
+    def set_replay(self, share: bool = True, items: bool = True) -> None:
+        """How the next learning calls treat their events, while replaying events whose
+        effect on items has already been shared as deltas: ``share=False`` leaves them out
+        of :meth:`take_item_delta` (an engine that restarts from its checkpoint replays the
+        events it had shared), ``items=False`` learns them for their users only, leaving
+        items, popularity and co-occurrence as the deltas made them (an engine that takes a
+        partition over replays the previous owner's events). ``set_replay()`` is normal
+        learning again.
+
+        >>> a, b = Recommender(dim=8, seed=1), Recommender(dim=8, seed=2)
+        >>> a.share_items()
+        >>> a.learn_many(["u1", "u1"], ["lamp", "bulb"], ts=[1.0, 2.0])
+        2
+        >>> for d in a.take_item_delta():
+        ...     _ = b.apply_item_delta(d)
+        >>> b.set_replay(share=False, items=False)
+        >>> b.learn_many(["u1", "u1"], ["lamp", "bulb"], ts=[1.0, 2.0])
+        2
+        >>> b.set_replay()
+        >>> b.take_item_delta(), "u1" in b.user_factors()[0]
+        ([], True)
+        """
+        self._m.set_replay(bool(share), bool(items))
+
     def take_item_delta(self, max_bytes: int = 1 << 20) -> list[bytes]:
         """What learning did to items since the last call (co-occurrence increments,
         popularity, factor and bias changes; never anything about users), as compact

@@ -373,6 +373,8 @@ pub struct Model {
     /// shared), and whether it is gathered at all (read without the lock by learning).
     share: Mutex<Option<delta::Outbox>>,
     share_on: std::sync::atomic::AtomicBool,
+    /// Events are learned for their users only (see [`Model::set_replay`]).
+    items_frozen: std::sync::atomic::AtomicBool,
 }
 
 impl Model {
@@ -423,6 +425,7 @@ impl Model {
             ranker: crate::ranker::Ranker::new(if cfg.ranker { cfg.ranker_cache } else { 0 }, cfg.ranker_lr),
             share: Mutex::new(None),
             share_on: std::sync::atomic::AtomicBool::new(false),
+            items_frozen: std::sync::atomic::AtomicBool::new(false),
             cfg,
         })
     }
@@ -832,6 +835,7 @@ impl Model {
         if self.share_on.load(Relaxed) {
             scratch.share = Some(delta::Outbox::new(usize::MAX));
         }
+        scratch.users_only = self.items_frozen.load(Relaxed);
         let nneg = self.cfg.negatives;
         let mut negs: Vec<u32> = Vec::new();
         for (c, chunk) in evs.chunks(CHUNK).enumerate() {
@@ -956,6 +960,9 @@ impl Model {
         if cfg.ranker {
             self.ranker.learn(e.user, e.item, w);
         }
+        if s.users_only {
+            return; // what the event does to items arrived as another model's delta
+        }
         // Co-occurrence: pairs with the user's recent items, weighted by distance and session.
         // Forward decay: a pair learned now weighs growth(t) times one learned at the last
         // rescale, which is the same as every older pair fading with the half-life.
@@ -1049,6 +1056,9 @@ impl Model {
                 *du += g * (i - *j);
                 *j += lr * (-g * u - reg * *j);
             }
+            if s.users_only {
+                continue;
+            }
             store_row(jrow, &s.j);
             let dbj = lr * (-g - cfg.reg * bj.load());
             bj.store(bj.load() + dbj);
@@ -1060,17 +1070,19 @@ impl Model {
             return;
         }
         let reg = cfg.reg;
-        if s.share.is_some() {
-            s.old.copy_from_slice(&s.i);
-        }
-        for (i, u) in s.i.iter_mut().zip(&s.q) {
-            *i += lr * (gi * u - reg * *i);
-        }
-        store_row(irow, &s.i);
-        let dbi = lr * (gi - cfg.reg * bi.load());
-        bi.store(bi.load() + dbi);
-        if let Some(ob) = s.share.as_mut() {
-            ob.moved(i, &s.old, &s.i, dbi);
+        if !s.users_only {
+            if s.share.is_some() {
+                s.old.copy_from_slice(&s.i);
+            }
+            for (i, u) in s.i.iter_mut().zip(&s.q) {
+                *i += lr * (gi * u - reg * *i);
+            }
+            store_row(irow, &s.i);
+            let dbi = lr * (gi - cfg.reg * bi.load());
+            bi.store(bi.load() + dbi);
+            if let Some(ob) = s.share.as_mut() {
+                ob.moved(i, &s.old, &s.i, dbi);
+            }
         }
         for (u, du) in s.u.iter_mut().zip(&s.du) {
             *u += lr * (du - reg * *u);
@@ -1099,6 +1111,9 @@ impl Model {
         let g = step * sigmoid(x);
         for (d, a) in urow.iter().enumerate() {
             a.store(s.u[d] - g * s.i[d]);
+        }
+        if s.users_only {
+            return;
         }
         for (d, a) in irow.iter().enumerate() {
             a.store(s.i[d] - g * s.u[d]);
@@ -1880,12 +1895,14 @@ struct Scratch {
     old: Vec<f32>,
     /// What this call did to items, merged into the model's outbox at its end.
     share: Option<delta::Outbox>,
+    /// Learn for the users only: no item row, bias, popularity or co-occurrence changes.
+    users_only: bool,
 }
 
 impl Scratch {
     fn new(dim: usize) -> Self {
         let z = || vec![0.0; dim];
-        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new(), now: 0.0, old: z(), share: None }
+        Scratch { u: z(), i: z(), j: z(), du: z(), q: z(), c: z(), ctx: Vec::new(), recent: Vec::new(), pairs: Vec::new(), now: 0.0, old: z(), share: None, users_only: false }
     }
 }
 

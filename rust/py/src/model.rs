@@ -473,6 +473,13 @@ impl PyModel {
         self.m.share_items(cap);
     }
 
+    /// How the next learning calls treat their events while replaying ones already shared:
+    /// `share` false keeps them out of the deltas, `items` false learns them for their
+    /// users only. `set_replay(True, True)` is normal learning.
+    fn set_replay(&self, share: bool, items: bool) {
+        self.m.set_replay(share, items);
+    }
+
     /// What learning did to items since the last call, as compact binary deltas of at most
     /// `max_bytes` each for another engine's `apply_item_delta` (none: nothing learned, or
     /// sharing is off).

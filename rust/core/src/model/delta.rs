@@ -310,6 +310,17 @@ impl Model {
         self.share_on.store(cap > 0, Relaxed);
     }
 
+    /// How the next learning calls treat their events, while replaying events whose effect on
+    /// items another model has already shared: `share` false leaves them out of the outbox
+    /// (they were sent once; a restarted engine replays its own), `items` false learns them
+    /// for their users only (their item effects arrived as deltas; an engine taking a
+    /// partition over replays the previous owner's). `set_replay(true, true)` is normal
+    /// learning.
+    pub fn set_replay(&self, share: bool, items: bool) {
+        self.share_on.store(share && self.share.lock().is_some(), Relaxed);
+        self.items_frozen.store(!items, Relaxed);
+    }
+
     /// Item updates dropped because the outbox was full (since sharing started).
     pub fn item_delta_dropped(&self) -> u64 {
         self.share.lock().as_ref().map_or(0, |o| o.dropped)
@@ -482,6 +493,44 @@ mod tests {
         // What b applied is not in b's own outbox.
         b.share_items(10);
         b.apply_item_delta(&delta).unwrap();
+        assert!(b.take_item_delta(1 << 20).is_empty());
+    }
+
+    #[test]
+    fn a_replay_for_users_only_adds_nothing_to_items_and_shares_nothing() {
+        let (a, b) = (model(1), model(2));
+        a.share_items(1000);
+        b.share_items(1000);
+        let (users, items) = (["u1", "u1", "u1", "u2"], ["lamp", "bulb", "shade", "lamp"]);
+        a.learn_many(&users, &items, &[3, 3, 3, 3], &[1.0, 2.0, 3.0, 4.0], &[]).unwrap();
+        for d in a.take_item_delta(1 << 20) {
+            b.apply_item_delta(&d).unwrap();
+        }
+        let items_of = |m: &Model| {
+            let ids = m.items.ids();
+            ["lamp", "bulb", "shade"].map(|x| {
+                let r = ids.get(x).unwrap();
+                (m.item_weight.get(r as usize).load(), m.item_bias.get(r as usize).load(),
+                 m.items.row(r).iter().map(|v| v.load()).collect::<Vec<_>>(), m.neighbors_of(r))
+            })
+        };
+        let before = items_of(&b);
+        // b takes the users over and replays their events: for the users only, unshared.
+        b.set_replay(false, false);
+        b.learn_many(&users, &items, &[3, 3, 3, 3], &[1.0, 2.0, 3.0, 4.0], &[]).unwrap();
+        b.set_replay(true, true);
+        assert_eq!(items_of(&b), before, "the items are as the delta left them");
+        assert!(b.take_item_delta(1 << 20).is_empty(), "nothing to share again");
+        let u1 = b.users.ids().get("u1").expect("u1 learned");
+        assert!(b.users.row(u1).iter().any(|x| x.load() != 0.0));
+        // Normal learning again: items move and are shared.
+        b.learn_many(&["u1"], &["bulb"], &[3], &[5.0], &[]).unwrap();
+        assert_ne!(items_of(&b)[1].0, before[1].0);
+        assert_eq!(b.take_item_delta(1 << 20).len(), 1);
+        // Unshared but whole (a restart replaying its own events): items move, nothing is shared.
+        b.set_replay(false, true);
+        b.learn_many(&["u2"], &["shade"], &[3], &[6.0], &[]).unwrap();
+        b.set_replay(true, true);
         assert!(b.take_item_delta(1 << 20).is_empty());
     }
 
