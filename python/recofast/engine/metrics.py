@@ -52,6 +52,9 @@ PERSISTENT = {
     "item_deltas_rejected_total": "Item deltas refused as invalid, ever.",
     "item_deltas_unsent_dropped_total": "Item deltas dropped unpublished while NATS could not take them, ever.",
     "users_handed_over_total": "Users taken over with a partition from the previous owner's checkpoint, ever.",
+    "events_replayed_shared_total": "Events replayed after a restart or a takeover whose item knowledge had been shared "
+                                    "already (learned without sharing it again; for the users only when another engine's "
+                                    "deltas carry it), ever.",
 }
 
 

@@ -162,6 +162,10 @@ class Engine:
         self.objects: Any = None
         self.delta_seq = 0
         self._handovers: dict[int, asyncio.Task[None]] = {}
+        # Partitions resumed from a position whose next events were already shared as item
+        # deltas: p -> (the last such stream sequence, whether the deltas are another
+        # engine's, so the events are learned for their users only); see _apply_covered.
+        self._covered: dict[int, tuple[int, bool]] = {}
         self.engine_id = cfg.engine_id or f"{os.uname().nodename}-{os.getpid()}"
         self.counters = {
             "events_applied_total": 0,
@@ -179,6 +183,7 @@ class Engine:
             "item_deltas_rejected_total": 0,
             "item_deltas_unsent_dropped_total": 0,
             "users_handed_over_total": 0,
+            "events_replayed_shared_total": 0,
         }
         self.window = ev.TimeWindow(cfg.event_earliest, cfg.event_max_future)
         self.tombstones = Tombstones(cfg.model_dir)
@@ -641,10 +646,13 @@ class Engine:
             self.share = ItemShare(self.js, self.engine_id, lambda: self.model, self.counters, seconds=self.cfg.share_seconds,
                                    max_items=self.cfg.share_max_items, replicas=self.cfg.stream_replicas,
                                    max_age=self.cfg.share_max_age, max_bytes=self.cfg.share_max_bytes,
-                                   max_payload=self.nc.max_payload)
+                                   max_payload=self.nc.max_payload,
+                                   positions=lambda: {p: q for p, q in self.part_seq.items() if p in self.owned_partitions()})
             await self.share.start(self.delta_seq)
         if self.fixed_parts:
             for p in self.fixed_parts:
+                self.part_seq.setdefault(p, 0)
+                await self._cover(p)
                 await self.feeds.add(p, self.part_seq.get(p, 0))
             log.info("consuming partitions %s", ",".join(map(str, self.fixed_parts)))
             return
@@ -665,12 +673,58 @@ class Engine:
         seq, applied = int(pos.get("seq", 0)), int(pos.get("applied", 0))
         self.part_seq[p], self.part_applied[p] = seq, applied
         self._cp_parts[p] = (seq, applied)
+        await self._cover(p)
         obj = pos.get("object")
         if self.objects is not None and obj and pos.get("engine") != self.engine_id:
             self._handovers[p] = asyncio.create_task(self._take_over(p, seq, str(obj)))
             return
         await self.feeds.add(p, seq)
         log.info("partition %d resumes after stream seq %d (%d events applied before)", p, seq, applied)
+
+    async def _cover(self, p: int) -> None:
+        """Notes how far the events of partition ``p`` after its position were already shared
+        as item deltas (by this engine before it restarted, or by another that had the
+        partition): see :meth:`_apply_covered`."""
+        if self.share is None:
+            return
+        from recofast_sidecar.protocol.names import STREAM
+
+        try:
+            last = int((await self.js.stream_info(STREAM)).state.last_seq)
+        except Exception as e:  # noqa: BLE001 - replayed as new events
+            log.warning("partition %d: cannot read the stream's last sequence (%s)", p, e)
+            return
+        seq, who = await self.share.covered(p, last)
+        if seq > self.part_seq.get(p, 0):
+            theirs = who != self.share.id
+            self._covered[p] = (seq, theirs)
+            log.info("partition %d: events up to stream seq %d were shared by %s; replayed %s", p, seq, who,
+                     "for their users only" if theirs else "without sharing them again")
+
+    async def _apply_covered(self, p: int, msgs: list[Any]) -> list[Any] | None:
+        """Applies the head of a batch of partition ``p`` whose item knowledge is already
+        shared: not shared again (this engine's own deltas, which it never applies, went out
+        before it restarted), and, when another engine's deltas carry it (this engine applies
+        them), learned for the users only. Returns the rest of the batch (None: stopping)."""
+        seq, theirs = self._covered[p]
+        n = 0
+        while n < len(msgs) and msgs[n].metadata.sequence.stream <= seq:
+            n += 1
+        if n == len(msgs) and msgs[-1].metadata.sequence.stream < seq:
+            pass  # more to come
+        else:
+            del self._covered[p]
+        if n:
+            before = self.counters["events_applied_total"]
+            self.model.set_replay(share=False, items=not theirs)
+            try:
+                done = await self.handle(msgs[:n])
+            finally:
+                self.model.set_replay()
+            self.counters["events_replayed_shared_total"] += self.counters["events_applied_total"] - before
+            if done is None:
+                return None
+        return msgs[n:]
 
     async def _take_over(self, p: int, seq: int, obj: str) -> None:
         """Takes partition ``p``'s users from checkpoint object ``obj``, then consumes it."""
@@ -717,12 +771,22 @@ class Engine:
             extra["object"] = await self.objects.upload(self.model_version, path)
         await self.leases.put_positions(self._cp_parts, extra)
 
+    async def _flush_deltas(self) -> None:
+        """Publishes the item deltas gathered since the last tick (before a partition leaves
+        this engine or the engine stops: the next owner resumes after these events)."""
+        if self.share is not None:
+            try:
+                await self.share.publish()
+            except Exception as e:  # noqa: BLE001 - the others miss these events' item knowledge
+                log.warning("item deltas: the last ones were not published (%s)", e)
+
     async def _release(self, parts: list[int]) -> None:
         """Hands partitions over to another engine (more engines are live than when they
         were claimed): stops consuming them, checkpoints, writes their positions, drops the
         leases; the next owner resumes right after."""
         for p in parts:
             await self.feeds.remove(p)
+        await self._flush_deltas()
         try:
             await asyncio.to_thread(self.checkpoint)
             await self._put_positions()
@@ -745,6 +809,7 @@ class Engine:
         self.part_seq.pop(p, None)
         self.part_applied.pop(p, None)
         self._cp_parts.pop(p, None)
+        self._covered.pop(p, None)
 
     def owned_partitions(self) -> tuple[int, ...]:
         if self.leases is not None:
@@ -971,6 +1036,7 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         try:
             if self.writer is not None and exc[0] is None:
+                await self._flush_deltas()  # what the last events did to items, before they leave
                 try:
                     await asyncio.to_thread(self.checkpoint)  # a graceful stop leaves nothing to replay
                 except Exception as e:  # noqa: BLE001 - the stream still holds what is not in a checkpoint
@@ -1051,7 +1117,8 @@ class Engine:
                 if msgs and (self.leases is None or p in self.leases.owned or p < 0):
                     self._cur_part = p
                     try:
-                        if await self.handle(msgs) is None:
+                        rest = await self._apply_covered(p, msgs) if p in self._covered else msgs
+                        if rest is None or (rest and await self.handle(rest) is None):
                             self.stopping.set()
                     finally:
                         self._cur_part = None

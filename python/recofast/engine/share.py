@@ -12,6 +12,16 @@ co-listed for the users of another. The stream sequence of the last delta applie
 the checkpoint (``delta_seq``), so a restarted engine applies each delta once. A delta that
 fails validation is counted (``item_deltas_rejected_total``) and skipped.
 
+**Each event's item knowledge once.** The last delta of each take carries the header
+``Recofast-Covers`` (``p:seq,...``: each owned partition's last applied stream sequence
+when it was taken). An engine that resumes a partition from a checkpoint position replays
+the events after it, and some of those were already shared: up to the sequence the last
+delta of any engine covers (:meth:`ItemShare.covered`; the previous owner's, in practice). Those are
+replayed without being shared again, and, when the covering deltas are another engine's
+(which this engine applies), learned for their users only
+(:meth:`recofast.Recommender.set_replay`), so no engine counts an event's effect on items
+twice.
+
 **Checkpoints in the object store.** After each checkpoint, an engine that claims
 partitions through leases uploads its model snapshot to the JetStream object store
 ``recofast-checkpoints`` as ``<engine id>/v<version>`` (the last two are kept) before it
@@ -41,6 +51,30 @@ OBJECTS_KEPT = 2
 QUEUE_LEN = 256
 #: Deltas waiting to be published while NATS cannot take them (the oldest are dropped).
 OUTBOX_LEN = 256
+COVERS_HEADER = "Recofast-Covers"
+
+
+def format_covers(seqs: dict[int, int]) -> str:
+    """The ``Recofast-Covers`` header value.
+
+    >>> format_covers({1: 40, 0: 7, -1: 3})
+    '0:7,1:40'
+    """
+    return ",".join(f"{p}:{int(q)}" for p, q in sorted(seqs.items()) if p >= 0)
+
+
+def parse_covers(text: str | None) -> dict[int, int]:
+    """A ``Recofast-Covers`` value read back; anything malformed is left out.
+
+    >>> parse_covers("0:7,1:40,x:1,2:-5,3"), parse_covers(None)
+    ({0: 7, 1: 40}, {})
+    """
+    out: dict[int, int] = {}
+    for part in (text or "").split(",")[:4096]:
+        p, _, q = part.partition(":")
+        if p.isdigit() and q.isdigit():
+            out[int(p)] = int(q)
+    return out
 
 
 def safe_id(engine_id: str) -> str:
@@ -60,8 +94,9 @@ class ItemShare:
 
     def __init__(self, js: Any, engine_id: str, model: Callable[[], Any], counters: dict[str, int], *, seconds: float = 0.5,
                  max_items: int = 100_000, replicas: int = 1, max_age: float = 3600.0, max_bytes: int = 1 << 30,
-                 max_payload: int = 1 << 20) -> None:
+                 max_payload: int = 1 << 20, positions: Callable[[], dict[int, int]] = dict) -> None:
         self.js, self.id, self.model, self.counters = js, safe_id(engine_id), model, counters
+        self.positions = positions
         self.seconds, self.max_items, self.replicas = seconds, max_items, replicas
         self.max_age, self.max_bytes = max_age, max_bytes
         # Room for the headers JetStream adds; the server's limit is the client's max_payload.
@@ -69,7 +104,7 @@ class ItemShare:
         self.subject = f"{DELTA_PREFIX}.{self.id}"
         self.applied_seq = 0
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_LEN)
-        self.unsent: list[bytes] = []
+        self.unsent: list[tuple[bytes, dict[str, str] | None]] = []
         self.task: asyncio.Task[None] | None = None
         self.sub: Any = None
         self._next = 0.0
@@ -129,23 +164,49 @@ class ItemShare:
         await self.apply_arrived()
 
     async def publish(self) -> None:
+        covers = format_covers(self.positions())  # read with the take: no batch is applied in between
         deltas = await asyncio.to_thread(self.model().take_item_delta, self.max_payload)
-        self.unsent.extend(deltas)
+        self.unsent.extend((d, {COVERS_HEADER: covers} if k == len(deltas) - 1 and covers else None)
+                           for k, d in enumerate(deltas))
         if len(self.unsent) > OUTBOX_LEN:
             dropped = len(self.unsent) - OUTBOX_LEN
             del self.unsent[:dropped]
             self.counters["item_deltas_unsent_dropped_total"] += dropped
             log.warning("item deltas: %d not published (NATS unavailable) were dropped", dropped)
         while self.unsent:
-            d = self.unsent[0]
+            d, headers = self.unsent[0]
             try:
-                await self.js.publish(self.subject, d, timeout=2.0)
+                await self.js.publish(self.subject, d, timeout=2.0, headers=headers)
             except Exception as e:  # noqa: BLE001 - NATS away: kept, sent at the next tick
                 log.warning("item deltas: publish failed (%s); %d waiting", e, len(self.unsent))
                 return
             self.unsent.pop(0)
             self.counters["item_deltas_published_total"] += 1
             self.counters["item_delta_bytes_published_total"] += len(d)
+
+    async def covered(self, p: int, limit: int) -> tuple[int, str]:
+        """How far the events of partition ``p`` have been shared, and by whom: the highest
+        sequence any engine's last delta covers (``Recofast-Covers``), with that engine's
+        subject id; (0, "") when none does or the stream cannot say. Capped at ``limit``
+        (the event stream's last sequence), so a header from the future never holds
+        learning back."""
+        from nats.js.errors import NotFoundError
+
+        best, who = 0, ""
+        try:
+            info = await self.js.stream_info(ITEMS_STREAM, subjects_filter=f"{DELTA_PREFIX}.>")
+            for subject in list((info.state.subjects or {}))[:1024]:
+                try:
+                    msg = await self.js.get_last_msg(ITEMS_STREAM, subject)
+                except NotFoundError:
+                    continue
+                seq = parse_covers((msg.headers or {}).get(COVERS_HEADER)).get(p, 0)
+                if seq > best:
+                    best, who = seq, subject[len(DELTA_PREFIX) + 1:]
+        except Exception as e:  # noqa: BLE001 - replayed as new: at worst counted twice, as without this
+            log.warning("item deltas: cannot read what was shared of partition %d (%s)", p, e)
+            return 0, ""
+        return min(best, limit), who
 
     async def apply_arrived(self) -> None:
         msgs = []
@@ -238,4 +299,4 @@ class CheckpointObjects:
         return Path(tmp)
 
 
-__all__ = ["CHECKPOINT_BUCKET", "DELTA_PREFIX", "ITEMS_STREAM", "CheckpointObjects", "ItemShare", "safe_id"]
+__all__ = ["CHECKPOINT_BUCKET", "COVERS_HEADER", "DELTA_PREFIX", "ITEMS_STREAM", "CheckpointObjects", "ItemShare", "safe_id"]
