@@ -103,13 +103,19 @@ def read_events(path: str | Path) -> Iterator[ev.Event | bytes]:
                 yield line
 
 
+def _raw_field(e: bytes, name: str) -> Any:
+    """Field ``name`` (id, user or ts) of an event the publisher passes on undecoded; None
+    when the body is no JSON object."""
+    try:
+        return getattr(_id_only.decode(e), name)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def _event_id(e: ev.Event | bytes) -> str:
     if isinstance(e, ev.Event):
         return e.id
-    try:
-        i = _id_only.decode(e).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        i = None
+    i = _raw_field(e, "id")
     return str(i) if i is not None else "raw-" + hashlib.blake2b(e, digest_size=10).hexdigest()
 
 
@@ -148,10 +154,7 @@ def partition_of(user: str, partitions: int) -> int:
 def _event_user(e: ev.Event | bytes) -> str:
     if isinstance(e, ev.Event):
         return e.user
-    try:
-        u = _id_only.decode(e).user
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        u = None
+    u = _raw_field(e, "user")
     return u if isinstance(u, str) else ""
 
 
@@ -286,8 +289,8 @@ def _event_seconds(e: ev.Event | bytes) -> float | None:
     if isinstance(e, ev.Event):
         return e.ts_seconds
     try:
-        return ev._seconds(_id_only.decode(e).ts)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
+        return ev._seconds(_raw_field(e, "ts"))
+    except (TypeError, ValueError):
         return None
 
 
