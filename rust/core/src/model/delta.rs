@@ -35,8 +35,12 @@ pub const MAX_DELTA_ID: usize = 1024;
 pub const MAX_DELTA_ROWS: usize = 1 << 20;
 /// Pairs kept per item the outbox can hold.
 const PAIRS_PER_ITEM: usize = 16;
-/// The largest magnitude accepted for a weight, a bias change or a scale.
+/// The largest magnitude accepted for a weight (the summed event weights of one item).
 const MAX_DELTA_VALUE: f32 = 1e9;
+/// The largest bias change and factor scale accepted: a factor coordinate moves by at most
+/// 127 × this per delta, far beyond what learning moves it in one delta interval (factors are
+/// regularised to a few units), so a hostile delta cannot blow factors up in a few messages.
+const MAX_DELTA_STEP: f32 = 1.0;
 
 /// What one item accumulates between two deltas.
 #[derive(Clone, Debug, Default)]
@@ -237,8 +241,8 @@ fn decode(buf: &[u8], dim: usize) -> Result<Decoded> {
         let active = r.u32()?;
         let db = r.f32("bias change")?;
         let scale = r.f32("scale")?;
-        if scale < 0.0 {
-            return invalid!("item delta: a negative scale {scale}");
+        if !(0.0..=MAX_DELTA_STEP).contains(&scale) || db.abs() > 127.0 * MAX_DELTA_STEP {
+            return invalid!("item delta: a scale {scale} or bias change {db} out of range");
         }
         let dv = if scale > 0.0 { r.take(dim)?.iter().map(|&q| q as i8 as f32 * scale).collect() } else { Vec::new() };
         items.push((k, w, active, db, dv));
@@ -338,10 +342,9 @@ impl Model {
 
     /// Forgets the outbox's entries of retired rows.
     pub(super) fn share_drop_rows(&self, rows: &[u32]) {
-        if self.share_on.load(Relaxed) {
-            if let Some(o) = self.share.lock().as_mut() {
-                o.drop_rows(rows);
-            }
+        // Also while gathering is paused (set_replay): the outbox still holds these rows.
+        if let Some(o) = self.share.lock().as_mut() {
+            o.drop_rows(rows);
         }
     }
 
@@ -377,14 +380,19 @@ impl Model {
         let mut enc = Encoder::new(dim);
         for (r, a) in &ob.items {
             let Some(&n) = name.get(r) else { continue };
+            if !(a.w.is_finite() && (0.0..=MAX_DELTA_VALUE).contains(&a.w)) {
+                continue; // what a receiver would refuse (and the whole delta with it)
+            }
             let amax = a.dv.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let scale = if amax.is_finite() && amax > 0.0 { amax / 127.0 } else { 0.0 };
+            // Within what a receiver accepts: a larger step is sent capped.
+            let scale = if amax.is_finite() && amax > 0.0 { (amax / 127.0).min(MAX_DELTA_STEP) } else { 0.0 };
+            let db = if a.db.is_finite() { a.db.clamp(-127.0 * MAX_DELTA_STEP, 127.0 * MAX_DELTA_STEP) } else { 0.0 };
             let cost = 20 + if scale > 0.0 { dim } else { 0 } + enc.id_cost(*r, n);
             if enc.len() + cost > max_bytes && enc.n_items + enc.n_pairs > 0 {
                 out.push(std::mem::replace(&mut enc, Encoder::new(dim)).finish());
             }
             let k = enc.id(*r, n);
-            for v in [k.to_le_bytes(), a.w.to_bits().to_le_bytes(), a.active.to_le_bytes(), a.db.to_bits().to_le_bytes(), scale.to_bits().to_le_bytes()] {
+            for v in [k.to_le_bytes(), a.w.to_bits().to_le_bytes(), a.active.to_le_bytes(), db.to_bits().to_le_bytes(), scale.to_bits().to_le_bytes()] {
                 enc.items.extend_from_slice(&v);
             }
             if scale > 0.0 {
@@ -558,6 +566,12 @@ mod tests {
         let p = 4 + 2 + 4 + 2 + 1 + 2 + 1 + 4 + 4; // the first item's weight: after magic, dim, ids ("x", "y"), n_items, id
         nan[p..p + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
         assert!(b.apply_item_delta(&nan).is_err());
+        // A step no learning makes (a factor scale or bias change beyond the bound) is refused.
+        for (at, v) in [(p + 12, 2.0f32), (p + 8, 1e6f32)] {
+            let mut big = good.clone();
+            big[at..at + 4].copy_from_slice(&v.to_bits().to_le_bytes());
+            assert!(b.apply_item_delta(&big).is_err(), "field at {at} = {v}");
+        }
         assert_eq!(b.n_items(), n, "nothing was created by a refused delta");
     }
 
