@@ -53,9 +53,10 @@ async def _until(cond, timeout: float, what) -> None:  # noqa: ANN001
 OPTS = dict(lease_partitions=1, fetch_timeout=0.1, refresh_seconds=3600.0, lease_ttl=1.0, share_seconds=0.2)
 
 
-async def _crash_after_sharing(js, cfg, running_engine) -> None:  # noqa: ANN001
+async def _crash_after_sharing(js, cfg, running_engine) -> int:  # noqa: ANN001
     """Engine ``cfg`` (leases on one partition) learns 40 events and checkpoints, learns 30
-    more and shares them, and crashes: no final checkpoint, the leases held."""
+    more and shares them, and crashes: no final checkpoint, the leases held. Returns how
+    many takes of deltas it published after the checkpoint."""
     import asyncio
 
     from recofast.engine.publish import subject_for
@@ -68,11 +69,14 @@ async def _crash_after_sharing(js, cfg, running_engine) -> None:  # noqa: ANN001
             await _until(lambda: a.counters["events_applied_total"] == 40, 15, lambda: a.counters)
             await asyncio.to_thread(a.checkpoint)
             await a._put_positions()
+            included = a.share.takes
             await js.publish(subject_for(0), _purchases(40, 70), headers={MSG_ID_HEADER: "second"})
             await _until(lambda: a.counters["events_applied_total"] == 70, 15, lambda: a.counters)
             sent = a.counters["item_deltas_published_total"]
             await _until(lambda: a.counters["item_deltas_published_total"] > sent, 15, "A shares the second batch")
+            after = a.share.takes - included
             raise RuntimeError("crash")
+    return after
 
 
 async def test_events_another_engine_shared_are_replayed_for_their_users_only(
@@ -104,20 +108,27 @@ async def test_events_another_engine_shared_are_replayed_for_their_users_only(
             assert set(b.model.user_factors()[0]) == {f"u{i}" for i in range(7)}
 
 
-async def test_an_engine_restarted_under_its_name_replays_what_it_shared_without_sharing_it_again(
+async def test_an_engine_restarted_under_its_name_takes_its_own_deltas_after_the_checkpoint(
     nats_url, tmp_path, engine_config, running_engine,  # noqa: ANN001
 ) -> None:
+    """Restarted from its checkpoint, the engine applies the deltas its previous run shared
+    after it (not those the checkpoint holds), replays those events for their users only,
+    and shares nothing again."""
     import asyncio
 
     import nats
 
     cfg = engine_config(tmp_path / "a", nats_url, engine_id="a", **OPTS)
     async with await nats.connect(nats_url) as nc:
-        await _crash_after_sharing(nc.jetstream(), cfg, running_engine)
+        after = await _crash_after_sharing(nc.jetstream(), cfg, running_engine)
+    assert after >= 1
     async with running_engine(cfg) as a:
         await _until(lambda: a.counters["events_applied_total"] == 70, 20, lambda: a.counters)
         assert a.counters["events_replayed_shared_total"] == 30, a.counters
         assert a.counters["users_handed_over_total"] == 0  # its own checkpoint: nothing to take over
         sent = a.counters["item_deltas_published_total"]  # as of its checkpoint
+        await _until(lambda: a.counters["item_deltas_applied_total"] >= after, 15, lambda: a.counters)
         await asyncio.sleep(0.5)
+        # Each take of those tests is one delta (a few items): exactly the takes after the checkpoint.
+        assert a.counters["item_deltas_applied_total"] == after, a.counters
         assert a.counters["item_deltas_published_total"] == sent, "A shared its replayed events again"

@@ -86,6 +86,8 @@ from recofast.errors import StoreUnavailable
 from recofast.recommender import Recommender
 
 log = logging.getLogger("recofast.engine")
+#: Seconds a taking-over engine waits for the previous owner's checkpoint from the object store.
+HANDOVER_TIMEOUT = 300.0
 
 STATE_FORMAT = 2
 TIMELINE_LEN = 1_000
@@ -161,11 +163,11 @@ class Engine:
         self.share: Any = None
         self.objects: Any = None
         self.delta_seq = 0
+        self.delta_included: tuple[str, int] = ("", 0)
         self._handovers: dict[int, asyncio.Task[None]] = {}
         # Partitions resumed from a position whose next events were already shared as item
-        # deltas: p -> (the last such stream sequence, whether the deltas are another
-        # engine's, so the events are learned for their users only); see _apply_covered.
-        self._covered: dict[int, tuple[int, bool]] = {}
+        # deltas: p -> the last such stream sequence (see _apply_covered).
+        self._covered: dict[int, int] = {}
         self.engine_id = cfg.engine_id or f"{os.uname().nodename}-{os.getpid()}"
         self.counters = {
             "events_applied_total": 0,
@@ -252,6 +254,8 @@ class Engine:
         self.part_applied = {int(k): int(v) for k, v in cp.manifest.get("partition_applied", {}).items()}
         self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
         self.delta_seq = int(cp.manifest.get("delta_seq", 0))
+        inc = cp.manifest.get("share_included")
+        self.delta_included = (str(inc[0]), int(inc[1])) if isinstance(inc, list) and len(inc) == 2 else ("", 0)
         for k in self.counters:
             self.counters[k] = int(cp.manifest.get(k, 0))
         self.tombstone_check(cp)
@@ -369,6 +373,9 @@ class Engine:
             m["partition_seq"] = {str(p): s for p, s in self.part_seq.items()}
             m["partition_applied"] = {str(p): n for p, n in self.part_applied.items()}
             m["delta_seq"] = self.share.applied_seq if self.share is not None else self.delta_seq
+            # What the model gathered goes out right after; the checkpoint has it, so its deltas
+            # are not applied again when the engine restarts from it (recofast.engine.share).
+            m["share_included"] = list(self.share.stash()) if self.share is not None else list(self.delta_included)
         cp = self.store.save(self.model, m, self._state_bytes())
         self._cp_checks = [0, 0]
         self._cp_parts = {p: (s, self.part_applied.get(p, 0)) for p, s in self.part_seq.items()}
@@ -648,7 +655,7 @@ class Engine:
                                    max_age=self.cfg.share_max_age, max_bytes=self.cfg.share_max_bytes,
                                    max_payload=self.nc.max_payload,
                                    positions=lambda: {p: q for p, q in self.part_seq.items() if p in self.owned_partitions()})
-            await self.share.start(self.delta_seq)
+            await self.share.start(self.delta_seq, self.delta_included)
         if self.fixed_parts:
             for p in self.fixed_parts:
                 self.part_seq.setdefault(p, 0)
@@ -694,29 +701,25 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - replayed as new events
             log.warning("partition %d: cannot read the stream's last sequence (%s)", p, e)
             return
-        seq, who = await self.share.covered(p, last)
+        seq = await self.share.covered(p, last)
         if seq > self.part_seq.get(p, 0):
-            theirs = who != self.share.id
-            self._covered[p] = (seq, theirs)
-            log.info("partition %d: events up to stream seq %d were shared by %s; replayed %s", p, seq, who,
-                     "for their users only" if theirs else "without sharing them again")
+            self._covered[p] = seq
+            log.info("partition %d: events up to stream seq %d were shared already; replayed for their users only", p, seq)
 
     async def _apply_covered(self, p: int, msgs: list[Any]) -> list[Any] | None:
         """Applies the head of a batch of partition ``p`` whose item knowledge is already
-        shared: not shared again (this engine's own deltas, which it never applies, went out
-        before it restarted), and, when another engine's deltas carry it (this engine applies
-        them), learned for the users only. Returns the rest of the batch (None: stopping)."""
-        seq, theirs = self._covered[p]
+        shared, as deltas this engine applies (another engine's, or its own previous run's
+        after its checkpoint): for the users only, and not shared again. Returns the rest of
+        the batch (None: stopping)."""
+        seq = self._covered[p]
         n = 0
         while n < len(msgs) and msgs[n].metadata.sequence.stream <= seq:
             n += 1
-        if n == len(msgs) and msgs[-1].metadata.sequence.stream < seq:
-            pass  # more to come
-        else:
+        if n < len(msgs) or msgs[-1].metadata.sequence.stream >= seq:
             del self._covered[p]
         if n:
             before = self.counters["events_applied_total"]
-            self.model.set_replay(share=False, items=not theirs)
+            self.model.set_replay(share=False, items=False)
             try:
                 done = await self.handle(msgs[:n])
             finally:
@@ -729,36 +732,44 @@ class Engine:
     async def _take_over(self, p: int, seq: int, obj: str) -> None:
         """Takes partition ``p``'s users from checkpoint object ``obj``, then consumes it."""
         try:
-            path = await self.objects.fetch(obj, Path(self.cfg.model_dir) / ".handover")
+            path = await asyncio.wait_for(self.objects.fetch(obj, Path(self.cfg.model_dir) / ".handover"), HANDOVER_TIMEOUT)
             try:
-                n = await asyncio.to_thread(self._import_partition, path, p)
+                users = await asyncio.to_thread(self._import_partition, path, p)
             finally:
                 path.unlink(missing_ok=True)
-            log.info("partition %d: %d users taken over from %s", p, n, obj)
+            for u in users:
+                self.users.setdefault(u, None)
+            log.info("partition %d: %d users taken over from %s", p, len(users), obj)
         except asyncio.CancelledError:
-            raise
+            raise  # the entry stays: a stopping engine writes no position for this partition
         except Exception as e:  # noqa: BLE001 - its users start afresh; the events still replay from the position
             self.background_errors += 1
             log.error("partition %d: users not taken over from %s (%s: %s); they start afresh", p, obj, type(e).__name__, e)
-        finally:
+        if self.leases is None or p not in self.leases.owned:
             self._handovers.pop(p, None)
-        if self.leases is not None and p in self.leases.owned:
+            return
+        try:
             await self.feeds.add(p, seq)
             log.info("partition %d resumes after stream seq %d", p, seq)
+        except Exception as e:  # noqa: BLE001 - give the lease up: this engine or another claims it again
+            self.background_errors += 1
+            log.error("partition %d: cannot consume it (%s: %s); giving its lease up", p, type(e).__name__, e)
+            self._handovers.pop(p, None)
+            await self.leases.release(p)
+            await self._lost(p)
+            return
+        self._handovers.pop(p, None)
 
-    def _import_partition(self, path: Path, p: int) -> int:
+    def _import_partition(self, path: Path, p: int) -> list[str]:
         """The users of partition ``p`` in the snapshot at ``path`` (forgotten ones left
-        out), copied into the model (runs in a thread)."""
+        out), copied into the model (runs in a thread); returns them."""
         from recofast.engine.publish import partition_of
 
         other = Recommender.load(path)
         n_parts = self.cfg.lease_partitions
         users = [u for u in other.user_factors()[0] if partition_of(u, n_parts) == p and u not in self.tombstones]
-        n = self.model.import_users(other, users)
-        for u in users:
-            self.users.setdefault(u, None)
-        self.counters["users_handed_over_total"] += n
-        return n
+        self.counters["users_handed_over_total"] += self.model.import_users(other, users)
+        return users
 
     async def _put_positions(self) -> None:
         """The partitions' positions of the last checkpoint, after its model is in the object
@@ -769,11 +780,13 @@ class Engine:
 
             path = self.store.path(self.model_version) / MODEL_FILE
             extra["object"] = await self.objects.upload(self.model_version, path)
-        await self.leases.put_positions(self._cp_parts, extra)
+        # A partition whose users are still being taken over keeps its previous owner's
+        # position (and object) until this engine has checkpointed them.
+        await self.leases.put_positions({p: v for p, v in self._cp_parts.items() if p not in self._handovers}, extra)
 
     async def _flush_deltas(self) -> None:
-        """Publishes the item deltas gathered since the last tick (before a partition leaves
-        this engine or the engine stops: the next owner resumes after these events)."""
+        """Publishes the item deltas waiting (those the checkpoint just took), before a
+        partition leaves this engine or the engine stops."""
         if self.share is not None:
             try:
                 await self.share.publish()
@@ -786,9 +799,9 @@ class Engine:
         leases; the next owner resumes right after."""
         for p in parts:
             await self.feeds.remove(p)
-        await self._flush_deltas()
         try:
             await asyncio.to_thread(self.checkpoint)
+            await self._flush_deltas()  # before the next owner resumes after these events
             await self._put_positions()
         except Exception as e:  # noqa: BLE001 - keep them, and try again at the next tick
             log.error("handing over partitions %s: %s", parts, e)
@@ -1036,11 +1049,11 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         try:
             if self.writer is not None and exc[0] is None:
-                await self._flush_deltas()  # what the last events did to items, before they leave
                 try:
                     await asyncio.to_thread(self.checkpoint)  # a graceful stop leaves nothing to replay
                 except Exception as e:  # noqa: BLE001 - the stream still holds what is not in a checkpoint
                     log.error("final checkpoint failed (%s); the next start replays from the previous one", e)
+                await self._flush_deltas()  # what the last events did to items, before the engine leaves
         finally:
             if self.loop is not None:
                 try:
@@ -1124,8 +1137,8 @@ class Engine:
                         self._cur_part = None
             finally:
                 done.set()
-        if self.leases is not None and self.leases.releasing:
-            await self._release(sorted(self.leases.releasing))
+        if self.leases is not None and self.leases.releasing - set(self._handovers):
+            await self._release(sorted(self.leases.releasing - set(self._handovers)))  # one being taken over waits
         before = dict(self._cp_parts)
         await self.periodic(busy=bool(msgs))
         if self.share is not None:

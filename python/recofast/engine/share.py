@@ -12,13 +12,17 @@ co-listed for the users of another. The stream sequence of the last delta applie
 the checkpoint (``delta_seq``), so a restarted engine applies each delta once. A delta that
 fails validation is counted (``item_deltas_rejected_total``) and skipped.
 
-**Each event's item knowledge once.** The last delta of each take carries the header
-``Recofast-Covers`` (``p:seq,...``: each owned partition's last applied stream sequence
-when it was taken). An engine that resumes a partition from a checkpoint position replays
-the events after it, and some of those were already shared: up to the sequence the last
-delta of any engine covers (:meth:`ItemShare.covered`; the previous owner's, in practice). Those are
-replayed without being shared again, and, when the covering deltas are another engine's
-(which this engine applies), learned for their users only
+**Each event's item knowledge once.** Every delta carries ``Recofast-Take`` (``<life>:<n>``:
+a random id of this run of the engine and the number of the take), and the last delta of a
+take ``Recofast-Covers`` (``p:seq,...``: each owned partition's last applied stream sequence
+when it was taken). A checkpoint takes what the model has gathered (published right after
+it) and records that take as included. An engine applies every delta except its own of this
+run, those its checkpoint includes, and any it has already applied (a redelivery: at or
+below ``delta_seq``). So after a restart, under the same name or a new one, its previous
+run's deltas after the checkpoint are applied like another engine's. An engine that resumes
+a partition from a checkpoint position replays the events after it, and up to the sequence
+the last deltas cover (:meth:`ItemShare.covered`) their item knowledge arrives as deltas it
+applies: those events are learned for their users only, without being shared again
 (:meth:`recofast.Recommender.set_replay`), so no engine counts an event's effect on items
 twice.
 
@@ -36,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,19 @@ QUEUE_LEN = 256
 #: Deltas waiting to be published while NATS cannot take them (the oldest are dropped).
 OUTBOX_LEN = 256
 COVERS_HEADER = "Recofast-Covers"
+TAKE_HEADER = "Recofast-Take"
+#: Engine subjects read for what has been shared (each engine's last delta).
+MAX_SUBJECTS = 256
+
+
+def parse_take(text: str | None) -> tuple[str, int] | None:
+    """A ``Recofast-Take`` value read back (None when absent or malformed).
+
+    >>> parse_take("3fa2c1:17"), parse_take("17"), parse_take(None)
+    (('3fa2c1', 17), None, None)
+    """
+    life, _, n = (text or "").partition(":")
+    return (life, int(n)) if life and n.isdigit() and len(text or "") <= 64 else None
 
 
 def format_covers(seqs: dict[int, int]) -> str:
@@ -102,19 +121,24 @@ class ItemShare:
         # Room for the headers JetStream adds; the server's limit is the client's max_payload.
         self.max_payload = max(64 << 10, int(max_payload) - 4096)
         self.subject = f"{DELTA_PREFIX}.{self.id}"
+        self.life = secrets.token_hex(6)  # this run's deltas: never applied by this run
+        self.takes = 0
+        self.included: tuple[str, int] = ("", 0)  # the last take in the checkpoint this run started from
         self.applied_seq = 0
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_LEN)
         self.unsent: list[tuple[bytes, dict[str, str] | None]] = []
         self.task: asyncio.Task[None] | None = None
         self.sub: Any = None
         self._next = 0.0
+        self._scan: tuple[float, list[dict[int, int]]] | None = None
         for k in ("item_deltas_published_total", "item_deltas_applied_total", "item_deltas_rejected_total",
                   "item_delta_bytes_published_total", "item_deltas_unsent_dropped_total"):
             counters.setdefault(k, 0)
 
-    async def start(self, after_seq: int) -> None:
+    async def start(self, after_seq: int, included: tuple[str, int] = ("", 0)) -> None:
         """Creates the stream if missing, starts gathering in the model and consuming the
-        stream right after sequence ``after_seq``."""
+        stream right after sequence ``after_seq``; ``included``: the last take of the
+        checkpoint the model comes from (its deltas are not applied again)."""
         from nats.js import api
         from nats.js.errors import NotFoundError
 
@@ -128,6 +152,7 @@ class ItemShare:
             ))  # fmt: skip
         self.model().share_items(self.max_items)
         self.applied_seq = after_seq
+        self.included = (str(included[0]), int(included[1]))
         name = f"recofast-items-{self.id}"
         try:
             await self.js.delete_consumer(ITEMS_STREAM, name)
@@ -163,11 +188,29 @@ class ItemShare:
             await self.publish()
         await self.apply_arrived()
 
+    def _take(self, covers: str) -> None:
+        """Takes what the model gathered into the deltas waiting to be published."""
+        deltas = self.model().take_item_delta(self.max_payload)
+        if not deltas:
+            return
+        self.takes += 1
+        take = f"{self.life}:{self.takes}"
+        for k, d in enumerate(deltas):
+            headers = {TAKE_HEADER: take}
+            if k == len(deltas) - 1 and covers:
+                headers[COVERS_HEADER] = covers
+            self.unsent.append((d, headers))
+
+    def stash(self) -> tuple[str, int]:
+        """For a checkpoint (between batches, in its worker thread): takes what the model
+        gathered, to be published at the next tick, and returns the take the checkpoint
+        includes."""
+        self._take(format_covers(self.positions()))
+        return self.life, self.takes
+
     async def publish(self) -> None:
         covers = format_covers(self.positions())  # read with the take: no batch is applied in between
-        deltas = await asyncio.to_thread(self.model().take_item_delta, self.max_payload)
-        self.unsent.extend((d, {COVERS_HEADER: covers} if k == len(deltas) - 1 and covers else None)
-                           for k, d in enumerate(deltas))
+        await asyncio.to_thread(self._take, covers)
         if len(self.unsent) > OUTBOX_LEN:
             dropped = len(self.unsent) - OUTBOX_LEN
             del self.unsent[:dropped]
@@ -184,29 +227,36 @@ class ItemShare:
             self.counters["item_deltas_published_total"] += 1
             self.counters["item_delta_bytes_published_total"] += len(d)
 
-    async def covered(self, p: int, limit: int) -> tuple[int, str]:
-        """How far the events of partition ``p`` have been shared, and by whom: the highest
-        sequence any engine's last delta covers (``Recofast-Covers``), with that engine's
-        subject id; (0, "") when none does or the stream cannot say. Capped at ``limit``
-        (the event stream's last sequence), so a header from the future never holds
-        learning back."""
+    async def covered(self, p: int, limit: int) -> int:
+        """How far the events of partition ``p`` have been shared: the highest sequence any
+        engine's last delta covers (``Recofast-Covers``); 0 when none does or the stream
+        cannot say. Capped at ``limit`` (the event stream's last sequence), so a header from
+        the future never holds learning back. The last deltas are read at most once a
+        second (a claim of several partitions reads them once), concurrently, from at most
+        :data:`MAX_SUBJECTS` subjects."""
+        now = time.monotonic()
+        if self._scan is None or now - self._scan[0] > 1.0:
+            try:
+                self._scan = (now, await self._last_covers())
+            except Exception as e:  # noqa: BLE001 - replayed as new: at worst counted twice
+                log.warning("item deltas: cannot read what was shared (%s)", e)
+                return 0
+        return min(max((c.get(p, 0) for c in self._scan[1]), default=0), limit)
+
+    async def _last_covers(self) -> list[dict[int, int]]:
         from nats.js.errors import NotFoundError
 
-        best, who = 0, ""
-        try:
-            info = await self.js.stream_info(ITEMS_STREAM, subjects_filter=f"{DELTA_PREFIX}.>")
-            for subject in list((info.state.subjects or {}))[:1024]:
-                try:
-                    msg = await self.js.get_last_msg(ITEMS_STREAM, subject)
-                except NotFoundError:
-                    continue
-                seq = parse_covers((msg.headers or {}).get(COVERS_HEADER)).get(p, 0)
-                if seq > best:
-                    best, who = seq, subject[len(DELTA_PREFIX) + 1:]
-        except Exception as e:  # noqa: BLE001 - replayed as new: at worst counted twice, as without this
-            log.warning("item deltas: cannot read what was shared of partition %d (%s)", p, e)
-            return 0, ""
-        return min(best, limit), who
+        info = await self.js.stream_info(ITEMS_STREAM, subjects_filter=f"{DELTA_PREFIX}.>")
+        subjects = list(info.state.subjects or {})[:MAX_SUBJECTS]
+
+        async def last(subject: str) -> dict[int, int]:
+            try:
+                msg = await self.js.get_last_msg(ITEMS_STREAM, subject)
+            except NotFoundError:
+                return {}
+            return parse_covers((msg.headers or {}).get(COVERS_HEADER))
+
+        return list(await asyncio.gather(*(last(x) for x in subjects)))
 
     async def apply_arrived(self) -> None:
         msgs = []
@@ -214,12 +264,22 @@ class ItemShare:
             msgs.append(self.queue.get_nowait())
         if not msgs:
             return
-        theirs = [m.data for m in msgs if m.subject != self.subject]
+        theirs = []
+        top = self.applied_seq
+        for m in msgs:
+            seq = m.metadata.sequence.stream
+            if seq <= top:
+                continue  # redelivered (an ack that did not arrive in time): applied already
+            top = seq
+            take = parse_take((m.headers or {}).get(TAKE_HEADER))
+            if take is not None and (take[0] == self.life or (take[0] == self.included[0] and take[1] <= self.included[1])):
+                continue  # this run's own, or in the checkpoint this run started from
+            theirs.append(m.data)
         if theirs:
             ok, bad = await asyncio.to_thread(self._apply, self.model(), theirs)
             self.counters["item_deltas_applied_total"] += ok
             self.counters["item_deltas_rejected_total"] += bad
-        self.applied_seq = max(self.applied_seq, msgs[-1].metadata.sequence.stream)
+        self.applied_seq = top
         try:
             await msgs[-1].ack()
         except Exception as e:  # noqa: BLE001 - redelivered after ack_wait; the position is in the checkpoint
@@ -232,9 +292,14 @@ class ItemShare:
             try:
                 model.apply_item_delta(d)
                 ok += 1
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - ValueError: invalid; anything else: refused all the same
                 bad += 1
-                log.warning("item deltas: one refused (%s)", e)
+                log.warning("item deltas: one refused (%s: %s)", type(e).__name__, e)
+            except BaseException as e:  # a Rust panic arrives as pyo3's PanicException
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                bad += 1
+                log.error("item deltas: applying one failed (%s: %s); refused", type(e).__name__, e)
         return ok, bad
 
     async def close(self) -> None:
@@ -299,4 +364,4 @@ class CheckpointObjects:
         return Path(tmp)
 
 
-__all__ = ["CHECKPOINT_BUCKET", "COVERS_HEADER", "DELTA_PREFIX", "ITEMS_STREAM", "CheckpointObjects", "ItemShare", "safe_id"]
+__all__ = ["CHECKPOINT_BUCKET", "COVERS_HEADER", "DELTA_PREFIX", "ITEMS_STREAM", "CheckpointObjects", "ItemShare", "TAKE_HEADER", "parse_take", "safe_id"]
