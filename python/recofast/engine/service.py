@@ -165,9 +165,12 @@ class Engine:
         self.delta_seq = 0
         self.delta_included: tuple[str, int] = ("", 0)
         self._handovers: dict[int, asyncio.Task[None]] = {}
+        self._positions_task: asyncio.Task[None] | None = None
+        self._positions_again = False
         # Partitions resumed from a position whose next events were already shared as item
         # deltas: p -> the last such stream sequence (see _apply_covered).
         self._covered: dict[int, int] = {}
+        self._shared_upto: dict[int, int] = {}  # see _shared_positions
         self.engine_id = cfg.engine_id or f"{os.uname().nodename}-{os.getpid()}"
         self.counters = {
             "events_applied_total": 0,
@@ -654,7 +657,7 @@ class Engine:
                                    max_items=self.cfg.share_max_items, replicas=self.cfg.stream_replicas,
                                    max_age=self.cfg.share_max_age, max_bytes=self.cfg.share_max_bytes,
                                    max_payload=self.nc.max_payload,
-                                   positions=lambda: {p: q for p, q in self.part_seq.items() if p in self.owned_partitions()})
+                                   positions=self._shared_positions)
             await self.share.start(self.delta_seq, self.delta_included)
         if self.fixed_parts:
             for p in self.fixed_parts:
@@ -687,6 +690,16 @@ class Engine:
             return
         await self.feeds.add(p, seq)
         log.info("partition %d resumes after stream seq %d (%d events applied before)", p, seq, applied)
+
+    def _shared_positions(self) -> dict[int, int]:
+        """What a take of deltas covers: each owned partition's last applied sequence, and
+        the last one of each partition this engine owned earlier in this run (so a
+        partition it lost keeps its mark until the new owner's deltas pass it)."""
+        owned = set(self.owned_partitions())
+        for p, q in list(self.part_seq.items()):
+            if p in owned:
+                self._shared_upto[p] = max(q, self._shared_upto.get(p, 0))
+        return dict(self._shared_upto)
 
     async def _cover(self, p: int) -> None:
         """Notes how far the events of partition ``p`` after its position were already shared
@@ -773,16 +786,47 @@ class Engine:
 
     async def _put_positions(self) -> None:
         """The partitions' positions of the last checkpoint, after its model is in the object
-        store (the positions name it, for whoever takes a partition over)."""
-        extra: dict[str, Any] = {"version": self.model_version}
-        if self.objects is not None and self.model_version:
-            from recofast.engine.checkpoints import MODEL_FILE
-
-            path = self.store.path(self.model_version) / MODEL_FILE
-            extra["object"] = await self.objects.upload(self.model_version, path)
+        store (the positions name it, for whoever takes a partition over). The checkpoint's
+        version and positions are read together first: a checkpoint taken during the upload
+        is written the next time."""
+        version = self.model_version
         # A partition whose users are still being taken over keeps its previous owner's
         # position (and object) until this engine has checkpointed them.
-        await self.leases.put_positions({p: v for p, v in self._cp_parts.items() if p not in self._handovers}, extra)
+        parts = {p: v for p, v in self._cp_parts.items() if p not in self._handovers}
+        extra: dict[str, Any] = {"version": version}
+        if self.objects is not None and version:
+            from recofast.engine.checkpoints import MODEL_FILE
+
+            extra["object"] = await self.objects.upload(version, self.store.path(version) / MODEL_FILE)
+        await self.leases.put_positions(parts, extra)
+
+    def _positions_later(self) -> None:
+        """Uploads the last checkpoint and writes its positions in a task of its own, so the
+        engine goes on consuming while a large model goes to the object store (one at a time;
+        checkpoints taken meanwhile are written by the next round)."""
+        if self._positions_task is not None and not self._positions_task.done():
+            self._positions_again = True
+            return
+
+        async def rounds() -> None:
+            while True:
+                self._positions_again = False
+                try:
+                    await self._put_positions()
+                except Exception as e:  # noqa: BLE001 - written again after the next checkpoint
+                    log.warning("writing partition positions: %s", e)
+                if not self._positions_again:
+                    return
+
+        self._positions_task = asyncio.create_task(rounds())
+
+    async def _positions_settled(self) -> None:
+        """Stops the background round (before positions are written directly: an older
+        round must not write after them)."""
+        t, self._positions_task = self._positions_task, None
+        if t is not None and not t.done():
+            t.cancel()
+            await asyncio.gather(t, return_exceptions=True)
 
     async def _flush_deltas(self) -> None:
         """Publishes the item deltas waiting (those the checkpoint just took), before a
@@ -802,6 +846,7 @@ class Engine:
         try:
             await asyncio.to_thread(self.checkpoint)
             await self._flush_deltas()  # before the next owner resumes after these events
+            await self._positions_settled()
             await self._put_positions()
         except Exception as e:  # noqa: BLE001 - keep them, and try again at the next tick
             log.error("handing over partitions %s: %s", parts, e)
@@ -1073,6 +1118,7 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*self._handovers.values(), return_exceptions=True)
             if self.leases is not None:
+                await self._positions_settled()
                 if exc[0] is None:
                     try:  # the final checkpoint's positions, then the leases go
                         await self._put_positions()
@@ -1144,10 +1190,7 @@ class Engine:
         if self.share is not None:
             await self.share.tick(time.monotonic())
         if self.leases is not None and self._cp_parts != before:
-            try:
-                await self._put_positions()
-            except Exception as e:  # noqa: BLE001 - written again after the next checkpoint
-                log.warning("writing partition positions: %s", e)
+            self._positions_later()
         await self.watch()
         await self.check_health()
 

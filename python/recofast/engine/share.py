@@ -43,6 +43,7 @@ import re
 import secrets
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,17 @@ def parse_covers(text: str | None) -> dict[int, int]:
 
 
 def safe_id(engine_id: str) -> str:
-    """The engine id as a subject token and a consumer name.
+    """The engine id as a subject token and a consumer name: itself when it is made of
+    letters, digits, ``-`` and ``_`` (at most 64), else those characters with a hash of the
+    whole id, so two ids never share a subject.
 
-    >>> safe_id("host-1.example:42")
-    'host-1_example_42'
+    >>> safe_id("engine-1"), safe_id("host-1.example:42"), safe_id("host-1_example_42")
+    ('engine-1', 'host-1_example_42-2beb0b5e', 'host-1_example_42')
     """
-    return re.sub(r"[^A-Za-z0-9_-]", "_", engine_id) or "engine"
+    clean = re.sub(r"[^A-Za-z0-9_-]", "_", engine_id)[:64]
+    if clean == engine_id and clean:
+        return clean
+    return f"{clean or 'engine'}-{zlib.crc32(engine_id.encode()):08x}"
 
 
 class ItemShare:
@@ -153,6 +159,14 @@ class ItemShare:
         self.model().share_items(self.max_items)
         self.applied_seq = after_seq
         self.included = (str(included[0]), int(included[1]))
+        await self._bind(after_seq)
+        self.task = asyncio.create_task(self._pump())
+
+    async def _bind(self, after_seq: int) -> None:
+        """(Re)creates this engine's durable on the stream, starting after ``after_seq``."""
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
         name = f"recofast-items-{self.id}"
         try:
             await self.js.delete_consumer(ITEMS_STREAM, name)
@@ -163,19 +177,27 @@ class ItemShare:
             ack_policy=api.AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1, max_waiting=4, inactive_threshold=self.max_age,
         ))  # fmt: skip
         self.sub = await self.js.pull_subscribe_bind(durable=name, stream=ITEMS_STREAM)
-        self.task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         import nats.errors
 
+        failures = 0
         while True:
             try:
                 msgs = await self.sub.fetch(32, timeout=1.0)
+                failures = 0
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
-            except nats.errors.Error as e:  # reconnecting, or a node away
+            except Exception as e:  # noqa: BLE001 - reconnecting, a node away, the durable gone
+                failures += 1
                 log.warning("item deltas: fetch failed (%s); retrying", e)
                 await asyncio.sleep(0.5)
+                if failures % 20 == 0:  # ten seconds of failures: the durable may be gone (deleted, expired)
+                    try:
+                        await self._bind(self.applied_seq)
+                        log.info("item deltas: consumer bound again after stream seq %d", self.applied_seq)
+                    except Exception as e2:  # noqa: BLE001 - NATS still away: the next round tries again
+                        log.warning("item deltas: cannot bind the consumer again (%s)", e2)
                 continue
             for m in msgs:
                 await self.queue.put(m)
