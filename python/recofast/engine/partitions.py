@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,11 @@ def durable(p: int, engine_id: str = "") -> str:
     return f"{CONSUMER}-p{p}"
 
 
+#: Seconds without messages after which a partition's consumer is asked whether deliveries
+#: were lost in flight.
+LOST_CHECK_SECONDS = 5.0
+
+
 class Feeds:
     """One fetch task per owned partition; each hands its batch to the engine through a
     bounded queue and waits until the engine has applied and acked it before fetching the
@@ -81,10 +87,15 @@ class Feeds:
 
     async def add(self, p: int, after_seq: int) -> None:
         """Starts consuming partition ``p`` right after stream sequence ``after_seq``."""
+        await self.remove(p)
+        sub = await self._bind(p, after_seq)
+        self.tasks[p] = asyncio.create_task(self._pump(p, sub, after_seq))
+
+    async def _bind(self, p: int, after_seq: int) -> Any:
+        """(Re)creates partition ``p``'s durable, starting right after ``after_seq``."""
         from nats.js import api
         from nats.js.errors import NotFoundError
 
-        await self.remove(p)
         name = durable(p, self.engine_id)
         try:
             await self.js.delete_consumer(STREAM, name)
@@ -99,8 +110,14 @@ class Feeds:
             ack_policy=api.AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1, max_waiting=16,
         ))  # fmt: skip
         sub = await self.js.pull_subscribe_bind(durable=name, stream=STREAM)
+        old = self.subs.pop(p, None)
+        if old is not None:
+            try:
+                await old.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
         self.subs[p] = sub
-        self.tasks[p] = asyncio.create_task(self._pump(p, sub))
+        return sub
 
     async def remove(self, p: int) -> None:
         t = self.tasks.pop(p, None)
@@ -114,23 +131,62 @@ class Feeds:
             except Exception:  # noqa: BLE001 - the connection may be gone already
                 pass
 
-    async def _pump(self, p: int, sub: Any) -> None:
+    async def _pump(self, p: int, sub: Any, after_seq: int) -> None:
+        """Fetches partition ``p`` batch after batch. A delivery lost in flight (its node
+        went away between the consumer's leader sending it and this engine receiving it)
+        would wait for redelivery ``ack_wait`` later, or be acked with the next batch (acks
+        cover everything before them) and never applied: a gap in the consumer's delivery
+        sequence, or deliveries still unacknowledged while this engine has none in hand
+        (checked after :data:`LOST_CHECK_SECONDS` without messages), rebinds the consumer
+        right after the last batch the engine applied."""
         import nats.errors
 
+        last_seq, last_delivery = after_seq, 0
+        quiet_since = time.monotonic()
         while True:
             try:
                 msgs = await sub.fetch(self.batch, timeout=self.timeout)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                if time.monotonic() - quiet_since > LOST_CHECK_SECONDS:
+                    quiet_since = time.monotonic()
+                    if await self._lost_in_flight(sub):
+                        log.warning("partition %d: a delivery was lost in flight; consuming again after stream seq %d", p, last_seq)
+                        sub, last_delivery = await self._rebind(p, last_seq, sub), 0
                 continue
-            except nats.errors.Error as e:  # reconnecting, or a node away: wait, then again
+            except Exception as e:  # noqa: BLE001 - reconnecting, or a node away: wait, then again
                 log.warning("partition %d: fetch failed (%s); retrying", p, e)
                 await asyncio.sleep(0.5)
                 continue
             if not msgs:
                 continue
+            first = msgs[0].metadata.sequence.consumer
+            if last_delivery and first > last_delivery + 1:
+                log.warning("partition %d: deliveries %d-%d were lost in flight; consuming again after stream seq %d",
+                            p, last_delivery + 1, first - 1, last_seq)
+                sub, last_delivery = await self._rebind(p, last_seq, sub), 0
+                continue
             done = asyncio.Event()
             await self.queue.put((p, msgs, done))
             await done.wait()
+            last_seq, last_delivery = msgs[-1].metadata.sequence.stream, msgs[-1].metadata.sequence.consumer
+            quiet_since = time.monotonic()
+
+    @staticmethod
+    async def _lost_in_flight(sub: Any) -> bool:
+        """Deliveries the server holds as unacknowledged while this engine has none: every
+        batch it is handed is acked before the next fetch."""
+        try:
+            return int((await sub.consumer_info()).num_ack_pending or 0) > 0
+        except Exception:  # noqa: BLE001 - cannot tell now: the next quiet spell asks again
+            return False
+
+    async def _rebind(self, p: int, after_seq: int, sub: Any) -> Any:
+        try:
+            return await self._bind(p, after_seq)
+        except Exception as e:  # noqa: BLE001 - NATS away: keep the old one, try again later
+            log.warning("partition %d: cannot bind the consumer again (%s)", p, e)
+            await asyncio.sleep(0.5)
+            return sub
 
     async def next(self, timeout: float) -> tuple[int, list[Any], asyncio.Event] | None:
         try:
