@@ -632,6 +632,15 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(store, tmp_path):
         assert all(a["source"] == "personal" and items_of(a) == ["a", "b"] for a in answers)
         # Whichever process answers /metrics counts the lists both served.
         assert [p.name for p in temp.iterdir()][0].startswith("recofast-sidecar-metrics-")
+        # The store gauge is the least over the processes of what each set at its last
+        # update (every second): one that started later may still show its store closed.
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                if metric(r.read().decode(), "recofast_sidecar_lmdb_available") == 1:
+                    break
+            assert time.monotonic() < deadline, "a process never reported its store open"
+            time.sleep(0.2)
         for _ in range(4):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 text = r.read().decode()
