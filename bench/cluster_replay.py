@@ -127,8 +127,8 @@ def replay(events: Sequence[Any], layout: list[str], share: bool, root: Path, ch
             asyncio.run(publish(server.url, partitioned(part, 100, PARTS)))
             want = c + len(part)
             deadline = time.monotonic() + 300
-            while sum(int(_healthz(p).get("events_applied_total", 0)) + int(_healthz(p).get("events_dlq_total", 0))
-                      for p in ports) < want:
+            while sum(int(h.get("events_applied_total", 0)) + int(h.get("events_dlq_total", 0))
+                      for h in map(_healthz, ports)) < want:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                     raise RuntimeError(f"the engines stopped applying at {want}: see {root}/engine*/stderr.log")
                 time.sleep(0.01)

@@ -33,6 +33,7 @@ from recofast_sidecar.protocol.names import (
 
 from recofast.engine.attribution import COUNTS, EVENTS, IMPRESSIONS, LoopStore, Windows
 from recofast.engine.config import EngineConfig
+from recofast.engine.streams import unsubscribe_quietly
 
 log = logging.getLogger("recofast.engine")
 
@@ -125,11 +126,7 @@ class Loop:
             except Exception:  # noqa: BLE001 - logged in run()
                 pass
         for sub in (self._imp_sub, self._ev_sub):
-            if sub is not None:
-                try:
-                    await sub.unsubscribe()
-                except Exception:  # noqa: BLE001 - the connection may be gone already
-                    pass
+            await unsubscribe_quietly(sub)
         await asyncio.to_thread(self.store.close)
 
     async def run(self) -> None:

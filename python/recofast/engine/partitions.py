@@ -30,6 +30,8 @@ from typing import Any
 
 from recofast_sidecar.protocol.names import CATALOG_SUBJECT, CONSUMER, EVENTS_SUBJECT_PREFIX, FORGET_SUBJECT, STREAM
 
+from recofast.engine.streams import unsubscribe_quietly
+
 log = logging.getLogger("recofast.engine")
 
 LEASE_BUCKET = "recofast-leases"
@@ -110,12 +112,7 @@ class Feeds:
             ack_policy=api.AckPolicy.ALL, ack_wait=60.0, max_ack_pending=-1, max_waiting=16,
         ))  # fmt: skip
         sub = await self.js.pull_subscribe_bind(durable=name, stream=STREAM)
-        old = self.subs.pop(p, None)
-        if old is not None:
-            try:
-                await old.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
+        await unsubscribe_quietly(self.subs.pop(p, None))
         self.subs[p] = sub
         return sub
 
@@ -124,12 +121,7 @@ class Feeds:
         if t is not None:
             t.cancel()
             await asyncio.gather(t, return_exceptions=True)
-        sub = self.subs.pop(p, None)
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
+        await unsubscribe_quietly(self.subs.pop(p, None))
 
     async def _pump(self, p: int, sub: Any, after_seq: int) -> None:
         """Fetches partition ``p`` batch after batch. A delivery lost in flight (its node

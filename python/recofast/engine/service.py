@@ -1183,8 +1183,9 @@ class Engine:
                         self._cur_part = None
             finally:
                 done.set()
-        if self.leases is not None and self.leases.releasing - set(self._handovers):
-            await self._release(sorted(self.leases.releasing - set(self._handovers)))  # one being taken over waits
+        going = self.leases.releasing - self._handovers.keys() if self.leases is not None else set()
+        if going:
+            await self._release(sorted(going))  # one being taken over waits
         before = dict(self._cp_parts)
         await self.periodic(busy=bool(msgs))
         if self.share is not None:

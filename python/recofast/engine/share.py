@@ -329,12 +329,10 @@ class ItemShare:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
-        if self.sub is not None:
-            try:
-                await self.sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
-            self.sub = None
+        from recofast.engine.streams import unsubscribe_quietly
+
+        await unsubscribe_quietly(self.sub)
+        self.sub = None
 
 
 class CheckpointObjects:

@@ -168,6 +168,16 @@ async def ensure_streams(js, cfg: EngineConfig | None = None) -> None:  # noqa: 
         await js.add_stream(imps)
 
 
+async def unsubscribe_quietly(sub) -> None:  # noqa: ANN001
+    """Unsubscribes ``sub`` when there is one, ignoring a connection already gone."""
+    if sub is None:
+        return
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - the connection may be gone already
+        pass
+
+
 async def bind_durable(js, stream: str, durable: str, after_seq: int, quiet: bool = False):  # noqa: ANN001, ANN201
     """(Re)creates a durable pull consumer of ``stream`` that starts right after
     ``after_seq`` (ack policy *all*; at the stream's first message when that is later) and
@@ -223,4 +233,4 @@ async def publish_dlq(js, dlq: list[tuple[int, int, str, bytes]]) -> None:  # no
             log.error("could not publish to %s: %s", DLQ_SUBJECT, r)
 
 
-__all__ = ["bind_consumer", "bind_durable", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions", "wait_streams"]
+__all__ = ["bind_consumer", "bind_durable", "check_file", "ensure_streams", "publish_dlq", "register_versions", "registered_versions", "registry_versions", "unsubscribe_quietly", "wait_streams"]
