@@ -103,3 +103,11 @@ async def test_a_sidecar_on_a_leaf_node_posts_events_and_serves_the_mirrored_lis
             await nc.jetstream(timeout=1.0).stream_info("RECOFAST_EVENTS")
         info = await nc.jetstream(domain=DOMAIN).stream_info("RECOFAST_EVENTS")
         assert info.state.messages >= 1
+
+
+def test_a_jetstream_domain_that_is_no_subject_token_is_refused_by_name(tmp_path: Path) -> None:
+    from recofast_sidecar.config import load_config
+
+    with pytest.raises(ValueError, match="jetstream_domain"):
+        load_config(None, {"RECOFAST_SIDECAR_JETSTREAM_DOMAIN": "hub.>"}, {"lmdb": str(tmp_path)})
+    assert load_config(None, {"RECOFAST_SIDECAR_JETSTREAM_DOMAIN": "hub-1"}, {"lmdb": str(tmp_path)}).jetstream_domain == "hub-1"

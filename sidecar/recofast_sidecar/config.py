@@ -90,7 +90,7 @@ class SidecarConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``recofast_schemas``) are re-read; posted events must be of a registered version."""
     seed: int | Literal[""] | None = None
     """Seed of the exploration draws (None, or an empty string in a file: from the OS)."""
-    jetstream_domain: str = ""
+    jetstream_domain: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=64)] = ""
     """The JetStream domain of the hub, for a sidecar whose ``nats`` is a leaf node without
     JetStream of its own: its streams and KV buckets (the schema registry, the ``sync``
     mirror) are the hub's, reached through the leaf connection (``jetstream { domain: ... }``
